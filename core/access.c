@@ -1,0 +1,196 @@
+/*
+ * get, put, delete, invalidate and flush: the operations on one key (or
+ * all keys) behind the facade.
+ *
+ * get runs inside an RCU read-side section and takes no lock; it writes
+ * nothing shared in the common case (the CLOCK bit only when clear, and
+ * this thread's own counter block).  It reads the clock only for an entry
+ * with a TTL, or while a CDC subscription bounds staleness.  Every writer
+ * allocates outside the shard lock, links under it, and hands retired
+ * entries to the reclaimer after dropping it.
+ *
+ * Flush and fills: flush advances the cache epoch (seq_cst) before it
+ * clears the shards one by one.  A fill compares its starting epoch with
+ * the current one under its shard's lock when it completes, so a fill
+ * either completes before the flush reaches its shard (and is cleared by
+ * it) or sees the new epoch and is not cached.
+ */
+#include "ops.h"
+#include "shard.h"
+
+#include <string.h>
+
+void cdcache__count(cdcache_t *c, struct cdcache__tstats *t, enum cdcache__ctr ctr)
+{
+  if (__builtin_expect(t != NULL, 1))
+    cdcache__ctr_inc(t, ctr);
+  else
+    cdcache__ctr_add(c, ctr, 1);
+}
+
+static uint32_t effective_ttl(const cdcache_t *c, uint32_t ttl_ms)
+{
+  if (ttl_ms == CDCACHE_TTL_DEFAULT)
+    return c->cfg.default_ttl_ms == 0 ? CDCACHE_TTL_NONE : c->cfg.default_ttl_ms;
+  return ttl_ms;
+}
+
+struct cdcache__entry *cdcache__entry_new(cdcache_t *c, const void *key, size_t klen,
+                                          const void *val, size_t vlen, uint32_t ttl_ms,
+                                          uint64_t now, struct cdcache_fill *fill)
+{
+  uint8_t flags = 0;
+  uint32_t ttl = effective_ttl(c, ttl_ms);
+  if (fill != NULL)
+    flags |= CDCACHE__E_PLACEHOLDER;
+  else if (ttl != CDCACHE_TTL_NONE)
+    flags |= CDCACHE__E_TTL | (c->cfg.policy == CDCACHE_VOLATILE_LRU ? CDCACHE__E_VOLATILE : 0);
+  struct cdcache__entry *e = cdcache__alloc(c, cdcache__entry_size(flags, klen, vlen));
+  if (e == NULL)
+    return NULL;
+  atomic_init(&e->next, NULL);
+  e->u.lru.prev = e->u.lru.next = NULL;
+  e->hash = (uint32_t)cdcache__hash(key, klen);
+  e->vlen = (uint32_t)vlen;
+  e->klen = (uint16_t)klen;
+  e->flags = flags;
+  atomic_init(&e->ref, 0);
+  unsigned char *p = e->data;
+  if (flags & CDCACHE__E_TTL) {
+    uint64_t exp = now + ttl;
+    memcpy(p, &exp, sizeof exp);
+    p += sizeof exp;
+  }
+  if (flags & CDCACHE__E_PLACEHOLDER) {
+    memcpy(p, &fill, sizeof fill);
+    p += sizeof fill;
+  }
+  memcpy(p, key, klen);
+  if (vlen > 0)
+    memcpy(p + klen, val, vlen);
+  return e;
+}
+
+void cdcache__entry_free(cdcache_t *c, struct cdcache__entry *e)
+{
+  if (e != NULL)
+    cdcache__free(c, e, cdcache__entry_size(e->flags, e->klen, e->vlen));
+}
+
+/* Copies e's value out if it may be served now.  Read side or lock. */
+int cdcache__serve(cdcache_t *c, struct cdcache__entry *e, void *buf, size_t cap, size_t *vlen)
+{
+  if (e->flags & CDCACHE__E_PLACEHOLDER)
+    return CDCACHE_ENOENT;
+  uint64_t fu = atomic_load_explicit(&c->fresh_until, memory_order_relaxed);
+  if ((e->flags & CDCACHE__E_TTL) || fu != CDCACHE__FRESH_FOREVER) {
+    uint64_t now = cdcache__now_ms(c);
+    if (cdcache__expired(c, e, now) || (fu != CDCACHE__FRESH_FOREVER && now > fu))
+      return CDCACHE_ENOENT;
+  }
+  size_t n = e->vlen;
+  *vlen = n;
+  if (!atomic_load_explicit(&e->ref, memory_order_relaxed))
+    atomic_store_explicit(&e->ref, 1, memory_order_relaxed);
+  if (n > cap)
+    return CDCACHE_ERANGE;
+  if (n > 0)
+    memcpy(buf, cdcache__entry_val(e), n);
+  return 0;
+}
+
+int cdcache__lookup(cdcache_t *c, uint64_t h, const void *key, size_t klen, void *buf,
+                    size_t cap, size_t *vlen)
+{
+  struct cdcache__shard *s = cdcache__shard_of(c, h);
+  int rc = CDCACHE_ENOENT;
+  cdcache__read_lock();
+  struct cdcache__entry *e = cdcache__shard_find(s, h, key, klen);
+  if (e != NULL)
+    rc = cdcache__serve(c, e, buf, cap, vlen);
+  cdcache__read_unlock();
+  return rc;
+}
+
+int cdcache__get(cdcache_t *c, const void *key, size_t klen, void *buf, size_t cap,
+                 size_t *vlen)
+{
+  uint64_t h = cdcache__hash(key, klen);
+  int rc = cdcache__lookup(c, h, key, klen, buf, cap, vlen);
+  cdcache__count(c, cdcache__tstats_get(c), rc == CDCACHE_ENOENT ? CTR_MISSES : CTR_HITS);
+  return rc;
+}
+
+void cdcache__after_write(cdcache_t *c, struct cdcache__shard *s, struct cdcache__retired *r)
+{
+  cdcache__retire_submit(c, r);
+  if (cdcache__throttle_needed(c))
+    cdcache__throttle(c, s);
+}
+
+int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, size_t vlen,
+                 uint32_t ttl_ms)
+{
+  uint64_t h = cdcache__hash(key, klen);
+  struct cdcache__shard *s = cdcache__shard_of(c, h);
+  uint64_t now = cdcache__now_ms(c);
+  if (!cdcache__fresh(c, now))
+    return CDCACHE_ESTALE;
+  /* Throttle first, so the bytes this put adds find the backlog small. */
+  if (cdcache__throttle_needed(c))
+    cdcache__throttle(c, s);
+  struct cdcache__entry *e = cdcache__entry_new(c, key, klen, val, vlen, ttl_ms, now, NULL);
+  if (e == NULL)
+    return CDCACHE_ENOMEM;
+  struct cdcache__tstats *t = cdcache__tstats_get(c);
+  struct cdcache__retired r;
+  pthread_mutex_lock(&s->lock);
+  int rc = cdcache__shard_install(c, s, e, h, now, NULL, t);
+  if (rc == 0) {
+    cdcache__count(c, t, CTR_PUTS);
+    cdcache__shard_sweep(c, s, now, t);
+  }
+  cdcache__retire_take(c, s, &r, false);
+  pthread_mutex_unlock(&s->lock);
+  if (rc != 0)
+    cdcache__entry_free(c, e);
+  cdcache__after_write(c, s, &r);
+  return rc;
+}
+
+int cdcache__remove(cdcache_t *c, const void *key, size_t klen, bool invalidation)
+{
+  uint64_t h = cdcache__hash(key, klen);
+  struct cdcache__shard *s = cdcache__shard_of(c, h);
+  struct cdcache__tstats *t = cdcache__tstats_get(c);
+  struct cdcache__retired r;
+  int rc = CDCACHE_ENOENT;
+  pthread_mutex_lock(&s->lock);
+  struct cdcache__entry *e = cdcache__shard_find(s, h, key, klen);
+  if (e != NULL) {
+    cdcache__shard_unlink(c, s, e, invalidation ? WHY_INVALIDATED : WHY_DELETED, t);
+    cdcache__count(c, t, invalidation ? CTR_INVALIDATIONS : CTR_DELETES);
+    rc = 0;
+  }
+  cdcache__retire_take(c, s, &r, false);
+  pthread_mutex_unlock(&s->lock);
+  cdcache__after_write(c, s, &r);
+  return rc;
+}
+
+int cdcache__flush(cdcache_t *c)
+{
+  struct cdcache__tstats *t = cdcache__tstats_get(c);
+  atomic_fetch_add_explicit(&c->epoch, 1, memory_order_seq_cst);
+  for (uint32_t i = 0; i < c->nshards; i++) {
+    struct cdcache__shard *s = &c->shards[i];
+    struct cdcache__retired r;
+    pthread_mutex_lock(&s->lock);
+    cdcache__shard_clear(c, s, t);
+    cdcache__retire_take(c, s, &r, true);
+    pthread_mutex_unlock(&s->lock);
+    cdcache__retire_submit(c, &r);
+  }
+  cdcache__count(c, t, CTR_FLUSHES);
+  return 0;
+}

@@ -1,0 +1,262 @@
+/*
+ * The cache handle: open (sizing shards, tables and budgets), close,
+ * stats, fork detection, and the hooks the CDC consumer drives.
+ *
+ * Sizing.  The shard count is a power of two: the configured one, or by
+ * default the smallest power of two >= 4 x online CPUs, reduced until
+ * each shard's share of max_entries is at least CDCACHE_MIN_SHARD_ENTRIES
+ * (so a small cache is one shard with exact CLOCK order, and per-shard
+ * imbalance never costs much hit ratio).  Each shard enforces its share
+ * of max_entries (the shares add up to max_entries exactly) and of the
+ * live-byte budget.  Each table has a power of two >= share/2 buckets,
+ * fixed for the cache's life.
+ *
+ * The byte budget, when max_bytes is set: max_bytes minus the tables and
+ * shard headers, of which 1/8 is reserved for entries awaiting a grace
+ * period (the throttle keeps the backlog there) and 7/8 is split among
+ * the shards for live entries.  So live + pending + tables stays within
+ * max_bytes, give or take the one entry each writing thread has allocated
+ * but not yet linked.
+ */
+#include "ops.h"
+#include "shard.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+_Atomic uint32_t cdcache__fork_gen;
+static _Atomic uint64_t next_cache_id = 1;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void)
+{
+  atomic_fetch_add_explicit(&cdcache__fork_gen, 1, memory_order_relaxed);
+}
+
+static void install_atfork(void)
+{
+  (void)pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+bool cdcache__forked(const cdcache_t *c)
+{
+  return atomic_load_explicit(&cdcache__fork_gen, memory_order_relaxed) != c->fork_gen;
+}
+
+static uint32_t default_shards(uint64_t max_entries)
+{
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  uint32_t n = 1;
+  while (n < 4u * (uint32_t)(cpus > 0 ? cpus : 1) && n < 1024)
+    n <<= 1;
+  while (n > 1 && max_entries / n < CDCACHE_MIN_SHARD_ENTRIES)
+    n >>= 1;
+  return n;
+}
+
+static uint64_t pow2_at_least(uint64_t x)
+{
+  uint64_t p = 1;
+  while (p < x)
+    p <<= 1;
+  return p;
+}
+
+static uint64_t buckets_for(uint64_t share)
+{
+  uint64_t b = pow2_at_least(share / 2 == 0 ? 1 : share / 2);
+  return b < 8 ? 8 : b;
+}
+
+int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out)
+{
+  pthread_once(&atfork_once, install_atfork);
+  cdcache_allocator_t alloc = cfg->allocator;
+  cdcache_t *c = alloc.malloc(alloc.ctx, sizeof *c);
+  if (c == NULL)
+    return CDCACHE_ENOMEM;
+  memset(c, 0, sizeof *c);
+  c->cfg = *cfg;
+  c->cfg.struct_size = sizeof c->cfg;
+  c->id = atomic_fetch_add_explicit(&next_cache_id, 1, memory_order_relaxed);
+  c->fork_gen = atomic_load_explicit(&cdcache__fork_gen, memory_order_relaxed);
+  c->nshards = cfg->shards != 0 ? cfg->shards : default_shards(cfg->max_entries);
+  unsigned bits = 0;
+  while ((1u << bits) < c->nshards)
+    bits++;
+  c->shard_shift = 64 - bits;
+  c->clock_slack_ms = cfg->clock != NULL ? 0 : cdcache__coarse_resolution_ms();
+  atomic_init(&c->fresh_until, CDCACHE__FRESH_FOREVER);
+  atomic_init(&c->epoch, 1);
+  atomic_init(&c->cluster_time, 0);
+  atomic_init(&c->bytes_pending, 0);
+
+  uint64_t base = cfg->max_entries / c->nshards, extra = cfg->max_entries % c->nshards;
+  c->tables_bytes = sizeof(struct cdcache__shard) * c->nshards;
+  for (uint32_t i = 0; i < c->nshards; i++)
+    c->tables_bytes += cdcache__shard_table_bytes(buckets_for(base + (i < extra)));
+  uint64_t live_share = 0;
+  if (cfg->max_bytes != 0) {
+    if (cfg->max_bytes <= c->tables_bytes + sizeof *c) {
+      alloc.free(alloc.ctx, c, sizeof *c);
+      return CDCACHE_EINVAL;
+    }
+    uint64_t budget = cfg->max_bytes - c->tables_bytes - sizeof *c;
+    c->pending_cap = budget / 8;
+    live_share = (budget - c->pending_cap) / c->nshards;
+  } else {
+    c->pending_cap = 64u << 20;
+  }
+  c->retire_batch_bytes = c->pending_cap / (4u * c->nshards);
+  if (c->retire_batch_bytes < 256)
+    c->retire_batch_bytes = 256;
+
+  int rc = CDCACHE_ENOMEM;
+  if (pthread_mutex_init(&c->attach_mu, NULL) != 0)
+    goto fail_c;
+  c->shards = cdcache__alloc(c, sizeof(struct cdcache__shard) * c->nshards);
+  if (c->shards == NULL)
+    goto fail_mu;
+  uint32_t made = 0;
+  for (; made < c->nshards; made++) {
+    uint64_t share = base + (made < extra);
+    rc = cdcache__shard_init(c, &c->shards[made], share, live_share, buckets_for(share));
+    if (rc != 0)
+      goto fail_shards;
+  }
+  rc = cdcache__tstats_init(c);
+  if (rc != 0)
+    goto fail_shards;
+  *out = c;
+  return 0;
+
+fail_shards:
+  while (made-- > 0)
+    cdcache__shard_destroy(c, &c->shards[made]);
+  cdcache__free(c, c->shards, sizeof(struct cdcache__shard) * c->nshards);
+fail_mu:
+  pthread_mutex_destroy(&c->attach_mu);
+fail_c:
+  alloc.free(alloc.ctx, c, sizeof *c);
+  return rc;
+}
+
+int cdcache__close(cdcache_t *c)
+{
+  pthread_mutex_lock(&c->attach_mu);
+  void *sub = c->sub;
+  cdcache__detach_fn stop = c->sub_stop;
+  pthread_mutex_unlock(&c->attach_mu);
+  if (sub != NULL && !cdcache__forked(c))
+    stop(sub);
+
+  if (!cdcache__forked(c)) {
+    struct cdcache__tstats *t = cdcache__tstats_get(c);
+    for (uint32_t i = 0; i < c->nshards; i++) {
+      pthread_mutex_lock(&c->shards[i].lock);
+      cdcache__shard_clear(c, &c->shards[i], t);
+      pthread_mutex_unlock(&c->shards[i].lock);
+    }
+    /* Frees every retired entry, and waits for the batches in flight. */
+    cdcache__retire_drain_all(c);
+  }
+  /* In a forked child no other thread exists: free what is linked; what
+   * the parent's reclaimer thread held is not this process's to free. */
+  for (uint32_t i = 0; i < c->nshards; i++)
+    cdcache__shard_destroy(c, &c->shards[i]);
+  cdcache__tstats_destroy(c);
+  cdcache__free(c, c->shards, sizeof(struct cdcache__shard) * c->nshards);
+  pthread_mutex_destroy(&c->attach_mu);
+  cdcache_allocator_t alloc = c->cfg.allocator;
+  alloc.free(alloc.ctx, c, sizeof *c);
+  return 0;
+}
+
+int cdcache__stats(cdcache_t *c, cdcache_stats_t *st)
+{
+  uint64_t v[CTR__COUNT];
+  cdcache__tstats_sum(c, v);
+  cdcache_stats_t full;
+  memset(&full, 0, sizeof full);
+  full.hits = v[CTR_HITS];
+  full.misses = v[CTR_MISSES];
+  full.puts = v[CTR_PUTS];
+  full.evictions = v[CTR_EVICTIONS];
+  full.expirations = v[CTR_EXPIRATIONS];
+  full.deletes = v[CTR_DELETES];
+  full.invalidations = v[CTR_INVALIDATIONS];
+  full.flushes = v[CTR_FLUSHES];
+  full.stale_fills_rejected = v[CTR_STALE_REJECTED];
+  full.loads = v[CTR_LOADS];
+  full.load_waits = v[CTR_LOAD_WAITS];
+  for (uint32_t i = 0; i < c->nshards; i++) {
+    full.entries += atomic_load_explicit(&c->shards[i].n_entries, memory_order_relaxed);
+    full.bytes_live += atomic_load_explicit(&c->shards[i].n_bytes, memory_order_relaxed);
+  }
+  full.bytes_pending_free = atomic_load_explicit(&c->bytes_pending, memory_order_relaxed);
+  full.bytes_tables = c->tables_bytes;
+  full.shards = c->nshards;
+  size_t n = st->struct_size < sizeof full ? st->struct_size : sizeof full;
+  full.struct_size = st->struct_size;
+  memcpy(st, &full, n);
+  return 0;
+}
+
+/* ------------------------------------------------ hooks for cdc/ */
+
+void cdcache__set_fresh_until(cdcache_t *c, uint64_t ms)
+{
+  atomic_store_explicit(&c->fresh_until, ms, memory_order_release);
+}
+
+uint64_t cdcache__fresh_until(const cdcache_t *c)
+{
+  return atomic_load_explicit(&c->fresh_until, memory_order_acquire);
+}
+
+void cdcache__set_cluster_time(cdcache_t *c, uint64_t ts)
+{
+  atomic_store_explicit(&c->cluster_time, ts, memory_order_relaxed);
+}
+
+uint64_t cdcache__cluster_time(const cdcache_t *c)
+{
+  return atomic_load_explicit(&c->cluster_time, memory_order_relaxed);
+}
+
+void cdcache__log(const cdcache_t *c, int level, const char *fmt, ...)
+{
+  if (c->cfg.log == NULL)
+    return;
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  (void)vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  c->cfg.log(c->cfg.log_ctx, level, msg);
+}
+
+int cdcache__attach(cdcache_t *c, void *sub, cdcache__detach_fn stop)
+{
+  int rc = 0;
+  pthread_mutex_lock(&c->attach_mu);
+  if (c->sub != NULL) {
+    rc = CDCACHE_EBUSY;
+  } else {
+    c->sub = sub;
+    c->sub_stop = stop;
+  }
+  pthread_mutex_unlock(&c->attach_mu);
+  return rc;
+}
+
+void cdcache__detach(cdcache_t *c, void *sub)
+{
+  pthread_mutex_lock(&c->attach_mu);
+  if (c->sub == sub) {
+    c->sub = NULL;
+    c->sub_stop = NULL;
+  }
+  pthread_mutex_unlock(&c->attach_mu);
+}

@@ -1,0 +1,47 @@
+/* The cache operations behind the facade (access.c, fill.c, cache.c).
+ * Arguments are validated by api/cdcache.c before these run. */
+#ifndef CDCACHE_OPS_H
+#define CDCACHE_OPS_H
+
+#include "cache.h"
+#include "reclaim.h"
+
+/* access.c */
+struct cdcache__entry *cdcache__entry_new(cdcache_t *c, const void *key, size_t klen,
+                                          const void *val, size_t vlen, uint32_t ttl_ms,
+                                          uint64_t now, struct cdcache_fill *fill);
+void cdcache__entry_free(cdcache_t *c, struct cdcache__entry *e);
+/* Lock-free lookup; counts nothing.  0, CDCACHE_ERANGE or CDCACHE_ENOENT. */
+int cdcache__lookup(cdcache_t *c, uint64_t h, const void *key, size_t klen, void *buf,
+                    size_t cap, size_t *vlen);
+/* In a read-side section or with the shard lock held: copy e's value out
+ * if it may be served now (0, CDCACHE_ERANGE, CDCACHE_ENOENT). */
+int cdcache__serve(cdcache_t *c, struct cdcache__entry *e, void *buf, size_t cap, size_t *vlen);
+int cdcache__get(cdcache_t *c, const void *key, size_t klen, void *buf, size_t cap,
+                 size_t *vlen);
+int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, size_t vlen,
+                 uint32_t ttl_ms);
+int cdcache__remove(cdcache_t *c, const void *key, size_t klen, bool invalidation);
+int cdcache__flush(cdcache_t *c);
+/* After a write: submit the shard's retire batch, throttle if needed. */
+void cdcache__after_write(cdcache_t *c, struct cdcache__shard *s, struct cdcache__retired *r);
+void cdcache__count(cdcache_t *c, struct cdcache__tstats *t, enum cdcache__ctr ctr);
+
+/* fill.c */
+int cdcache__get_or_load(cdcache_t *c, const void *key, size_t klen, cdcache_loader_fn loader,
+                         void *ctx, uint32_t ttl_ms, uint32_t timeout_ms, void *buf, size_t cap,
+                         size_t *vlen);
+int cdcache__get_lease(cdcache_t *c, const void *key, size_t klen, void *buf, size_t cap,
+                       size_t *vlen, cdcache_lease_t **lease);
+int cdcache__put_leased(cdcache_t *c, cdcache_lease_t *lease, const void *val, size_t vlen,
+                        uint32_t ttl_ms);
+int cdcache__lease_release(cdcache_t *c, cdcache_lease_t *lease);
+int cdcache__fill_set_value(cdcache_fill_t *f, const void *val, size_t vlen);
+
+/* cache.c */
+int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out);
+int cdcache__close(cdcache_t *c);
+int cdcache__stats(cdcache_t *c, cdcache_stats_t *st);
+bool cdcache__forked(const cdcache_t *c);
+
+#endif

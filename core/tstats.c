@@ -1,0 +1,197 @@
+/*
+ * Per-thread counters.
+ *
+ * A hit must not write a cache line another thread writes, so each thread
+ * counts into its own cache-line-aligned block per cache, with a relaxed
+ * load and a relaxed store (it is the block's only writer: no atomic
+ * read-modify-write).  cdcache_stats() sums the blocks with relaxed loads.
+ *
+ * Finding the block: a thread keeps a few (cache id, block) pairs in
+ * thread-local storage; the first compares against the most recent cache,
+ * so the common case is one TLS load and one compare.  Cache ids are never
+ * reused, so a pair naming a closed cache is never matched again.  A
+ * thread's first use of a cache takes the cache's registry mutex and adopts
+ * a block whose thread has exited (counts carry on from where they were)
+ * or allocates one.  At thread exit a pthread key destructor hands the
+ * thread's blocks back, under the global mutex that also guards the set of
+ * open caches, so it never touches a cache being closed.  If no block can
+ * be allocated, the thread counts into the cache's shared fallback block
+ * with atomic adds: correct, only slower.
+ */
+#include "cache.h"
+
+#include <string.h>
+
+#define TLS_SLOTS 4
+
+struct tls_slot {
+  uint64_t id;                   /* 0: empty */
+  struct cdcache__tstats *blk;
+};
+
+static __thread struct tls_slot tls_slots[TLS_SLOTS];
+
+/* Guards live_caches and the hand-back at thread exit. */
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+struct live_cache {
+  uint64_t id;
+  cdcache_t *cache;
+  struct live_cache *next;
+};
+static struct live_cache *live_caches; /* Synchronization: live_mu */
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+static int exit_key_ok;
+
+static void release_slots(void *unused);
+
+static void make_exit_key(void)
+{
+  exit_key_ok = pthread_key_create(&exit_key, release_slots) == 0;
+}
+
+/* Thread exit: hand every block back to its cache, if that cache is open. */
+static void release_slots(void *unused)
+{
+  (void)unused;
+  pthread_mutex_lock(&live_mu);
+  for (int i = 0; i < TLS_SLOTS; i++) {
+    if (tls_slots[i].id == 0)
+      continue;
+    for (struct live_cache *l = live_caches; l != NULL; l = l->next) {
+      if (l->id == tls_slots[i].id) {
+        pthread_mutex_lock(&l->cache->tstats.mu);
+        tls_slots[i].blk->owned = false;
+        pthread_mutex_unlock(&l->cache->tstats.mu);
+        break;
+      }
+    }
+    tls_slots[i].id = 0;
+  }
+  pthread_mutex_unlock(&live_mu);
+}
+
+int cdcache__tstats_init(cdcache_t *cache)
+{
+  struct cdcache__tstats_reg *r = &cache->tstats;
+  memset(r, 0, sizeof *r);
+  if (pthread_mutex_init(&r->mu, NULL) != 0)
+    return CDCACHE_ENOMEM;
+  pthread_once(&exit_key_once, make_exit_key);
+  struct live_cache *l = cdcache__alloc(cache, sizeof *l);
+  if (l == NULL) {
+    pthread_mutex_destroy(&r->mu);
+    return CDCACHE_ENOMEM;
+  }
+  l->id = cache->id;
+  l->cache = cache;
+  pthread_mutex_lock(&live_mu);
+  l->next = live_caches;
+  live_caches = l;
+  pthread_mutex_unlock(&live_mu);
+  return 0;
+}
+
+void cdcache__tstats_destroy(cdcache_t *cache)
+{
+  struct live_cache *found = NULL;
+  pthread_mutex_lock(&live_mu);
+  for (struct live_cache **p = &live_caches; *p != NULL; p = &(*p)->next) {
+    if ((*p)->id == cache->id) {
+      found = *p;
+      *p = found->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&live_mu);
+  cdcache__free(cache, found, sizeof *found);
+  struct cdcache__tstats *b = cache->tstats.blocks;
+  while (b != NULL) {
+    struct cdcache__tstats *next = b->next;
+    cdcache__free(cache, b, sizeof *b);
+    b = next;
+  }
+  pthread_mutex_destroy(&cache->tstats.mu);
+}
+
+static struct cdcache__tstats *adopt(cdcache_t *cache)
+{
+  struct cdcache__tstats_reg *r = &cache->tstats;
+  struct cdcache__tstats *b;
+  pthread_mutex_lock(&r->mu);
+  for (b = r->blocks; b != NULL; b = b->next)
+    if (!b->owned)
+      break;
+  if (b == NULL) {
+    b = cdcache__alloc(cache, sizeof *b);
+    if (b != NULL) {
+      memset(b, 0, sizeof *b);
+      b->next = r->blocks;
+      r->blocks = b;
+    }
+  }
+  if (b != NULL)
+    b->owned = true;
+  pthread_mutex_unlock(&r->mu);
+  return b;
+}
+
+struct cdcache__tstats *cdcache__tstats_get(cdcache_t *cache)
+{
+  if (__builtin_expect(tls_slots[0].id == cache->id, 1))
+    return tls_slots[0].blk;
+  for (int i = 1; i < TLS_SLOTS; i++) {
+    if (tls_slots[i].id == cache->id) {
+      struct tls_slot t = tls_slots[i];
+      tls_slots[i] = tls_slots[0];
+      tls_slots[0] = t;
+      return t.blk;
+    }
+  }
+  struct cdcache__tstats *b = adopt(cache);
+  if (b == NULL)
+    return NULL;
+  /* Evict the last slot, handing its block back if its cache is open. */
+  struct tls_slot *last = &tls_slots[TLS_SLOTS - 1];
+  if (last->id != 0) {
+    pthread_mutex_lock(&live_mu);
+    for (struct live_cache *l = live_caches; l != NULL; l = l->next) {
+      if (l->id == last->id) {
+        pthread_mutex_lock(&l->cache->tstats.mu);
+        last->blk->owned = false;
+        pthread_mutex_unlock(&l->cache->tstats.mu);
+        break;
+      }
+    }
+    pthread_mutex_unlock(&live_mu);
+  }
+  memmove(&tls_slots[1], &tls_slots[0], sizeof(tls_slots[0]) * (TLS_SLOTS - 1));
+  tls_slots[0].id = cache->id;
+  tls_slots[0].blk = b;
+  if (exit_key_ok)
+    (void)pthread_setspecific(exit_key, tls_slots); /* any non-NULL value arms the destructor */
+  return b;
+}
+
+void cdcache__ctr_add(cdcache_t *cache, enum cdcache__ctr c, uint64_t n)
+{
+  struct cdcache__tstats *t = cdcache__tstats_get(cache);
+  if (__builtin_expect(t != NULL, 1)) {
+    uint64_t v = atomic_load_explicit(&t->v[c], memory_order_relaxed);
+    atomic_store_explicit(&t->v[c], v + n, memory_order_relaxed);
+  } else {
+    atomic_fetch_add_explicit(&cache->tstats.fallback.v[c], n, memory_order_relaxed);
+  }
+}
+
+void cdcache__tstats_sum(cdcache_t *cache, uint64_t out[CTR__COUNT])
+{
+  struct cdcache__tstats_reg *r = &cache->tstats;
+  for (int i = 0; i < CTR__COUNT; i++)
+    out[i] = atomic_load_explicit(&r->fallback.v[i], memory_order_relaxed);
+  pthread_mutex_lock(&r->mu);
+  for (struct cdcache__tstats *b = r->blocks; b != NULL; b = b->next)
+    for (int i = 0; i < CTR__COUNT; i++)
+      out[i] += atomic_load_explicit(&b->v[i], memory_order_relaxed);
+  pthread_mutex_unlock(&r->mu);
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# cdcache quick start.  On a fresh Debian bookworm machine, as root:
+#   ./run.sh bench   install what is missing, build, run the perf harness
+#   ./run.sh test    install what is missing, build plain, ASan+UBSan and
+#                    TSan, and run the whole test suite in each
+# Other verbs: deps (install only), build (release build only).
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+BUILD=${CDCACHE_BUILD_DIR:-$ROOT/build}
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+PKGS=(build-essential cmake pkg-config liburcu-dev libck-dev libcunit1-dev
+      libmongoc-dev libbson-dev libxxhash-dev gnuplot-nox)
+
+deps() {
+  local missing=()
+  for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+build() { # build DIR [cmake args...]
+  local dir=$1
+  shift
+  cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  cmake --build "$dir" -j"$JOBS"
+}
+
+run_tests() { # run_tests DIR NAME
+  echo "=== tests: $2" >&2
+  ctest --test-dir "$1" --output-on-failure -j1 "${CTEST_ARGS[@]}"
+}
+
+CTEST_ARGS=()
+case "${1:-}" in
+deps)
+  deps
+  ;;
+build)
+  deps
+  build "$BUILD/release"
+  ;;
+bench)
+  deps
+  build "$BUILD/release"
+  shift
+  if [[ -x "$BUILD/release/perf/cdcache-bench" ]]; then
+    exec "$BUILD/release/perf/cdcache-bench" "$@"
+  else
+    exec "$BUILD/release/tests/cdcache-example" "$@"
+  fi
+  ;;
+test)
+  deps
+  shift
+  CTEST_ARGS=("$@")
+  # Sanitizer reports fail the run: ASan/UBSan abort on the first error,
+  # TSan exits non-zero on any report (tests/tsan.supp lists, with their
+  # reasons, the only suppressions: inside liburcu).
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  export TSAN_OPTIONS="suppressions=$ROOT/tests/tsan.supp halt_on_error=1 exitcode=66"
+  build "$BUILD/plain"
+  build "$BUILD/asan" -DCDCACHE_SANITIZE=address
+  build "$BUILD/tsan" -DCDCACHE_SANITIZE=thread
+  run_tests "$BUILD/plain" plain
+  run_tests "$BUILD/asan" "ASan+UBSan"
+  run_tests "$BUILD/tsan" TSan
+  echo "all test suites passed: plain, ASan+UBSan, TSan" >&2
+  ;;
+*)
+  echo "usage: $0 bench|test|deps|build [args...]" >&2
+  exit 2
+  ;;
+esac

@@ -1,0 +1,81 @@
+/* A shard: its lock, its RCU-readable table and its eviction (shard.c). */
+#ifndef CDCACHE_SHARD_H
+#define CDCACHE_SHARD_H
+
+#include "cache.h"
+#include "reclaim.h"
+
+#include <string.h>
+
+int cdcache__shard_init(cdcache_t *c, struct cdcache__shard *s, uint64_t cap_entries,
+                        uint64_t cap_bytes, uint64_t nbuckets);
+/* No readers, no lock: frees every entry and the table. */
+void cdcache__shard_destroy(cdcache_t *c, struct cdcache__shard *s);
+uint64_t cdcache__shard_table_bytes(uint64_t nbuckets);
+
+/*
+ * Finds key's entry (value or placeholder).  Call inside a read-side
+ * section (the result stays valid until its end) or with the shard lock
+ * held.
+ */
+static inline struct cdcache__entry *cdcache__shard_find(const struct cdcache__shard *s,
+                                                         uint64_t h, const void *key,
+                                                         size_t klen)
+{
+  /* Acquire pairs with the release store that published the entry (or
+   * the link to it) in link_at(); on x86 it costs nothing. */
+  struct cdcache__entry *e =
+      atomic_load_explicit(&s->buckets[h & s->mask], memory_order_acquire);
+  for (; e != NULL; e = atomic_load_explicit(&e->next, memory_order_acquire)) {
+    if (e->hash == (uint32_t)h && e->klen == klen &&
+        memcmp(cdcache__entry_key(e), key, klen) == 0)
+      return e;
+  }
+  return NULL;
+}
+
+/* Is a value entry expired at `now` (cache clock)?  Errs early by the
+ * coarse clock's lag. */
+static inline bool cdcache__expired(const cdcache_t *c, const struct cdcache__entry *e,
+                                    uint64_t now)
+{
+  return (e->flags & CDCACHE__E_TTL) && now + c->clock_slack_ms >= cdcache__entry_expiry(e);
+}
+
+/* Why an entry leaves the table (which counter it bumps). */
+enum cdcache__why { WHY_REPLACED, WHY_EVICTED, WHY_EXPIRED, WHY_DELETED, WHY_INVALIDATED,
+                    WHY_FLUSHED, WHY_FILLED };
+
+/*
+ * Shard lock held.  Unlinks e (a value or a placeholder) from table and
+ * eviction list and retires it.  A placeholder's fill is marked dead
+ * unless why is WHY_FILLED.
+ */
+void cdcache__shard_unlink(cdcache_t *c, struct cdcache__shard *s, struct cdcache__entry *e,
+                           enum cdcache__why why, struct cdcache__tstats *t);
+
+/*
+ * Shard lock held.  Makes room for and links ne (a value entry or a
+ * placeholder) under its key, replacing the entry or placeholder there
+ * (a replaced placeholder's fill is marked dead, unless it is `own`, the
+ * fill completing with this very entry).  Evicts by the cache policy.
+ * Returns 0, or CDCACHE_EFULL with nothing linked (ne not consumed).
+ */
+int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcache__entry *ne,
+                           uint64_t h, uint64_t now, const struct cdcache_fill *own,
+                           struct cdcache__tstats *t);
+
+/* Shard lock held.  Reclaims expired entries in the next few buckets. */
+void cdcache__shard_sweep(cdcache_t *c, struct cdcache__shard *s, uint64_t now,
+                          struct cdcache__tstats *t);
+
+/* Shard lock held.  Unlinks every entry and placeholder (flush). */
+void cdcache__shard_clear(cdcache_t *c, struct cdcache__shard *s, struct cdcache__tstats *t);
+
+/* The bytes an entry is charged (what the allocator handed out). */
+static inline uint64_t cdcache__entry_charge(const cdcache_t *c, struct cdcache__entry *e)
+{
+  return cdcache__charge(c, e, cdcache__entry_size(e->flags, e->klen, e->vlen));
+}
+
+#endif

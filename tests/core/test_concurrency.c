@@ -1,0 +1,211 @@
+/*
+ * A bounded stress: threads mix get, put, delete, invalidate, flush,
+ * get_or_load and leases on a small set of overlapping keys.  Checked
+ * invariants:
+ *  - a lookup returns only a value that was put for that key (each value
+ *    names its key and carries a checksum);
+ *  - entries never exceed max_entries (a monitor samples the stats);
+ *  - hits + misses equal the lookups the threads made;
+ *  - at the end, after a flush, no live bytes remain, and close frees all
+ *    (ASan: no use after free; TSan: no data race).
+ * CDCACHE_STRESS_MS sets the duration (default 1500 ms).
+ */
+#include "testutil.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { THREADS = 6, KEYS = 512, CAP = 200 };
+
+struct value {
+  uint32_t key;
+  uint32_t writer;
+  uint64_t seq;
+  uint64_t check;
+};
+
+static uint64_t checksum(const struct value *v)
+{
+  return (v->key * 0x9E3779B97F4A7C15ull) ^ (v->writer * 0xC2B2AE3D27D4EB4Full) ^ v->seq;
+}
+
+static cdcache_t *cache;
+static _Atomic int stop;
+static _Atomic long bad_values, lookups, entries_over;
+
+static uint64_t now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void make_value(struct value *v, uint32_t key, uint32_t writer, uint64_t seq)
+{
+  v->key = key;
+  v->writer = writer;
+  v->seq = seq;
+  v->check = checksum(v);
+}
+
+static void verify(uint32_t key, const struct value *v, size_t n)
+{
+  if (n != sizeof *v || v->key != key || v->check != checksum(v))
+    atomic_fetch_add(&bad_values, 1);
+}
+
+struct loader_ctx {
+  uint32_t key;
+  uint32_t writer;
+  uint64_t seq;
+};
+
+static int loader(void *ctx, const void *k, size_t kl, cdcache_fill_t *fill)
+{
+  struct loader_ctx *l = ctx;
+  struct value v;
+  (void)k;
+  (void)kl;
+  make_value(&v, l->key, l->writer, l->seq);
+  return cdcache_fill_set_value(fill, &v, sizeof v);
+}
+
+static void *worker(void *arg)
+{
+  uint32_t id = (uint32_t)(uintptr_t)arg;
+  unsigned seed = id * 7919u + 1;
+  uint64_t seq = 0;
+  long my_lookups = 0;
+  while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+    uint32_t key = (uint32_t)rand_r(&seed) % KEYS;
+    char k[16];
+    int kl = snprintf(k, sizeof k, "key:%u", key);
+    struct value v;
+    size_t n = 0;
+    int op = rand_r(&seed) % 100;
+    int rc;
+    if (op < 50) {
+      rc = cdcache_get(cache, k, (size_t)kl, &v, sizeof v, &n);
+      my_lookups++;
+      if (rc == 0)
+        verify(key, &v, n);
+      else if (rc != CDCACHE_ENOENT)
+        atomic_fetch_add(&bad_values, 1);
+    } else if (op < 70) {
+      make_value(&v, key, id, ++seq);
+      rc = cdcache_put(cache, k, (size_t)kl, &v, sizeof v, (op & 1) ? 0 : 5);
+      if (rc != 0)
+        atomic_fetch_add(&bad_values, 1);
+    } else if (op < 78) {
+      rc = cdcache_delete(cache, k, (size_t)kl);
+      if (rc != 0 && rc != CDCACHE_ENOENT)
+        atomic_fetch_add(&bad_values, 1);
+    } else if (op < 84) {
+      (void)cdcache_invalidate(cache, k, (size_t)kl);
+    } else if (op < 85) {
+      if (rand_r(&seed) % 20 == 0)
+        cdcache_flush(cache);
+    } else if (op < 95) {
+      struct loader_ctx l = {key, id, ++seq};
+      rc = cdcache_get_or_load(cache, k, (size_t)kl, loader, &l, 0, 50, &v, sizeof v, &n);
+      my_lookups++;
+      if (rc == 0)
+        verify(key, &v, n);
+      else if (rc != CDCACHE_ETIMEDOUT)
+        atomic_fetch_add(&bad_values, 1);
+    } else {
+      cdcache_lease_t *lease = NULL;
+      rc = cdcache_get_lease(cache, k, (size_t)kl, &v, sizeof v, &n, &lease);
+      my_lookups++;
+      if (rc == 0) {
+        verify(key, &v, n);
+      } else if (rc == CDCACHE_ENOENT && lease != NULL) {
+        if (rand_r(&seed) % 4 == 0) {
+          cdcache_lease_release(cache, lease);
+        } else {
+          make_value(&v, key, id, ++seq);
+          rc = cdcache_put_leased(cache, lease, &v, sizeof v, 0);
+          if (rc != 0 && rc != CDCACHE_ESTALE)
+            atomic_fetch_add(&bad_values, 1);
+        }
+      } else if (rc != CDCACHE_EBUSY) {
+        atomic_fetch_add(&bad_values, 1);
+      }
+    }
+  }
+  atomic_fetch_add(&lookups, my_lookups);
+  return NULL;
+}
+
+static void *monitor(void *arg)
+{
+  (void)arg;
+  while (!atomic_load(&stop)) {
+    cdcache_stats_t st = {.struct_size = sizeof st};
+    cdcache_stats(cache, &st);
+    if (st.entries > CAP)
+      atomic_fetch_add(&entries_over, 1);
+    sched_yield();
+  }
+  return NULL;
+}
+
+static void test_mixed_operations_keep_every_invariant(void)
+{
+  static struct test_alloc a;
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  cfg.max_entries = CAP;
+  cfg.shards = 4;
+  cfg.fill_timeout_ms = 100;
+  test_alloc_install(&cfg, &a);
+  cache = test_open(&cfg);
+  const char *env = getenv("CDCACHE_STRESS_MS");
+  uint64_t ms = env != NULL ? strtoull(env, NULL, 10) : 1500;
+  pthread_t th[THREADS], mon;
+  for (int i = 0; i < THREADS; i++)
+    pthread_create(&th[i], NULL, worker, (void *)(uintptr_t)(i + 1));
+  pthread_create(&mon, NULL, monitor, NULL);
+  uint64_t end = now_ms() + ms;
+  while (now_ms() < end) {
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL); /* the test's duration, not an ordering */
+  }
+  atomic_store(&stop, 1);
+  for (int i = 0; i < THREADS; i++)
+    pthread_join(th[i], NULL);
+  pthread_join(mon, NULL);
+
+  cdcache_stats_t st = {.struct_size = sizeof st};
+  cdcache_stats(cache, &st);
+  printf("\n  stress: %ld lookups, hits %lu, misses %lu, puts %lu, evictions %lu, loads %lu, "
+         "waits %lu, stale fills rejected %lu\n",
+         atomic_load(&lookups), (unsigned long)st.hits, (unsigned long)st.misses,
+         (unsigned long)st.puts, (unsigned long)st.evictions, (unsigned long)st.loads,
+         (unsigned long)st.load_waits, (unsigned long)st.stale_fills_rejected);
+  CU_ASSERT_EQUAL(atomic_load(&bad_values), 0);
+  CU_ASSERT_EQUAL(atomic_load(&entries_over), 0);
+  CU_ASSERT_EQUAL(st.hits + st.misses, (uint64_t)atomic_load(&lookups));
+  CU_ASSERT(st.hits > 0);
+  CU_ASSERT(st.loads > 0);
+  CU_ASSERT(st.entries <= CAP);
+  cdcache_flush(cache);
+  cdcache_stats(cache, &st);
+  CU_ASSERT_EQUAL(st.entries, 0);
+  CU_ASSERT_EQUAL(st.bytes_live, 0);
+  cdcache_close(cache);
+  CU_ASSERT_EQUAL(atomic_load(&a.live_allocs), 0);
+}
+
+int main(void)
+{
+  if (CU_initialize_registry() != CUE_SUCCESS)
+    return 1;
+  CU_pSuite s = CU_add_suite("concurrency", NULL, NULL);
+  CU_add_test(s, "mixed operations from 6 threads keep every invariant",
+              test_mixed_operations_keep_every_invariant);
+  return test_run();
+}
