@@ -20,14 +20,6 @@
 
 #include <string.h>
 
-void cdcache__count(cdcache_t *c, struct cdcache__tstats *t, enum cdcache__ctr ctr)
-{
-  if (__builtin_expect(t != NULL, 1))
-    cdcache__ctr_inc(t, ctr);
-  else
-    cdcache__ctr_add(c, ctr, 1);
-}
-
 static uint32_t effective_ttl(const cdcache_t *c, uint32_t ttl_ms)
 {
   if (ttl_ms == CDCACHE_TTL_DEFAULT)
@@ -78,7 +70,8 @@ void cdcache__entry_free(cdcache_t *c, struct cdcache__entry *e)
 }
 
 /* Copies e's value out if it may be served now.  Read side or lock. */
-int cdcache__serve(cdcache_t *c, struct cdcache__entry *e, void *buf, size_t cap, size_t *vlen)
+static inline int serve(cdcache_t *c, struct cdcache__entry *e, void *buf, size_t cap,
+                        size_t *vlen)
 {
   if (e->flags & CDCACHE__E_PLACEHOLDER)
     return CDCACHE_ENOENT;
@@ -94,29 +87,39 @@ int cdcache__serve(cdcache_t *c, struct cdcache__entry *e, void *buf, size_t cap
     atomic_store_explicit(&e->ref, 1, memory_order_relaxed);
   if (n > cap)
     return CDCACHE_ERANGE;
-  if (n > 0)
-    memcpy(buf, cdcache__entry_val(e), n);
+  cdcache__copy(buf, cdcache__entry_val(e), n);
   return 0;
 }
 
-int cdcache__lookup(cdcache_t *c, uint64_t h, const void *key, size_t klen, void *buf,
-                    size_t cap, size_t *vlen)
+int cdcache__serve(cdcache_t *c, struct cdcache__entry *e, void *buf, size_t cap, size_t *vlen)
+{
+  return serve(c, e, buf, cap, vlen);
+}
+
+static inline int lookup(cdcache_t *c, uint64_t h, const void *key, size_t klen, void *buf,
+                         size_t cap, size_t *vlen)
 {
   struct cdcache__shard *s = cdcache__shard_of(c, h);
   int rc = CDCACHE_ENOENT;
   cdcache__read_lock();
   struct cdcache__entry *e = cdcache__shard_find(s, h, key, klen);
   if (e != NULL)
-    rc = cdcache__serve(c, e, buf, cap, vlen);
+    rc = serve(c, e, buf, cap, vlen);
   cdcache__read_unlock();
   return rc;
+}
+
+int cdcache__lookup(cdcache_t *c, uint64_t h, const void *key, size_t klen, void *buf,
+                    size_t cap, size_t *vlen)
+{
+  return lookup(c, h, key, klen, buf, cap, vlen);
 }
 
 int cdcache__get(cdcache_t *c, const void *key, size_t klen, void *buf, size_t cap,
                  size_t *vlen)
 {
   uint64_t h = cdcache__hash(key, klen);
-  int rc = cdcache__lookup(c, h, key, klen, buf, cap, vlen);
+  int rc = lookup(c, h, key, klen, buf, cap, vlen);
   cdcache__count(c, cdcache__tstats_get(c), rc == CDCACHE_ENOENT ? CTR_MISSES : CTR_HITS);
   return rc;
 }

@@ -39,11 +39,6 @@ static void install_atfork(void)
   (void)pthread_atfork(NULL, NULL, on_fork_child);
 }
 
-bool cdcache__forked(const cdcache_t *c)
-{
-  return atomic_load_explicit(&cdcache__fork_gen, memory_order_relaxed) != c->fork_gen;
-}
-
 static uint32_t default_shards(uint64_t max_entries)
 {
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);

@@ -70,7 +70,15 @@ struct cdcache__tstats_reg {
   struct cdcache__tstats fallback; /* when a block cannot be allocated: fetch_add */
 };
 
-struct cdcache__tstats *cdcache__tstats_get(cdcache_t *cache);
+/* This thread's block for a cache: slot 0 is the most recently used. */
+#define CDCACHE__TLS_SLOTS 4
+struct cdcache__tls_slot {
+  uint64_t id; /* 0: empty */
+  struct cdcache__tstats *blk;
+};
+extern __thread struct cdcache__tls_slot cdcache__tls_slots[CDCACHE__TLS_SLOTS]
+    __attribute__((tls_model("initial-exec")));
+struct cdcache__tstats *cdcache__tstats_slow(cdcache_t *cache);
 void cdcache__ctr_add(cdcache_t *cache, enum cdcache__ctr c, uint64_t n);
 static inline void cdcache__ctr_inc(struct cdcache__tstats *t, enum cdcache__ctr c)
 {
@@ -260,6 +268,49 @@ static inline uint64_t cdcache__hash(const void *key, size_t klen)
 static inline struct cdcache__shard *cdcache__shard_of(const cdcache_t *c, uint64_t h)
 {
   return &c->shards[c->shard_shift >= 64 ? 0 : (h >> c->shard_shift)];
+}
+
+/* This thread's counter block for the cache (NULL if none could be
+ * allocated: count through cdcache__ctr_add's fallback then). */
+static inline struct cdcache__tstats *cdcache__tstats_get(cdcache_t *c)
+{
+  if (__builtin_expect(cdcache__tls_slots[0].id == c->id, 1))
+    return cdcache__tls_slots[0].blk;
+  return cdcache__tstats_slow(c);
+}
+
+static inline bool cdcache__forked(const cdcache_t *c)
+{
+  return atomic_load_explicit(&cdcache__fork_gen, memory_order_relaxed) != c->fork_gen;
+}
+
+/* Key comparison and value copy, inlined for the short keys and values
+ * caches mostly hold (a libc call costs more than the work). */
+static inline bool cdcache__key_eq(const unsigned char *a, const void *bv, size_t n)
+{
+  const unsigned char *b = bv;
+  if (n >= 8 && n <= 16) {
+    uint64_t x0, x1, y0, y1;
+    __builtin_memcpy(&x0, a, 8);
+    __builtin_memcpy(&y0, b, 8);
+    __builtin_memcpy(&x1, a + n - 8, 8);
+    __builtin_memcpy(&y1, b + n - 8, 8);
+    return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+  }
+  return __builtin_memcmp(a, b, n) == 0;
+}
+
+static inline void cdcache__copy(void *dst, const void *src, size_t n)
+{
+  if (n >= 8 && n <= 16) {
+    uint64_t x0, x1;
+    __builtin_memcpy(&x0, src, 8);
+    __builtin_memcpy(&x1, (const unsigned char *)src + n - 8, 8);
+    __builtin_memcpy(dst, &x0, 8);
+    __builtin_memcpy((unsigned char *)dst + n - 8, &x1, 8);
+  } else if (n > 0) {
+    __builtin_memcpy(dst, src, n);
+  }
 }
 
 /* A fill is cacheable only while the cache has not failed closed. */

@@ -25,7 +25,14 @@ int cdcache__remove(cdcache_t *c, const void *key, size_t klen, bool invalidatio
 int cdcache__flush(cdcache_t *c);
 /* After a write: submit the shard's retire batch, throttle if needed. */
 void cdcache__after_write(cdcache_t *c, struct cdcache__shard *s, struct cdcache__retired *r);
-void cdcache__count(cdcache_t *c, struct cdcache__tstats *t, enum cdcache__ctr ctr);
+static inline void cdcache__count(cdcache_t *c, struct cdcache__tstats *t,
+                                  enum cdcache__ctr ctr)
+{
+  if (__builtin_expect(t != NULL, 1))
+    cdcache__ctr_inc(t, ctr);
+  else
+    cdcache__ctr_add(c, ctr, 1);
+}
 
 /* fill.c */
 int cdcache__get_or_load(cdcache_t *c, const void *key, size_t klen, cdcache_loader_fn loader,
@@ -42,6 +49,5 @@ int cdcache__fill_set_value(cdcache_fill_t *f, const void *val, size_t vlen);
 int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out);
 int cdcache__close(cdcache_t *c);
 int cdcache__stats(cdcache_t *c, cdcache_stats_t *st);
-bool cdcache__forked(const cdcache_t *c);
 
 #endif

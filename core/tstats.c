@@ -22,14 +22,11 @@
 
 #include <string.h>
 
-#define TLS_SLOTS 4
+#define TLS_SLOTS CDCACHE__TLS_SLOTS
+#define tls_slots cdcache__tls_slots
 
-struct tls_slot {
-  uint64_t id;                   /* 0: empty */
-  struct cdcache__tstats *blk;
-};
-
-static __thread struct tls_slot tls_slots[TLS_SLOTS];
+__thread struct cdcache__tls_slot cdcache__tls_slots[CDCACHE__TLS_SLOTS]
+    __attribute__((tls_model("initial-exec")));
 
 /* Guards live_caches and the hand-back at thread exit. */
 static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -136,13 +133,11 @@ static struct cdcache__tstats *adopt(cdcache_t *cache)
   return b;
 }
 
-struct cdcache__tstats *cdcache__tstats_get(cdcache_t *cache)
+struct cdcache__tstats *cdcache__tstats_slow(cdcache_t *cache)
 {
-  if (__builtin_expect(tls_slots[0].id == cache->id, 1))
-    return tls_slots[0].blk;
   for (int i = 1; i < TLS_SLOTS; i++) {
     if (tls_slots[i].id == cache->id) {
-      struct tls_slot t = tls_slots[i];
+      struct cdcache__tls_slot t = tls_slots[i];
       tls_slots[i] = tls_slots[0];
       tls_slots[0] = t;
       return t.blk;
@@ -152,7 +147,7 @@ struct cdcache__tstats *cdcache__tstats_get(cdcache_t *cache)
   if (b == NULL)
     return NULL;
   /* Evict the last slot, handing its block back if its cache is open. */
-  struct tls_slot *last = &tls_slots[TLS_SLOTS - 1];
+  struct cdcache__tls_slot *last = &tls_slots[TLS_SLOTS - 1];
   if (last->id != 0) {
     pthread_mutex_lock(&live_mu);
     for (struct live_cache *l = live_caches; l != NULL; l = l->next) {

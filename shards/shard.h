@@ -28,7 +28,7 @@ static inline struct cdcache__entry *cdcache__shard_find(const struct cdcache__s
       atomic_load_explicit(&s->buckets[h & s->mask], memory_order_acquire);
   for (; e != NULL; e = atomic_load_explicit(&e->next, memory_order_acquire)) {
     if (e->hash == (uint32_t)h && e->klen == klen &&
-        memcmp(cdcache__entry_key(e), key, klen) == 0)
+        cdcache__key_eq(cdcache__entry_key(e), key, klen))
       return e;
   }
   return NULL;
