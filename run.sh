@@ -11,7 +11,7 @@ BUILD=${CDCACHE_BUILD_DIR:-$ROOT/build}
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 PKGS=(build-essential cmake pkg-config liburcu-dev libck-dev libcunit1-dev
-      libmongoc-dev libbson-dev libxxhash-dev gnuplot-nox)
+      libmongoc-dev libbson-dev libxxhash-dev gnuplot-nox valgrind)
 
 deps() {
   local missing=()
