@@ -54,8 +54,9 @@ struct cdcache__entry *cdcache__entry_new(cdcache_t *c, const void *key, size_t 
     p += sizeof exp;
   }
   if (flags & CDCACHE__E_PLACEHOLDER) {
-    memcpy(p, &fill, sizeof fill);
-    p += sizeof fill;
+    uintptr_t fp = (uintptr_t)fill;
+    memcpy(p, &fp, sizeof fp);
+    p += sizeof fp;
   }
   memcpy(p, key, klen);
   if (vlen > 0)

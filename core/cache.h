@@ -126,7 +126,7 @@ struct cdcache__entry {
 static inline size_t cdcache__entry_prefix(uint8_t flags)
 {
   return ((flags & CDCACHE__E_TTL) ? sizeof(uint64_t) : 0) +
-         ((flags & CDCACHE__E_PLACEHOLDER) ? sizeof(void *) : 0);
+         ((flags & CDCACHE__E_PLACEHOLDER) ? sizeof(uintptr_t) : 0);
 }
 static inline size_t cdcache__entry_size(uint8_t flags, size_t klen, size_t vlen)
 {
@@ -148,9 +148,9 @@ static inline uint64_t cdcache__entry_expiry(const struct cdcache__entry *e)
 }
 static inline struct cdcache_fill *cdcache__entry_fill(const struct cdcache__entry *e)
 {
-  struct cdcache_fill *f;
+  uintptr_t f;
   __builtin_memcpy(&f, e->data + ((e->flags & CDCACHE__E_TTL) ? sizeof(uint64_t) : 0), sizeof f);
-  return f;
+  return (struct cdcache_fill *)f;
 }
 
 /* --------------------------------------------------------------- shards */
@@ -212,7 +212,9 @@ struct cdcache_fill {
 
 /* --------------------------------------------------------------- cache */
 
-struct cdcache {
+/* The padding is deliberate: the read-mostly line and the writers' line
+ * are kept apart. */
+struct cdcache { // NOLINT(clang-analyzer-optin.performance.Padding)
   cdcache_config_t cfg;      /* read-only after open */
   uint64_t id;               /* read-only: unique per process, never reused */
   uint32_t fork_gen;         /* read-only: cdcache__fork_gen at open */

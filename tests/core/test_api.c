@@ -271,7 +271,7 @@ static void test_strerror_names_every_code(void)
     CU_ASSERT_PTR_NOT_NULL(s);
     CU_ASSERT_STRING_NOT_EQUAL(s, "unknown error");
     for (int j = 0; j < -e; j++)
-      CU_ASSERT_STRING_NOT_EQUAL(s, seen[j]);
+      CU_ASSERT(seen[j] != NULL && strcmp(s, seen[j]) != 0);
     seen[-e] = s;
   }
   CU_ASSERT_STRING_EQUAL(cdcache_strerror(12345), "unknown error");
