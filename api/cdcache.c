@@ -115,8 +115,7 @@ int cdcache_put(cdcache_t *cache, const void *key, size_t klen, const void *val,
   return cdcache__put(cache, key, klen, val, vlen, ttl_ms);
 }
 
-int cdcache_get(cdcache_t *cache, const void *key, size_t klen, void *buf, size_t cap,
-                size_t *vlen)
+int cdcache_get(cdcache_t *cache, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
 {
   int rc = check_key(cache, key, klen);
   if (rc == 0)

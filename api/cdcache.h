@@ -198,8 +198,8 @@ CDCACHE_EXTERN int cdcache_close(cdcache_t *cache);
  * CDCACHE_ESTALE (the cache has failed closed: its CDC subscription has
  * not answered within max_stale_ms), CDCACHE_EFORKED.
  */
-CDCACHE_EXTERN int cdcache_put(cdcache_t *cache, const void *key, size_t klen,
-                               const void *val, size_t vlen, uint32_t ttl_ms);
+CDCACHE_EXTERN int cdcache_put(cdcache_t *cache, const void *key, size_t klen, const void *val,
+                               size_t vlen, uint32_t ttl_ms);
 
 /*
  * Copies key's value into buf (cap bytes) and stores its length in *vlen.
@@ -210,23 +210,21 @@ CDCACHE_EXTERN int cdcache_put(cdcache_t *cache, const void *key, size_t klen,
  * holds the length; a hit), CDCACHE_EINVAL, CDCACHE_E2BIG,
  * CDCACHE_EFORKED.
  */
-CDCACHE_EXTERN int cdcache_get(cdcache_t *cache, const void *key, size_t klen,
-                               void *buf, size_t cap, size_t *vlen);
+CDCACHE_EXTERN int cdcache_get(cdcache_t *cache, const void *key, size_t klen, void *buf,
+                               size_t cap, size_t *vlen);
 
 /*
  * Removes key's entry and kills any fill of it in flight.  Takes the
  * key's shard lock.  Returns 0 if an entry or a fill was there,
  * CDCACHE_ENOENT if neither was.
  */
-CDCACHE_EXTERN int cdcache_delete(cdcache_t *cache, const void *key,
-                                  size_t klen);
+CDCACHE_EXTERN int cdcache_delete(cdcache_t *cache, const void *key, size_t klen);
 
 /*
  * As cdcache_delete, counted as an invalidation (for invalidation sources
  * other than the built-in CDC subscription, which uses it too).
  */
-CDCACHE_EXTERN int cdcache_invalidate(cdcache_t *cache, const void *key,
-                                      size_t klen);
+CDCACHE_EXTERN int cdcache_invalidate(cdcache_t *cache, const void *key, size_t klen);
 
 /*
  * Removes every entry and advances the cache epoch, so that no fill or
@@ -249,12 +247,10 @@ typedef struct cdcache_fill cdcache_fill_t;
  * Return 0 after setting a value; any other return value is handed to
  * every caller of this fill unchanged, and nothing is cached.
  */
-typedef int (*cdcache_loader_fn)(void *ctx, const void *key, size_t klen,
-                                 cdcache_fill_t *fill);
+typedef int (*cdcache_loader_fn)(void *ctx, const void *key, size_t klen, cdcache_fill_t *fill);
 
 /* Copies the loaded value (CDCACHE_ENOMEM, CDCACHE_E2BIG on failure). */
-CDCACHE_EXTERN int cdcache_fill_set_value(cdcache_fill_t *fill,
-                                          const void *val, size_t vlen);
+CDCACHE_EXTERN int cdcache_fill_set_value(cdcache_fill_t *fill, const void *val, size_t vlen);
 
 /*
  * The MongoDB cluster time of the last change the cache's CDC
@@ -276,11 +272,9 @@ CDCACHE_EXTERN uint64_t cdcache_fill_cluster_time(const cdcache_fill_t *fill);
  * stats.stale_fills_rejected counts it).  Takes the key's shard lock
  * twice around the loader, never during it.
  */
-CDCACHE_EXTERN int cdcache_get_or_load(cdcache_t *cache, const void *key,
-                                       size_t klen, cdcache_loader_fn loader,
-                                       void *ctx, uint32_t ttl_ms,
-                                       uint32_t timeout_ms, void *buf,
-                                       size_t cap, size_t *vlen);
+CDCACHE_EXTERN int cdcache_get_or_load(cdcache_t *cache, const void *key, size_t klen,
+                                       cdcache_loader_fn loader, void *ctx, uint32_t ttl_ms,
+                                       uint32_t timeout_ms, void *buf, size_t cap, size_t *vlen);
 
 /* A lease: the right to fill one key, issued on a miss. */
 typedef struct cdcache_lease cdcache_lease_t;
@@ -293,9 +287,8 @@ typedef struct cdcache_lease cdcache_lease_t;
  * owns a lease and must pass it to exactly one of cdcache_put_leased or
  * cdcache_lease_release.
  */
-CDCACHE_EXTERN int cdcache_get_lease(cdcache_t *cache, const void *key,
-                                     size_t klen, void *buf, size_t cap,
-                                     size_t *vlen, cdcache_lease_t **lease);
+CDCACHE_EXTERN int cdcache_get_lease(cdcache_t *cache, const void *key, size_t klen, void *buf,
+                                     size_t cap, size_t *vlen, cdcache_lease_t **lease);
 
 /*
  * Caches val for the leased key only if nothing (delete, put,
@@ -304,20 +297,17 @@ CDCACHE_EXTERN int cdcache_get_lease(cdcache_t *cache, const void *key,
  * CDCACHE_ESTALE when the lease was invalidated (nothing cached), or the
  * errors of cdcache_put.
  */
-CDCACHE_EXTERN int cdcache_put_leased(cdcache_t *cache, cdcache_lease_t *lease,
-                                      const void *val, size_t vlen,
-                                      uint32_t ttl_ms);
+CDCACHE_EXTERN int cdcache_put_leased(cdcache_t *cache, cdcache_lease_t *lease, const void *val,
+                                      size_t vlen, uint32_t ttl_ms);
 
 /* Gives a lease up without filling.  Consumes it.  NULL is a no-op. */
-CDCACHE_EXTERN int cdcache_lease_release(cdcache_t *cache,
-                                         cdcache_lease_t *lease);
+CDCACHE_EXTERN int cdcache_lease_release(cdcache_t *cache, cdcache_lease_t *lease);
 
 /* ---------------------------------------------------------------- stats */
 
 typedef struct cdcache_stats {
   size_t struct_size; /* set by the caller: sizeof(cdcache_stats_t) */
-  uint64_t hits, misses, puts, evictions, expirations, deletes,
-      invalidations, flushes;
+  uint64_t hits, misses, puts, evictions, expirations, deletes, invalidations, flushes;
   uint64_t stale_fills_rejected; /* fills and leased puts not cached */
   uint64_t loads;                /* loader calls */
   uint64_t load_waits;           /* callers that waited for another's load */
@@ -338,7 +328,320 @@ CDCACHE_EXTERN int cdcache_stats(cdcache_t *cache, cdcache_stats_t *stats);
 
 /* ============================================================ CDC (begin)
  * The change-stream subscription API.  Owned by cdc/; no libmongoc type
- * appears here. */
+ * appears here.
+ *
+ * A subscription is one thread that tails one MongoDB change stream
+ * (libmongoc, majority read concern) and, for every change it returns,
+ * evicts the keys that change affects with cdcache_invalidate().  Which
+ * keys: the rules (key templates per namespace) and, for mappings no
+ * template can express, a key callback.  See cdc/README.md for the
+ * guarantees (bounded staleness, what is flushed when) and deployment.
+ *
+ * Callbacks given in cdcache_cdc_config_t (key_fn, on_evict, log) run on
+ * the subscription's thread with no cdcache lock held.  They may call any
+ * cdcache function except cdcache_close() and cdcache_cdc_stop().
+ */
+
+typedef struct cdcache_cdc cdcache_cdc_t;
+
+/* Operation types of change events the subscription handles. */
+typedef enum cdcache_cdc_op {
+  CDCACHE_CDC_OP_INSERT = 1, /* evicted too: an application may cache absence */
+  CDCACHE_CDC_OP_UPDATE = 2,
+  CDCACHE_CDC_OP_REPLACE = 3,
+  CDCACHE_CDC_OP_DELETE = 4,
+  CDCACHE_CDC_OP_DROP = 5,          /* no documentKey: flushes the cache */
+  CDCACHE_CDC_OP_RENAME = 6,        /* no documentKey: flushes the cache */
+  CDCACHE_CDC_OP_DROP_DATABASE = 7, /* no documentKey: flushes the cache */
+  CDCACHE_CDC_OP_INVALIDATE = 8     /* no ns: flushes, reopens after it */
+} cdcache_cdc_op_t;
+
+/* "insert", "update", ... as MongoDB spells them; "unknown" otherwise.
+ * Static, never NULL.  Thread-safe. */
+CDCACHE_EXTERN const char *cdcache_cdc_op_name(int op);
+
+/*
+ * A key rule: for every change in a namespace matching ns, evict the key
+ * that key_template renders to.  Several rules may name one namespace
+ * (one change then evicts several keys).
+ *
+ * ns: "db.coll" (exact; the collection part may contain dots), "db.*"
+ * (every collection of db) or "*" (every namespace in scope).
+ *
+ * key_template: literal bytes with placeholders in braces:
+ *   {db}      the event's database name
+ *   {coll}    the event's collection name
+ *   {_id}     the documentKey's _id, rendered as cdcache_id_render() does
+ *   {FIELD}   any other documentKey field (a shard-key field), rendered
+ *             the same way; "a.b" is looked up first as a top-level field
+ *             named "a.b", then as the path a -> b
+ * "{{" and "}}" stand for literal braces.  A template may not be empty;
+ * a placeholder may not be empty, nested or unterminated; a lone "}" is
+ * an error.  FIELD is 1..127 bytes of [A-Za-z0-9_.$-], not starting or
+ * ending with '.' nor containing "..".
+ */
+typedef struct cdcache_cdc_rule {
+  const char *ns;
+  const char *key_template;
+} cdcache_cdc_rule_t;
+
+/*
+ * Checks one rule without starting anything.  Returns 0 or CDCACHE_EINVAL;
+ * on error writes a NUL-terminated reason (with the byte offset in the
+ * template) to err when errcap > 0.  Thread-safe.
+ */
+CDCACHE_EXTERN int cdcache_cdc_rule_check(const cdcache_cdc_rule_t *rule, char *err, size_t errcap);
+
+/* Where a key callback emits keys.  Valid only during the callback. */
+typedef struct cdcache_cdc_sink cdcache_cdc_sink_t;
+
+/*
+ * Emits one key to evict (binary-safe, copied).  The key is evicted at
+ * once (before this returns).  Returns 0, CDCACHE_EINVAL (NULL sink or
+ * key, klen 0), or CDCACHE_E2BIG (longer than the cache's max_key_len: no
+ * such key can be cached, so nothing needed evicting).  Call only from
+ * the key callback that received the sink, on its thread.
+ */
+CDCACHE_EXTERN int cdcache_cdc_emit(cdcache_cdc_sink_t *sink, const void *key, size_t klen);
+
+/*
+ * What a key callback sees of one change event.  Every pointer is valid
+ * only during the callback.
+ */
+typedef struct cdcache_cdc_event {
+  size_t struct_size; /* sizeof(cdcache_cdc_event_t) of the library */
+  int op;             /* a cdcache_cdc_op_t */
+  const char *db;     /* NUL-terminated; NULL on invalidate */
+  const char *coll;   /* NULL on dropDatabase and invalidate */
+  const char *to_db;  /* rename only: the new namespace; else NULL */
+  const char *to_coll;
+  /* The whole event as the server sent it after the subscription's
+   * $project (operationType, ns, to, documentKey, clusterTime, wallTime,
+   * _id, and fullDocument when key_fn_full_document asks for it): raw
+   * BSON bytes. */
+  const uint8_t *event_bson;
+  size_t event_len;
+  /* The event's documentKey as raw BSON ({_id: ...} plus shard-key fields
+   * on a sharded collection); NULL / 0 for drop, rename, dropDatabase and
+   * invalidate. */
+  const uint8_t *document_key_bson;
+  size_t document_key_len;
+  uint64_t cluster_time; /* (seconds << 32) | increment; 0 if absent */
+  int64_t wall_ms;       /* wallTime (ms since the epoch), -1 if absent */
+} cdcache_cdc_event_t;
+
+/*
+ * A key callback, called for every insert, update, replace and delete in
+ * scope (after the rules' keys were evicted), and for drop, rename and
+ * dropDatabase before the flush they cause.  It emits keys with
+ * cdcache_cdc_emit().  Return 0; any other value means "I could not map
+ * this change": the subscription then flushes the whole cache (reason
+ * CDCACHE_CDC_FLUSH_UNMAPPABLE), because it cannot know what is stale.
+ */
+typedef int (*cdcache_cdc_key_fn)(void *ctx, const cdcache_cdc_event_t *ev,
+                                  cdcache_cdc_sink_t *sink);
+
+/*
+ * An eviction observer, called after each key was evicted: key/klen, the
+ * operation's name, the namespace "db.coll" ("db" for dropDatabase) and
+ * the invalidation lag in ms (see cdcache_cdc_stats_t; -1 if unknown).
+ * After a flush it is called once with key NULL, klen 0, op "flush", ns
+ * the reason's name (cdcache_cdc_flush_reason_name) and lag_ms -1.
+ * Strings are valid only during the call.
+ */
+typedef void (*cdcache_cdc_evict_fn)(void *ctx, const void *key, size_t klen, const char *op,
+                                     const char *ns, int64_t lag_ms);
+
+/* What key_fn_full_document asks for. */
+#define CDCACHE_CDC_FULLDOC_NONE 0 /* fullDocument is projected away */
+#define CDCACHE_CDC_FULLDOC_PRESENT                                                                \
+  1 /* kept where the server sends it                                                              \
+       (insert, replace) */
+#define CDCACHE_CDC_FULLDOC_UPDATE_LOOKUP                                                          \
+  2 /* also on updates, looked up                                                                  \
+       by the server (costly) */
+
+typedef struct cdcache_cdc_config {
+  /* sizeof(cdcache_cdc_config_t) as the caller was compiled; set by
+   * cdcache_cdc_config_init. */
+  size_t struct_size;
+  /* Required: a MongoDB connection string (replica set or mongos). */
+  const char *uri;
+  /* Scope.  db NULL: the whole deployment (coll must be NULL too);
+   * db set, coll NULL: one database; both set: one collection. */
+  const char *db;
+  const char *coll;
+  /* The rules (copied at start).  At least one rule or a key_fn. */
+  const cdcache_cdc_rule_t *rules;
+  size_t n_rules;
+  cdcache_cdc_key_fn key_fn; /* optional */
+  void *key_ctx;
+  int key_fn_full_document; /* CDCACHE_CDC_FULLDOC_*; default NONE */
+  /* Fail-closed bound: when the stream has not answered (a batch, even
+   * an empty one) for longer than this, the cache refuses service (reads
+   * miss, puts and fills fail with CDCACHE_ESTALE) until it answers
+   * again.  0 turns the bound off.  Must be at least max_await_ms +
+   * CDCACHE_CDC_RESCAN_MS + CDCACHE_CDC_STALE_MARGIN_MS.  Default 5000. */
+  uint32_t max_stale_ms;
+  /* Change events per batch; 0 (default) leaves it to the server. */
+  uint32_t batch_size;
+  /* maxAwaitTimeMS: how long the server holds an empty getMore.
+   * 1..socket_timeout_ms - 100.  Default 500. */
+  uint32_t max_await_ms;
+  /* socketTimeoutMS and connectTimeoutMS of the subscription's own
+   * client.  Defaults 1000 and 1000; 100..60000 each. */
+  uint32_t socket_timeout_ms;
+  uint32_t connect_timeout_ms;
+  /* Reconnect backoff after libmongoc gave up: exponential from initial
+   * to max with full jitter.  Defaults 100 and 10000. */
+  uint32_t backoff_initial_ms;
+  uint32_t backoff_max_ms;
+  /* Log callback for the subscription's messages; NULL (default) uses
+   * the cache's log callback.  The library never prints. */
+  cdcache_log_fn log;
+  void *log_ctx;
+  /* Non-zero: route libmongoc's process-wide log handler to this
+   * subscription's log callback (mongoc_log_set_handler) while it runs;
+   * at stop the handler goes back to libmongoc's default.  Default 0:
+   * libmongoc's logging is left as the host set it. */
+  int route_mongoc_log;
+  /* Optional eviction observer (cdcache_cdc_evict_fn). */
+  cdcache_cdc_evict_fn on_evict;
+  void *on_evict_ctx;
+} cdcache_cdc_config_t;
+
+/* libmongoc's rescan delay after a lost server, and the margin that
+ * max_stale_ms must leave on top of it and of max_await_ms. */
+#define CDCACHE_CDC_RESCAN_MS 500u
+#define CDCACHE_CDC_STALE_MARGIN_MS 500u
+
+/* Fills *cfg with the defaults above.  Thread-safe (touches only *cfg). */
+CDCACHE_EXTERN int cdcache_cdc_config_init(cdcache_cdc_config_t *cfg);
+
+/*
+ * Starts a subscription attached to cache: validates *cfg (copied; the
+ * caller keeps it and the strings), then starts the subscription thread
+ * and returns without waiting for MongoDB.  Until the first aggregate of
+ * the stream succeeds the cache is failed closed (if max_stale_ms > 0);
+ * when it succeeds the cache is flushed once (no fill that began before
+ * the stream existed may be cached).  Errors: CDCACHE_EINVAL (a NULL, a
+ * bad URI, scope, rule or setting, e.g. max_stale_ms too small),
+ * CDCACHE_EBUSY (the cache already has a subscription), CDCACHE_ENOMEM,
+ * CDCACHE_EMONGO (libmongoc refused the URI's client).  Thread-safe;
+ * not from a cdcache callback.
+ */
+CDCACHE_EXTERN int cdcache_cdc_start(cdcache_t *cache, const cdcache_cdc_config_t *cfg,
+                                     cdcache_cdc_t **out);
+
+/*
+ * Stops the subscription: interrupts its network I/O, joins its thread
+ * (within about a second even when the server is silent or unreachable),
+ * detaches it from the cache and frees it.  The cache keeps its entries,
+ * but nothing keeps them fresh any more: if max_stale_ms > 0 the cache
+ * fails closed at once (reads miss, puts fail with CDCACHE_ESTALE) until
+ * a new subscription's stream answers.  Must be called exactly once per handle, not from a
+ * subscription callback, and must not race with cdcache_cdc_stats() on
+ * the same handle.  cdcache_close() stops a subscription still attached;
+ * the handle is invalid after that.  NULL is a no-op returning 0.
+ */
+CDCACHE_EXTERN int cdcache_cdc_stop(cdcache_cdc_t *sub);
+
+/* Subscription states. */
+typedef enum cdcache_cdc_state {
+  CDCACHE_CDC_CONNECTING = 0,    /* opening the stream, not yet answered */
+  CDCACHE_CDC_STREAMING = 1,     /* answering within max_stale_ms */
+  CDCACHE_CDC_BACKING_OFF = 2,   /* libmongoc gave up; waiting to reopen */
+  CDCACHE_CDC_FAILED_CLOSED = 3, /* no answer for max_stale_ms: the cache
+                                    refuses service */
+  CDCACHE_CDC_STOPPED = 4
+} cdcache_cdc_state_t;
+
+/* Why the subscription flushed the whole cache. */
+typedef enum cdcache_cdc_flush_reason {
+  CDCACHE_CDC_FLUSH_ESTABLISHED = 0,    /* stream (re)opened from "now" */
+  CDCACHE_CDC_FLUSH_HISTORY_LOST = 1,   /* code 286 / 136: events lost */
+  CDCACHE_CDC_FLUSH_TOKEN_REJECTED = 2, /* the server refused the token */
+  CDCACHE_CDC_FLUSH_INVALIDATE = 3,     /* an invalidate event */
+  CDCACHE_CDC_FLUSH_NAMESPACE = 4,      /* drop, rename, dropDatabase */
+  CDCACHE_CDC_FLUSH_UNMAPPABLE = 5,     /* malformed event, missing key
+                                           field, key_fn failure */
+  CDCACHE_CDC_FLUSH_REASONS = 6
+} cdcache_cdc_flush_reason_t;
+
+/* "established", "history_lost", ...; "unknown" otherwise.  Static. */
+CDCACHE_EXTERN const char *cdcache_cdc_state_name(int state);
+CDCACHE_EXTERN const char *cdcache_cdc_flush_reason_name(int reason);
+
+#define CDCACHE_CDC_TOKEN_MAX 512
+#define CDCACHE_CDC_ERROR_MAX 256
+
+typedef struct cdcache_cdc_stats {
+  size_t struct_size;    /* set by the caller: sizeof(cdcache_cdc_stats_t) */
+  int state;             /* cdcache_cdc_state_t */
+  uint64_t events;       /* change events returned by the stream */
+  uint64_t keys_evicted; /* keys passed to cdcache_invalidate */
+  uint64_t flushes[CDCACHE_CDC_FLUSH_REASONS];
+  uint64_t reconnects;        /* streams reopened after a failure or invalidate */
+  uint64_t malformed_events;  /* undecodable events (logged) */
+  uint64_t ignored_events;    /* operation types that change no data */
+  uint64_t key_errors;        /* keys not renderable, or longer than max_key_len */
+  uint64_t last_cluster_time; /* of the last applied event, as
+                                 cdcache_fill_cluster_time() */
+  uint64_t last_answer_ms;    /* cache clock; 0 before the first answer */
+  uint64_t fresh_until_ms;    /* the bound set; UINT64_MAX when off */
+  /*
+   * Invalidation lag over the last up to 1024 events that evicted keys:
+   * from the write's commit (the event's wallTime, MongoDB 6.0+; else its
+   * clusterTime seconds, one-second resolution) to the eviction (wall
+   * clock).  Negative lags (clock skew) count as 0.
+   */
+  uint32_t lag_samples;
+  uint64_t lag_p50_ms;
+  uint64_t lag_p99_ms;
+  /* The latest resume token as relaxed extended JSON, NUL-terminated
+   * ("" if none; truncated at CDCACHE_CDC_TOKEN_MAX - 1 bytes). */
+  char resume_token[CDCACHE_CDC_TOKEN_MAX];
+  /* The last error the stream reported ("" if none). */
+  char last_error[CDCACHE_CDC_ERROR_MAX];
+} cdcache_cdc_stats_t;
+
+/*
+ * Fills *st (set st->struct_size first; fields past it are not written).
+ * Takes the subscription's stats mutex briefly.  Thread-safe, but not
+ * after (or racing with) cdcache_cdc_stop() of the handle.
+ */
+CDCACHE_EXTERN int cdcache_cdc_stats(cdcache_cdc_t *sub, cdcache_cdc_stats_t *st);
+
+/*
+ * _id rendering: the one text form the subscription uses for {_id} and
+ * for every documentKey field, for applications to build their own keys
+ * the same way.  The value is the FIRST element of the BSON document
+ * bson/len (its name does not matter):
+ *   int32, int64, and double or decimal128 with an integral value: a
+ *     decimal integer ("-12"), because MongoDB treats 1, NumberLong(1),
+ *     1.0 and NumberDecimal("1.00") as the same _id; -0 renders "0"
+ *   other doubles: the shortest "%.{1..17}g" form that reads back to the
+ *     same double ("0.1", "1.5e-07"); NaN "NaN", infinities "Infinity",
+ *     "-Infinity"
+ *   other decimal128: libbson's canonical string (bson_decimal128_to_string)
+ *   ObjectId: 24 lowercase hex digits
+ *   string: its bytes as is (binary-safe)
+ *   anything else: the value's text in libbson's canonical extended JSON
+ *     (bson_as_canonical_extended_json of the document, the text after
+ *     `"NAME" : ` up to the closing ` }`), e.g. true -> `true`, a date ->
+ *     `{ "$date" : { "$numberLong" : "1700000000000" } }`
+ * Writes the text and a terminating NUL to buf (cap bytes) and its length
+ * (without the NUL) to *out_len.  Errors: CDCACHE_EINVAL (NULL, invalid
+ * or empty BSON), CDCACHE_ERANGE (cap <= length; *out_len has the
+ * length).  Thread-safe.
+ */
+CDCACHE_EXTERN int cdcache_id_render(const void *bson, size_t len, char *buf, size_t cap,
+                                     size_t *out_len);
+/* The same rendering of an int64, a double, and a 12-byte ObjectId. */
+CDCACHE_EXTERN int cdcache_id_render_int64(int64_t v, char *buf, size_t cap, size_t *out_len);
+CDCACHE_EXTERN int cdcache_id_render_double(double v, char *buf, size_t cap, size_t *out_len);
+CDCACHE_EXTERN int cdcache_id_render_oid(const uint8_t oid[12], char *buf, size_t cap,
+                                         size_t *out_len);
 
 /* ============================================================== CDC (end) */
 

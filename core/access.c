@@ -71,8 +71,7 @@ void cdcache__entry_free(cdcache_t *c, struct cdcache__entry *e)
 }
 
 /* Copies e's value out if it may be served now.  Read side or lock. */
-static inline int serve(cdcache_t *c, struct cdcache__entry *e, void *buf, size_t cap,
-                        size_t *vlen)
+static inline int serve(cdcache_t *c, struct cdcache__entry *e, void *buf, size_t cap, size_t *vlen)
 {
   if (e->flags & CDCACHE__E_PLACEHOLDER)
     return CDCACHE_ENOENT;
@@ -110,14 +109,13 @@ static inline int lookup(cdcache_t *c, uint64_t h, const void *key, size_t klen,
   return rc;
 }
 
-int cdcache__lookup(cdcache_t *c, uint64_t h, const void *key, size_t klen, void *buf,
-                    size_t cap, size_t *vlen)
+int cdcache__lookup(cdcache_t *c, uint64_t h, const void *key, size_t klen, void *buf, size_t cap,
+                    size_t *vlen)
 {
   return lookup(c, h, key, klen, buf, cap, vlen);
 }
 
-int cdcache__get(cdcache_t *c, const void *key, size_t klen, void *buf, size_t cap,
-                 size_t *vlen)
+int cdcache__get(cdcache_t *c, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
 {
   uint64_t h = cdcache__hash(key, klen);
   int rc = lookup(c, h, key, klen, buf, cap, vlen);

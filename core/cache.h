@@ -66,7 +66,7 @@ struct cdcache__tstats {
 
 struct cdcache__tstats_reg {
   pthread_mutex_t mu;
-  struct cdcache__tstats *blocks; /* Synchronization: mu (push only; freed at close) */
+  struct cdcache__tstats *blocks;  /* Synchronization: mu (push only; freed at close) */
   struct cdcache__tstats fallback; /* when a block cannot be allocated: fetch_add */
 };
 
@@ -166,9 +166,9 @@ struct cdcache__shard {
   /* Synchronization: read-only after open (the array); its slots are
    * RCU-published like entry->next. */
   _Atomic(struct cdcache__entry *) *buckets;
-  uint64_t mask;          /* read-only after open */
-  uint64_t cap_entries;   /* read-only after open: this shard's share */
-  uint64_t cap_bytes;     /* read-only after open: its share of live bytes, 0 = none */
+  uint64_t mask;        /* read-only after open */
+  uint64_t cap_entries; /* read-only after open: this shard's share */
+  uint64_t cap_bytes;   /* read-only after open: its share of live bytes, 0 = none */
   /* Synchronization: shard lock.  [0]: entries without a TTL (and every
    * entry under allkeys-lru); [1]: entries with a TTL under volatile-lru. */
   struct cdcache__list lists[2];
@@ -214,16 +214,16 @@ struct cdcache_fill {
 
 /* The padding is deliberate: the read-mostly line and the writers' line
  * are kept apart. */
-struct cdcache { // NOLINT(clang-analyzer-optin.performance.Padding)
-  cdcache_config_t cfg;      /* read-only after open */
-  uint64_t id;               /* read-only: unique per process, never reused */
-  uint32_t fork_gen;         /* read-only: cdcache__fork_gen at open */
-  uint32_t nshards;          /* read-only */
-  unsigned shard_shift;      /* read-only: hash >> shard_shift picks the shard (64 = one shard) */
-  uint64_t clock_slack_ms;   /* read-only: coarse clock lag (0 when injected) */
-  uint64_t pending_cap;      /* read-only: throttle threshold for bytes_pending */
+struct cdcache {               // NOLINT(clang-analyzer-optin.performance.Padding)
+  cdcache_config_t cfg;        /* read-only after open */
+  uint64_t id;                 /* read-only: unique per process, never reused */
+  uint32_t fork_gen;           /* read-only: cdcache__fork_gen at open */
+  uint32_t nshards;            /* read-only */
+  unsigned shard_shift;        /* read-only: hash >> shard_shift picks the shard (64 = one shard) */
+  uint64_t clock_slack_ms;     /* read-only: coarse clock lag (0 when injected) */
+  uint64_t pending_cap;        /* read-only: throttle threshold for bytes_pending */
   uint64_t retire_batch_bytes; /* read-only: a shard hands its retire list over past this */
-  uint64_t tables_bytes;     /* read-only */
+  uint64_t tables_bytes;       /* read-only */
   struct cdcache__shard *shards; /* read-only pointer; see the shard */
 
   /* Read-mostly line: loaded on every hit. */
@@ -242,8 +242,8 @@ struct cdcache { // NOLINT(clang-analyzer-optin.performance.Padding)
   struct cdcache__tstats_reg tstats;
 
   pthread_mutex_t attach_mu;
-  void *sub;                      /* Synchronization: attach_mu */
-  cdcache__detach_fn sub_stop;    /* Synchronization: attach_mu */
+  void *sub;                   /* Synchronization: attach_mu */
+  cdcache__detach_fn sub_stop; /* Synchronization: attach_mu */
 };
 
 /* Bumped in every child after fork() (pthread_atfork).  Relaxed loads. */

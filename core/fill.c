@@ -225,9 +225,9 @@ enum miss_kind { MISS_HIT, MISS_LEAD, MISS_WAIT, MISS_BUSY, MISS_ERR };
  * referenced), reports it (MISS_BUSY, when !may_wait), or starts a new
  * fill with its placeholder linked (MISS_LEAD, *fp).
  */
-static enum miss_kind on_miss(cdcache_t *c, uint64_t h, const void *key, size_t klen,
-                              bool lease, bool may_wait, void *buf, size_t cap, size_t *vlen,
-                              int *rc, struct cdcache_fill **fp)
+static enum miss_kind on_miss(cdcache_t *c, uint64_t h, const void *key, size_t klen, bool lease,
+                              bool may_wait, void *buf, size_t cap, size_t *vlen, int *rc,
+                              struct cdcache_fill **fp)
 {
   struct cdcache__shard *s = cdcache__shard_of(c, h);
   uint64_t now = cdcache__now_ms(c);

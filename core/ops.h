@@ -12,21 +12,19 @@ struct cdcache__entry *cdcache__entry_new(cdcache_t *c, const void *key, size_t 
                                           uint64_t now, struct cdcache_fill *fill);
 void cdcache__entry_free(cdcache_t *c, struct cdcache__entry *e);
 /* Lock-free lookup; counts nothing.  0, CDCACHE_ERANGE or CDCACHE_ENOENT. */
-int cdcache__lookup(cdcache_t *c, uint64_t h, const void *key, size_t klen, void *buf,
-                    size_t cap, size_t *vlen);
+int cdcache__lookup(cdcache_t *c, uint64_t h, const void *key, size_t klen, void *buf, size_t cap,
+                    size_t *vlen);
 /* In a read-side section or with the shard lock held: copy e's value out
  * if it may be served now (0, CDCACHE_ERANGE, CDCACHE_ENOENT). */
 int cdcache__serve(cdcache_t *c, struct cdcache__entry *e, void *buf, size_t cap, size_t *vlen);
-int cdcache__get(cdcache_t *c, const void *key, size_t klen, void *buf, size_t cap,
-                 size_t *vlen);
+int cdcache__get(cdcache_t *c, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen);
 int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, size_t vlen,
                  uint32_t ttl_ms);
 int cdcache__remove(cdcache_t *c, const void *key, size_t klen, bool invalidation);
 int cdcache__flush(cdcache_t *c);
 /* After a write: submit the shard's retire batch, throttle if needed. */
 void cdcache__after_write(cdcache_t *c, struct cdcache__shard *s, struct cdcache__retired *r);
-static inline void cdcache__count(cdcache_t *c, struct cdcache__tstats *t,
-                                  enum cdcache__ctr ctr)
+static inline void cdcache__count(cdcache_t *c, struct cdcache__tstats *t, enum cdcache__ctr ctr)
 {
   if (__builtin_expect(t != NULL, 1))
     cdcache__ctr_inc(t, ctr);

@@ -32,7 +32,6 @@
  */
 #include "reclaim.h"
 
-
 char cdcache__grace_token;
 /* ThreadSanitizer: a batch is released by its submitter before call_rcu
  * and acquired by the callback; every callback releases barrier_token
@@ -91,8 +90,8 @@ void cdcache__retire_take(const cdcache_t *c, struct cdcache__shard *s,
 {
   out->list = NULL;
   out->bytes = 0;
-  if (s->retired == NULL || (!force && s->retired_count < RETIRE_BATCH &&
-                             s->retired_bytes < c->retire_batch_bytes))
+  if (s->retired == NULL ||
+      (!force && s->retired_count < RETIRE_BATCH && s->retired_bytes < c->retire_batch_bytes))
     return;
   out->list = s->retired;
   out->bytes = s->retired_bytes;

@@ -208,8 +208,8 @@ static struct cdcache__entry *pick_victim(const cdcache_t *c, struct cdcache__li
 
 /* Would the shard exceed its shares after adding add_entries (net) and
  * add_bytes - sub_bytes? */
-static bool over_capacity(const struct cdcache__shard *s, int64_t add_entries,
-                          uint64_t add_bytes, uint64_t sub_bytes)
+static bool over_capacity(const struct cdcache__shard *s, int64_t add_entries, uint64_t add_bytes,
+                          uint64_t sub_bytes)
 {
   uint64_t n = atomic_load_explicit(&s->n_entries, memory_order_relaxed);
   uint64_t b = atomic_load_explicit(&s->n_bytes, memory_order_relaxed);
@@ -247,8 +247,7 @@ int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcach
       if (over_capacity(s, add_entries, charge, old_charge))
         return CDCACHE_EFULL;
     } else {
-      struct cdcache__list *l =
-          &s->lists[c->cfg.policy == CDCACHE_VOLATILE_LRU ? 1 : 0];
+      struct cdcache__list *l = &s->lists[c->cfg.policy == CDCACHE_VOLATILE_LRU ? 1 : 0];
       while (over_capacity(s, add_entries, charge, old_charge)) {
         enum cdcache__why why;
         struct cdcache__entry *v = pick_victim(c, l, old, now, &why);
@@ -277,8 +276,7 @@ int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcach
       if (f != own)
         f->dead = true;
     }
-    atomic_store_explicit(&s->n_bytes,
-                          atomic_load_explicit(&s->n_bytes, memory_order_relaxed) - oc,
+    atomic_store_explicit(&s->n_bytes, atomic_load_explicit(&s->n_bytes, memory_order_relaxed) - oc,
                           memory_order_relaxed);
     cdcache__retire(c, s, old, oc);
   } else {

@@ -18,14 +18,12 @@ uint64_t cdcache__shard_table_bytes(uint64_t nbuckets);
  * section (the result stays valid until its end) or with the shard lock
  * held.
  */
-static inline struct cdcache__entry *cdcache__shard_find(const struct cdcache__shard *s,
-                                                         uint64_t h, const void *key,
-                                                         size_t klen)
+static inline struct cdcache__entry *cdcache__shard_find(const struct cdcache__shard *s, uint64_t h,
+                                                         const void *key, size_t klen)
 {
   /* Acquire pairs with the release store that published the entry (or
    * the link to it) in link_at(); on x86 it costs nothing. */
-  struct cdcache__entry *e =
-      atomic_load_explicit(&s->buckets[h & s->mask], memory_order_acquire);
+  struct cdcache__entry *e = atomic_load_explicit(&s->buckets[h & s->mask], memory_order_acquire);
   for (; e != NULL; e = atomic_load_explicit(&e->next, memory_order_acquire)) {
     if (e->hash == (uint32_t)h && e->klen == klen &&
         cdcache__key_eq(cdcache__entry_key(e), key, klen))
@@ -43,8 +41,15 @@ static inline bool cdcache__expired(const cdcache_t *c, const struct cdcache__en
 }
 
 /* Why an entry leaves the table (which counter it bumps). */
-enum cdcache__why { WHY_REPLACED, WHY_EVICTED, WHY_EXPIRED, WHY_DELETED, WHY_INVALIDATED,
-                    WHY_FLUSHED, WHY_FILLED };
+enum cdcache__why {
+  WHY_REPLACED,
+  WHY_EVICTED,
+  WHY_EXPIRED,
+  WHY_DELETED,
+  WHY_INVALIDATED,
+  WHY_FLUSHED,
+  WHY_FILLED
+};
 
 /*
  * Shard lock held.  Unlinks e (a value or a placeholder) from table and

@@ -51,8 +51,8 @@ int main(void)
   cdcache_stats_t st = {.struct_size = sizeof st};
   cdcache_stats(cache, &st);
   printf("database reads %d; cache hits %llu, misses %llu, loads %llu, entries %llu\n", db_reads,
-         (unsigned long long)st.hits, (unsigned long long)st.misses,
-         (unsigned long long)st.loads, (unsigned long long)st.entries);
+         (unsigned long long)st.hits, (unsigned long long)st.misses, (unsigned long long)st.loads,
+         (unsigned long long)st.entries);
   cdcache_close(cache);
   return db_reads == 2 ? 0 : 1;
 }

@@ -315,11 +315,13 @@ int main(void)
   CU_add_test(s, "put/get round trip is binary safe", test_put_get_round_trip_is_binary_safe);
   CU_add_test(s, "zero-length value caches absence", test_zero_length_value_caches_absence);
   CU_add_test(s, "replace returns the newest value", test_replace_returns_the_newest_value);
-  CU_add_test(s, "small buffer gives ERANGE and the length", test_small_buffer_gives_erange_and_length);
+  CU_add_test(s, "small buffer gives ERANGE and the length",
+              test_small_buffer_gives_erange_and_length);
   CU_add_test(s, "NULL and empty arguments are EINVAL", test_null_and_empty_arguments_are_einval);
   CU_add_test(s, "oversize key or value is E2BIG and changes nothing",
               test_oversize_key_or_value_is_e2big_and_changes_nothing);
-  CU_add_test(s, "delete and invalidate remove and count", test_delete_and_invalidate_remove_and_count);
+  CU_add_test(s, "delete and invalidate remove and count",
+              test_delete_and_invalidate_remove_and_count);
   CU_add_test(s, "flush empties every shard", test_flush_empties_every_shard);
   CU_add_test(s, "allocation failure is ENOMEM and loses nothing",
               test_allocation_failure_is_enomem_and_loses_nothing);

@@ -109,6 +109,7 @@ int main(void)
   CU_pSuite s = CU_add_suite("bytes", NULL, NULL);
   CU_add_test(s, "accounted bytes match the allocator and return to zero",
               test_accounted_bytes_match_the_allocator);
-  CU_add_test(s, "max_bytes holds under concurrent writers", test_max_bytes_holds_under_concurrent_writers);
+  CU_add_test(s, "max_bytes holds under concurrent writers",
+              test_max_bytes_holds_under_concurrent_writers);
   return test_run();
 }

@@ -187,16 +187,20 @@ int main(void)
   if (CU_initialize_registry() != CUE_SUCCESS)
     return 1;
   CU_pSuite s = CU_add_suite("eviction", NULL, NULL);
-  CU_add_test(s, "evicts the least recently used entry first", test_evicts_least_recently_used_first);
-  CU_add_test(s, "recently read entries survive eviction", test_recently_read_entries_survive_eviction);
+  CU_add_test(s, "evicts the least recently used entry first",
+              test_evicts_least_recently_used_first);
+  CU_add_test(s, "recently read entries survive eviction",
+              test_recently_read_entries_survive_eviction);
   CU_add_test(s, "entries never exceed max_entries across shards",
               test_entries_never_exceed_max_entries_across_shards);
   CU_add_test(s, "noeviction: a put into a full cache is EFULL and changes nothing",
               test_noeviction_full_put_is_efull_and_changes_nothing);
-  CU_add_test(s, "volatile-lru evicts only entries with a TTL", test_volatile_lru_evicts_only_entries_with_ttl);
+  CU_add_test(s, "volatile-lru evicts only entries with a TTL",
+              test_volatile_lru_evicts_only_entries_with_ttl);
   CU_add_test(s, "a capacity of one keeps the newest", test_capacity_of_one_keeps_the_newest);
   CU_add_test(s, "default shard count respects the minimum share",
               test_default_shard_count_respects_minimum_share);
-  CU_add_test(s, "max_bytes bounds live plus pending bytes", test_max_bytes_bounds_live_and_pending_bytes);
+  CU_add_test(s, "max_bytes bounds live plus pending bytes",
+              test_max_bytes_bounds_live_and_pending_bytes);
   return test_run();
 }

@@ -128,10 +128,22 @@ static void check_rejected(int what)
   cdcache_close(c);
 }
 
-static void test_invalidate_during_load_is_not_cached(void) { check_rejected(1); }
-static void test_delete_during_load_is_not_cached(void) { check_rejected(2); }
-static void test_flush_during_load_is_not_cached(void) { check_rejected(3); }
-static void test_put_during_load_wins_over_the_load(void) { check_rejected(4); }
+static void test_invalidate_during_load_is_not_cached(void)
+{
+  check_rejected(1);
+}
+static void test_delete_during_load_is_not_cached(void)
+{
+  check_rejected(2);
+}
+static void test_flush_during_load_is_not_cached(void)
+{
+  check_rejected(3);
+}
+static void test_put_during_load_wins_over_the_load(void)
+{
+  check_rejected(4);
+}
 
 static void test_loader_error_propagates_and_caches_nothing(void)
 {
@@ -167,7 +179,8 @@ static void test_loader_may_call_put_and_delete(void)
   cdcache_t *c = open_cache();
   char buf[16];
   size_t n;
-  CU_ASSERT_EQUAL(cdcache_get_or_load(c, KEY("main"), busy_loader, c, 0, 0, buf, sizeof buf, &n), 0);
+  CU_ASSERT_EQUAL(cdcache_get_or_load(c, KEY("main"), busy_loader, c, 0, 0, buf, sizeof buf, &n),
+                  0);
   CU_ASSERT_EQUAL(n, 4);
   CU_ASSERT_TRUE(cached(c, "main", NULL));
   CU_ASSERT_FALSE(cached(c, "side", NULL));
@@ -288,8 +301,9 @@ static void test_waiters_time_out_or_refuse_to_wait(void)
   /* The leader is held at the gate for as long as this test needs. */
   CU_ASSERT_EQUAL(cdcache_get_or_load(c, KEY("slow"), gated_loader, "x", 0, 0, buf, sizeof buf, &n),
                   CDCACHE_EBUSY);
-  CU_ASSERT_EQUAL(cdcache_get_or_load(c, KEY("slow"), gated_loader, "x", 0, 30, buf, sizeof buf, &n),
-                  CDCACHE_ETIMEDOUT);
+  CU_ASSERT_EQUAL(
+      cdcache_get_or_load(c, KEY("slow"), gated_loader, "x", 0, 30, buf, sizeof buf, &n),
+      CDCACHE_ETIMEDOUT);
   CU_ASSERT_EQUAL(cdcache_get(c, KEY("slow"), buf, sizeof buf, &n), CDCACHE_ENOENT);
   gate_open();
   pthread_join(leader, NULL);
@@ -359,9 +373,18 @@ static void check_lease_invalidated(int what)
   CU_ASSERT_EQUAL(STAT(c, stale_fills_rejected), 1);
   cdcache_close(c);
 }
-static void test_lease_after_delete_is_stale(void) { check_lease_invalidated(1); }
-static void test_lease_after_flush_is_stale(void) { check_lease_invalidated(2); }
-static void test_lease_after_invalidate_is_stale(void) { check_lease_invalidated(3); }
+static void test_lease_after_delete_is_stale(void)
+{
+  check_lease_invalidated(1);
+}
+static void test_lease_after_flush_is_stale(void)
+{
+  check_lease_invalidated(2);
+}
+static void test_lease_after_invalidate_is_stale(void)
+{
+  check_lease_invalidated(3);
+}
 
 static void test_released_lease_lets_the_next_caller_fill(void)
 {
@@ -468,13 +491,16 @@ int main(void)
   CU_add_test(s, "a miss loads once and caches", test_miss_loads_once_and_caches);
   CU_add_test(s, "invalidate during a load: value returned, not cached",
               test_invalidate_during_load_is_not_cached);
-  CU_add_test(s, "delete during a load: value returned, not cached", test_delete_during_load_is_not_cached);
-  CU_add_test(s, "flush during a load: value returned, not cached", test_flush_during_load_is_not_cached);
+  CU_add_test(s, "delete during a load: value returned, not cached",
+              test_delete_during_load_is_not_cached);
+  CU_add_test(s, "flush during a load: value returned, not cached",
+              test_flush_during_load_is_not_cached);
   CU_add_test(s, "a put during a load wins over the load", test_put_during_load_wins_over_the_load);
   CU_add_test(s, "a loader's error propagates and caches nothing",
               test_loader_error_propagates_and_caches_nothing);
   CU_add_test(s, "a loader may call put, get and delete", test_loader_may_call_put_and_delete);
-  CU_add_test(s, "concurrent misses of one key run one loader", test_concurrent_misses_run_one_loader);
+  CU_add_test(s, "concurrent misses of one key run one loader",
+              test_concurrent_misses_run_one_loader);
   CU_add_test(s, "waiters time out, or refuse to wait with timeout 0",
               test_waiters_time_out_or_refuse_to_wait);
   CU_add_test(s, "waiters get the value of a fill invalidated meanwhile, uncached",
@@ -484,11 +510,13 @@ int main(void)
   CU_add_test(s, "a leased put after delete is stale", test_lease_after_delete_is_stale);
   CU_add_test(s, "a leased put after flush is stale", test_lease_after_flush_is_stale);
   CU_add_test(s, "a leased put after invalidate is stale", test_lease_after_invalidate_is_stale);
-  CU_add_test(s, "a released lease lets the next caller fill", test_released_lease_lets_the_next_caller_fill);
+  CU_add_test(s, "a released lease lets the next caller fill",
+              test_released_lease_lets_the_next_caller_fill);
   CU_add_test(s, "an abandoned lease is taken over after fill_timeout_ms",
               test_abandoned_lease_is_taken_over_after_fill_timeout);
   CU_add_test(s, "get_or_load waits for a lease and gets its value",
               test_get_or_load_waits_for_a_lease_and_gets_its_value);
-  CU_add_test(s, "a waiter on a released lease loads itself", test_waiter_on_a_released_lease_loads_itself);
+  CU_add_test(s, "a waiter on a released lease loads itself",
+              test_waiter_on_a_released_lease_loads_itself);
   return test_run();
 }

@@ -144,6 +144,7 @@ int main(void)
               test_writes_reclaim_expired_entries_without_reads);
   CU_add_test(s, "referenced entries outlive expired ones, which are never served",
               test_referenced_entries_outlive_expired_ones);
-  CU_add_test(s, "noeviction still reclaims expired entries", test_noeviction_still_reclaims_expired_entries);
+  CU_add_test(s, "noeviction still reclaims expired entries",
+              test_noeviction_still_reclaims_expired_entries);
   return test_run();
 }

@@ -16,7 +16,7 @@ struct test_alloc {
   _Atomic long live_allocs;
   _Atomic long long live_bytes;
   _Atomic long calls;
-  _Atomic long fail_at;   /* 0: off */
+  _Atomic long fail_at; /* 0: off */
   _Atomic int fail_all;
 };
 void test_alloc_install(cdcache_config_t *cfg, struct test_alloc *a);
