@@ -19,7 +19,9 @@
  * - Thread contract: every function may be called from any thread at the
  *   same time, except cdcache_close(), which must be the last call on a
  *   handle and must not race with any other call on it.  Threads need no
- *   registration and never announce quiescent states.
+ *   registration and never announce quiescent states.  A host that uses
+ *   liburcu's urcu-bp flavour itself must not call cdcache from inside its
+ *   own read-side section (a write may wait for a grace period).
  * - Callbacks (allocator, clock, log, loader) run on the thread that made
  *   the call that triggered them; each one's comment says what it may
  *   call.
@@ -249,7 +251,8 @@ typedef struct cdcache_fill cdcache_fill_t;
  */
 typedef int (*cdcache_loader_fn)(void *ctx, const void *key, size_t klen, cdcache_fill_t *fill);
 
-/* Copies the loaded value (CDCACHE_ENOMEM, CDCACHE_E2BIG on failure). */
+/* Copies the loaded value (CDCACHE_ENOMEM, CDCACHE_E2BIG on failure).
+ * Call only from the loader that received fill, during that call. */
 CDCACHE_EXTERN int cdcache_fill_set_value(cdcache_fill_t *fill, const void *val, size_t vlen);
 
 /*
@@ -285,7 +288,8 @@ typedef struct cdcache_lease cdcache_lease_t;
  * returns CDCACHE_EBUSY and *lease is NULL (load without caching, or use
  * cdcache_get_or_load to wait).  On a hit, *lease is NULL.  The caller
  * owns a lease and must pass it to exactly one of cdcache_put_leased or
- * cdcache_lease_release.
+ * cdcache_lease_release, from any thread.  Lock-free on a hit; a miss
+ * takes the key's shard lock once.
  */
 CDCACHE_EXTERN int cdcache_get_lease(cdcache_t *cache, const void *key, size_t klen, void *buf,
                                      size_t cap, size_t *vlen, cdcache_lease_t **lease);
@@ -295,12 +299,15 @@ CDCACHE_EXTERN int cdcache_get_lease(cdcache_t *cache, const void *key, size_t k
  * invalidation, flush) touched the key since the lease was issued.
  * Consumes the lease in every case.  Returns 0 when cached,
  * CDCACHE_ESTALE when the lease was invalidated (nothing cached), or the
- * errors of cdcache_put.
+ * errors of cdcache_put.  Takes the key's shard lock, then the lease's
+ * own mutex (to wake get_or_load callers waiting for it).
  */
 CDCACHE_EXTERN int cdcache_put_leased(cdcache_t *cache, cdcache_lease_t *lease, const void *val,
                                       size_t vlen, uint32_t ttl_ms);
 
-/* Gives a lease up without filling.  Consumes it.  NULL is a no-op. */
+/* Gives a lease up without filling.  Consumes it; callers waiting for it
+ * in cdcache_get_or_load retry (one of them loads).  Takes the key's shard
+ * lock.  NULL is a no-op. */
 CDCACHE_EXTERN int cdcache_lease_release(cdcache_t *cache, cdcache_lease_t *lease);
 
 /* ---------------------------------------------------------------- stats */
@@ -321,8 +328,8 @@ typedef struct cdcache_stats {
 /*
  * Fills *stats (set stats->struct_size first; fields past it are not
  * written).  Sums per-thread counters with relaxed loads: each counter is
- * exact at some instant, the set is not one snapshot.  Takes no lock that
- * a hit needs.
+ * exact at some instant, the set is not one snapshot.  Takes only the
+ * counters' registry mutex, which no hit takes.
  */
 CDCACHE_EXTERN int cdcache_stats(cdcache_t *cache, cdcache_stats_t *stats);
 
