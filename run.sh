@@ -2,7 +2,8 @@
 # cdcache quick start.  On a fresh Debian bookworm machine, as root:
 #   ./run.sh bench   install what is missing, build, run the perf harness
 #   ./run.sh test    install what is missing, build plain, ASan+UBSan and
-#                    TSan, and run the whole test suite in each
+#                    TSan, run the whole test suite in each, then the
+#                    fuzz targets briefly (CDCACHE_FUZZ_SECONDS, default 20)
 # Other verbs: deps (install only), build (release build only).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,7 +12,8 @@ BUILD=${CDCACHE_BUILD_DIR:-$ROOT/build}
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 PKGS=(build-essential cmake pkg-config liburcu-dev libck-dev libcunit1-dev
-      libmongoc-dev libbson-dev libxxhash-dev gnuplot-nox valgrind)
+      libmongoc-dev libbson-dev libxxhash-dev gnuplot-nox valgrind
+      clang libclang-rt-14-dev)
 
 deps() {
   local missing=()
@@ -73,7 +75,10 @@ test)
   run_tests "$BUILD/plain" plain
   run_tests "$BUILD/asan" "ASan+UBSan"
   run_tests "$BUILD/tsan" TSan
-  echo "all test suites passed: plain, ASan+UBSan, TSan" >&2
+  # libFuzzer targets (clang): regressions, then a short run of each.
+  echo "=== fuzz: ${CDCACHE_FUZZ_SECONDS:-20} s per target" >&2
+  CDCACHE_FUZZ_BUILD_DIR="$BUILD/fuzz" tests/fuzz/run.sh "${CDCACHE_FUZZ_SECONDS:-20}"
+  echo "all test suites passed: plain, ASan+UBSan, TSan, fuzz" >&2
   ;;
 *)
   echo "usage: $0 bench|test|deps|build [args...]" >&2

@@ -272,7 +272,9 @@ CDCACHE_EXTERN uint64_t cdcache_fill_cluster_time(const cdcache_fill_t *fill);
  * copied out as by cdcache_get.  The loaded value is cached with ttl_ms
  * unless a delete, put, invalidation or flush of the key happened while
  * it loaded (then every waiting caller still gets the value, and
- * stats.stale_fills_rejected counts it).  Takes the key's shard lock
+ * stats.stale_fills_rejected counts it).  Like a put, starting a fill
+ * needs room for its placeholder: CDCACHE_EFULL or CDCACHE_ENOMEM when
+ * there is none (nothing changed).  Takes the key's shard lock
  * twice around the loader, never during it.
  */
 CDCACHE_EXTERN int cdcache_get_or_load(cdcache_t *cache, const void *key, size_t klen,
@@ -286,7 +288,8 @@ typedef struct cdcache_lease cdcache_lease_t;
  * As cdcache_get, and on a miss (CDCACHE_ENOENT) also hands out a lease
  * in *lease when no other fill of the key is in flight; when one is,
  * returns CDCACHE_EBUSY and *lease is NULL (load without caching, or use
- * cdcache_get_or_load to wait).  On a hit, *lease is NULL.  The caller
+ * cdcache_get_or_load to wait).  CDCACHE_EFULL or CDCACHE_ENOMEM when the
+ * lease's placeholder finds no room (nothing changed).  On a hit, *lease is NULL.  The caller
  * owns a lease and must pass it to exactly one of cdcache_put_leased or
  * cdcache_lease_release, from any thread.  Lock-free on a hit; a miss
  * takes the key's shard lock once.

@@ -47,6 +47,7 @@ struct cdcache__entry *cdcache__entry_new(cdcache_t *c, const void *key, size_t 
   e->klen = (uint16_t)klen;
   e->flags = flags;
   atomic_init(&e->ref, 0);
+  e->charge = (uint32_t)cdcache__charge(c, e, cdcache__entry_size(flags, klen, vlen));
   unsigned char *p = e->data;
   if (flags & CDCACHE__E_TTL) {
     uint64_t exp = now + ttl;
@@ -150,7 +151,7 @@ int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, si
   int rc = cdcache__shard_install(c, s, e, h, now, NULL, t);
   if (rc == 0) {
     cdcache__count(c, t, CTR_PUTS);
-    cdcache__shard_sweep(c, s, now, t);
+    cdcache__shard_sweep(c, s, now, NULL, t);
   }
   cdcache__retire_take(c, s, &r, false);
   pthread_mutex_unlock(&s->lock);

@@ -68,10 +68,12 @@ int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out)
 {
   pthread_once(&atfork_once, install_atfork);
   cdcache_allocator_t alloc = cfg->allocator;
-  cdcache_t *c = alloc.malloc(alloc.ctx, sizeof *c);
+  void *self_raw;
+  cdcache_t *c = cdcache__alloc_aligned(&alloc, sizeof *c, &self_raw);
   if (c == NULL)
     return CDCACHE_ENOMEM;
   memset(c, 0, sizeof *c);
+  c->self_raw = self_raw;
   c->cfg = *cfg;
   c->cfg.struct_size = sizeof c->cfg;
   c->id = atomic_fetch_add_explicit(&next_cache_id, 1, memory_order_relaxed);
@@ -94,7 +96,7 @@ int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out)
   uint64_t live_share = 0;
   if (cfg->max_bytes != 0) {
     if (cfg->max_bytes <= c->tables_bytes + sizeof *c) {
-      alloc.free(alloc.ctx, c, sizeof *c);
+      cdcache__free_aligned(&alloc, self_raw, sizeof *c);
       return CDCACHE_EINVAL;
     }
     uint64_t budget = cfg->max_bytes - c->tables_bytes - sizeof *c;
@@ -110,7 +112,8 @@ int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out)
   int rc = CDCACHE_ENOMEM;
   if (pthread_mutex_init(&c->attach_mu, NULL) != 0)
     goto fail_c;
-  c->shards = cdcache__alloc(c, sizeof(struct cdcache__shard) * c->nshards);
+  c->shards = cdcache__alloc_aligned(&c->cfg.allocator, sizeof(struct cdcache__shard) * c->nshards,
+                                     &c->shards_raw);
   if (c->shards == NULL)
     goto fail_mu;
   uint32_t made = 0;
@@ -129,11 +132,12 @@ int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out)
 fail_shards:
   while (made-- > 0)
     cdcache__shard_destroy(c, &c->shards[made]);
-  cdcache__free(c, c->shards, sizeof(struct cdcache__shard) * c->nshards);
+  cdcache__free_aligned(&c->cfg.allocator, c->shards_raw,
+                        sizeof(struct cdcache__shard) * c->nshards);
 fail_mu:
   pthread_mutex_destroy(&c->attach_mu);
 fail_c:
-  alloc.free(alloc.ctx, c, sizeof *c);
+  cdcache__free_aligned(&alloc, self_raw, sizeof *c);
   return rc;
 }
 
@@ -161,10 +165,11 @@ int cdcache__close(cdcache_t *c)
   for (uint32_t i = 0; i < c->nshards; i++)
     cdcache__shard_destroy(c, &c->shards[i]);
   cdcache__tstats_destroy(c);
-  cdcache__free(c, c->shards, sizeof(struct cdcache__shard) * c->nshards);
+  cdcache__free_aligned(&c->cfg.allocator, c->shards_raw,
+                        sizeof(struct cdcache__shard) * c->nshards);
   pthread_mutex_destroy(&c->attach_mu);
   cdcache_allocator_t alloc = c->cfg.allocator;
-  alloc.free(alloc.ctx, c, sizeof *c);
+  cdcache__free_aligned(&alloc, c->self_raw, sizeof *c);
   return 0;
 }
 

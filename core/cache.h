@@ -60,7 +60,8 @@ enum cdcache__ctr {
  * of the stats load them relaxed. */
 struct cdcache__tstats {
   _Atomic uint64_t v[CTR__COUNT]; /* Synchronization: atomic, relaxed; one writer */
-  struct cdcache__tstats *next;   /* Synchronization: registry mutex; read-only once linked */
+  struct cdcache__tstats *next; /* Synchronization: registry mutex; read-only once linked */
+  void *raw;                    /* read-only: what to free (aligned allocation) */
   bool owned;                     /* Synchronization: registry mutex */
 } __attribute__((aligned(CDCACHE__CACHELINE)));
 
@@ -99,7 +100,7 @@ void cdcache__tstats_destroy(cdcache_t *cache);
  * A cached key and value, or a placeholder for a fill in flight.  The
  * entry is immutable once published except for next (RCU-published chain
  * link), the list links (shard lock) and ref (the CLOCK bit).
- * Layout: 36 bytes of header, then [expiry][fill pointer][key][value].
+ * Layout: 40 bytes of header, then [expiry][fill pointer][key][value].
  */
 struct cdcache__entry {
   /* Synchronization: RCU-published.  Written under the shard lock with
@@ -120,6 +121,7 @@ struct cdcache__entry {
   /* Synchronization: atomic, relaxed.  Set by readers only when clear,
    * cleared by the evictor under the shard lock. */
   _Atomic uint8_t ref;
+  uint32_t charge; /* read-only: bytes the allocator charged for the entry */
   unsigned char data[];
 };
 
@@ -159,6 +161,7 @@ struct cdcache__list {
   struct cdcache__entry *head; /* oldest: the CLOCK hand */
   struct cdcache__entry *tail; /* newest */
   uint64_t len;
+  uint64_t bytes; /* sum of the entries' charges */
 };
 
 struct cdcache__shard {
@@ -225,6 +228,8 @@ struct cdcache {               // NOLINT(clang-analyzer-optin.performance.Paddin
   uint64_t retire_batch_bytes; /* read-only: a shard hands its retire list over past this */
   uint64_t tables_bytes;       /* read-only */
   struct cdcache__shard *shards; /* read-only pointer; see the shard */
+  void *shards_raw;              /* read-only: what to free (aligned allocation) */
+  void *self_raw;                /* read-only: what to free for this handle */
 
   /* Read-mostly line: loaded on every hit. */
   /* Synchronization: atomic; the CDC thread stores (release), readers load
@@ -256,6 +261,8 @@ void cdcache__deadline_after(struct timespec *ts, uint32_t ms);
 
 /* mem.c */
 void cdcache__default_allocator(cdcache_allocator_t *a);
+void *cdcache__alloc_aligned(const cdcache_allocator_t *a, size_t size, void **raw);
+void cdcache__free_aligned(const cdcache_allocator_t *a, void *raw, size_t size);
 size_t cdcache__charge(const cdcache_t *cache, void *ptr, size_t size);
 
 /* Hash of a key: XXH3-64 (libxxhash, inlined).  Top bits pick the shard,

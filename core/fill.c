@@ -251,8 +251,8 @@ static enum miss_kind on_miss(cdcache_t *c, uint64_t h, const void *key, size_t 
   if (e != NULL) {
     struct cdcache_fill *f = cdcache__entry_fill(e);
     if (f->is_lease && now - f->started_ms >= c->cfg.fill_timeout_ms) {
-      /* An abandoned lease: take the key over (its put will be stale). */
-      cdcache__shard_unlink(c, s, e, WHY_DELETED, t);
+      /* An abandoned lease: the new placeholder replaces it below (its
+       * put will be stale), or nothing changes if that fails. */
     } else if (!may_wait) {
       kind = MISS_BUSY;
       goto out;
@@ -270,8 +270,12 @@ static enum miss_kind on_miss(cdcache_t *c, uint64_t h, const void *key, size_t 
     kind = MISS_ERR;
     goto out;
   }
-  /* Placeholders are never refused for capacity. */
-  (void)cdcache__shard_install(c, s, ph, h, now, NULL, t);
+  /* A placeholder counts against the byte budget like any entry. */
+  *rc = cdcache__shard_install(c, s, ph, h, now, NULL, t);
+  if (*rc != 0) {
+    kind = MISS_ERR;
+    goto out;
+  }
   nf->ph = ph;
   *fp = nf;
   nf = NULL;

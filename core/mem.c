@@ -49,6 +49,27 @@ void cdcache__free(const cdcache_t *cache, void *ptr, size_t size)
     cache->cfg.allocator.free(cache->cfg.allocator.ctx, ptr, size);
 }
 
+/*
+ * Cache-line-aligned blocks (the cache handle, the shard array, counter
+ * blocks) from an allocator that promises only malloc's alignment: ask for
+ * CDCACHE__CACHELINE - 1 bytes more and round up.  *raw keeps what to free.
+ */
+void *cdcache__alloc_aligned(const cdcache_allocator_t *a, size_t size, void **raw)
+{
+  void *p = a->malloc(a->ctx, size + CDCACHE__CACHELINE - 1);
+  *raw = p;
+  if (p == NULL)
+    return NULL;
+  uintptr_t u = ((uintptr_t)p + CDCACHE__CACHELINE - 1) & ~(uintptr_t)(CDCACHE__CACHELINE - 1);
+  return (void *)u;
+}
+
+void cdcache__free_aligned(const cdcache_allocator_t *a, void *raw, size_t size)
+{
+  if (raw != NULL)
+    a->free(a->ctx, raw, size + CDCACHE__CACHELINE - 1);
+}
+
 size_t cdcache__charge(const cdcache_t *cache, void *ptr, size_t size)
 {
   const cdcache_allocator_t *a = &cache->cfg.allocator;

@@ -105,7 +105,7 @@ void cdcache__tstats_destroy(cdcache_t *cache)
   struct cdcache__tstats *b = cache->tstats.blocks;
   while (b != NULL) {
     struct cdcache__tstats *next = b->next;
-    cdcache__free(cache, b, sizeof *b);
+    cdcache__free_aligned(&cache->cfg.allocator, b->raw, sizeof *b);
     b = next;
   }
   pthread_mutex_destroy(&cache->tstats.mu);
@@ -120,9 +120,11 @@ static struct cdcache__tstats *adopt(cdcache_t *cache)
     if (!b->owned)
       break;
   if (b == NULL) {
-    b = cdcache__alloc(cache, sizeof *b);
+    void *raw;
+    b = cdcache__alloc_aligned(&cache->cfg.allocator, sizeof *b, &raw);
     if (b != NULL) {
       memset(b, 0, sizeof *b);
+      b->raw = raw;
       b->next = r->blocks;
       r->blocks = b;
     }

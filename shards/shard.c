@@ -107,6 +107,7 @@ static void list_append(struct cdcache__list *l, struct cdcache__entry *e)
     l->head = e;
   l->tail = e;
   l->len++;
+  l->bytes += e->charge;
 }
 
 static void list_remove(struct cdcache__list *l, struct cdcache__entry *e)
@@ -120,6 +121,7 @@ static void list_remove(struct cdcache__list *l, struct cdcache__entry *e)
   else
     l->tail = e->u.lru.prev;
   l->len--;
+  l->bytes -= e->charge;
 }
 
 /* ------------------------------------------------------------- linking */
@@ -215,7 +217,7 @@ static bool over_capacity(const struct cdcache__shard *s, int64_t add_entries, u
   uint64_t b = atomic_load_explicit(&s->n_bytes, memory_order_relaxed);
   if ((int64_t)n + add_entries > (int64_t)s->cap_entries)
     return true;
-  return s->cap_bytes != 0 && b + add_bytes - sub_bytes > s->cap_bytes;
+  return s->cap_bytes != 0 && b + add_bytes > s->cap_bytes + sub_bytes;
 }
 
 /* Unlinks expired entries from the head of list l until one is not. */
@@ -239,20 +241,29 @@ int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcach
   const int64_t add_entries = (is_ph ? 0 : 1) - (old_live ? 1 : 0);
   const uint64_t old_charge = old != NULL ? cdcache__entry_charge(c, old) : 0;
 
-  if (!is_ph && over_capacity(s, add_entries, charge, old_charge)) {
+  if (over_capacity(s, add_entries, charge, old_charge)) {
     if (c->cfg.policy == CDCACHE_NOEVICTION) {
       /* Only expired entries may go; if that is not enough, change nothing. */
-      cdcache__shard_sweep(c, s, now, t);
+      cdcache__shard_sweep(c, s, now, old, t);
       drop_expired_heads(c, s, &s->lists[0], old, now, t);
       if (over_capacity(s, add_entries, charge, old_charge))
         return CDCACHE_EFULL;
     } else {
-      struct cdcache__list *l = &s->lists[c->cfg.policy == CDCACHE_VOLATILE_LRU ? 1 : 0];
+      struct cdcache__list *l =
+          &s->lists[c->cfg.policy == CDCACHE_VOLATILE_LRU ? 1 : 0];
+      /* What eviction could free at most (the list, less the entry being
+       * replaced): when even that is not enough, fail before evicting. */
+      const bool old_in_l = old_live && list_of(s, old) == l;
+      const int64_t can_entries = (int64_t)l->len - (old_in_l ? 1 : 0);
+      const uint64_t can_bytes = l->bytes - (old_in_l ? old_charge : 0);
+      if (over_capacity(s, (add_entries) - can_entries, charge,
+                        old_charge + can_bytes))
+        return CDCACHE_EFULL;
       while (over_capacity(s, add_entries, charge, old_charge)) {
         enum cdcache__why why;
         struct cdcache__entry *v = pick_victim(c, l, old, now, &why);
         if (v == NULL)
-          return CDCACHE_EFULL;
+          return CDCACHE_EFULL; /* not reached: the floor check above */
         cdcache__shard_unlink(c, s, v, why, t);
       }
     }
@@ -301,7 +312,7 @@ int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcach
 }
 
 void cdcache__shard_sweep(cdcache_t *c, struct cdcache__shard *s, uint64_t now,
-                          struct cdcache__tstats *t)
+                          const struct cdcache__entry *skip, struct cdcache__tstats *t)
 {
   if (s->n_ttl == 0)
     return;
@@ -310,7 +321,7 @@ void cdcache__shard_sweep(cdcache_t *c, struct cdcache__shard *s, uint64_t now,
     struct cdcache__entry *e = atomic_load_explicit(&s->buckets[b], memory_order_relaxed);
     while (e != NULL) {
       struct cdcache__entry *next = atomic_load_explicit(&e->next, memory_order_relaxed);
-      if (!(e->flags & CDCACHE__E_PLACEHOLDER) && cdcache__expired(c, e, now))
+      if (e != skip && !(e->flags & CDCACHE__E_PLACEHOLDER) && cdcache__expired(c, e, now))
         cdcache__shard_unlink(c, s, e, WHY_EXPIRED, t);
       e = next;
     }

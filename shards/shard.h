@@ -70,9 +70,10 @@ int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcach
                            uint64_t h, uint64_t now, const struct cdcache_fill *own,
                            struct cdcache__tstats *t);
 
-/* Shard lock held.  Reclaims expired entries in the next few buckets. */
+/* Shard lock held.  Reclaims expired entries in the next few buckets,
+ * except `skip` (an entry the caller is about to replace; may be NULL). */
 void cdcache__shard_sweep(cdcache_t *c, struct cdcache__shard *s, uint64_t now,
-                          struct cdcache__tstats *t);
+                          const struct cdcache__entry *skip, struct cdcache__tstats *t);
 
 /* Shard lock held.  Unlinks every entry and placeholder (flush). */
 void cdcache__shard_clear(cdcache_t *c, struct cdcache__shard *s, struct cdcache__tstats *t);
@@ -80,7 +81,8 @@ void cdcache__shard_clear(cdcache_t *c, struct cdcache__shard *s, struct cdcache
 /* The bytes an entry is charged (what the allocator handed out). */
 static inline uint64_t cdcache__entry_charge(const cdcache_t *c, struct cdcache__entry *e)
 {
-  return cdcache__charge(c, e, cdcache__entry_size(e->flags, e->klen, e->vlen));
+  (void)c;
+  return e->charge;
 }
 
 #endif
