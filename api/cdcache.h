@@ -578,7 +578,8 @@ typedef enum cdcache_cdc_flush_reason {
   CDCACHE_CDC_FLUSH_REASONS = 6
 } cdcache_cdc_flush_reason_t;
 
-/* "established", "history_lost", ...; "unknown" otherwise.  Static. */
+/* "established", "history_lost", ...; "unknown" otherwise.  Static strings;
+ * thread-safe. */
 CDCACHE_EXTERN const char *cdcache_cdc_state_name(int state);
 CDCACHE_EXTERN const char *cdcache_cdc_flush_reason_name(int reason);
 

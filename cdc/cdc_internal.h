@@ -1,0 +1,228 @@
+/*
+ * Internal interface of the CDC consumer (cdc/).  Not installed.
+ *
+ * Files:
+ *   idrender.c  BSON value -> key text (the one _id rendering)
+ *   keyrule.c   namespace patterns and key templates: parse, match, render
+ *   event.c     decode one change event, evict its keys, flush when needed
+ *   stats.c     counters, lag window, resume-token text (stats mutex)
+ *   netstream.c a socket mongoc_stream_t whose waits a stop can interrupt
+ *   stream.c    the subscription: config, thread, libmongoc, resume/backoff
+ *
+ * libmongoc and libbson allocate through bson_malloc (their own allocator,
+ * which aborts on failure); cdcache's allocator hook covers only what the
+ * files here allocate themselves.
+ */
+#ifndef CDCACHE_CDC_INTERNAL_H
+#define CDCACHE_CDC_INTERNAL_H
+
+#include "cache_internal.h"
+#include "cdcache.h"
+
+#include <bson/bson.h>
+#include <mongoc/mongoc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------ idrender.c */
+
+/*
+ * Renders the value at it (see cdcache_id_render) into buf without a NUL.
+ * Always stores the full length in *out_len; returns 0, CDCACHE_ERANGE
+ * (len > cap, nothing or part written) or CDCACHE_EINVAL (a value libbson
+ * cannot turn into JSON).  Thread-safe.
+ */
+int cdcache__render_value(const bson_iter_t *it, char *buf, size_t cap, size_t *out_len);
+
+/* ------------------------------------------------------------- keyrule.c */
+
+enum { CDCACHE__NS_ALL = 0, CDCACHE__NS_DB = 1, CDCACHE__NS_EXACT = 2 };
+enum { CDCACHE__SEG_LIT = 0, CDCACHE__SEG_DB = 1, CDCACHE__SEG_COLL = 2, CDCACHE__SEG_FIELD = 3 };
+
+/* One template segment: a literal run or a placeholder; off/len index the
+ * rule's template text (for SEG_FIELD: the field name). */
+typedef struct cdcache__seg {
+  uint8_t kind;
+  uint32_t off;
+  uint32_t len;
+} cdcache__seg_t;
+
+/* A parsed rule.  Immutable after parsing; read by the CDC thread only. */
+typedef struct cdcache__rule {
+  int ns_kind; /* CDCACHE__NS_* */
+  char *db;    /* NUL-terminated; NULL for NS_ALL */
+  char *coll;  /* NULL unless NS_EXACT */
+  char *tmpl;  /* the template's copy */
+  size_t tmpl_len;
+  cdcache__seg_t *segs;
+  size_t nsegs;
+} cdcache__rule_t;
+
+/* Parses ns into kind and the byte ranges of db and coll within ns.
+ * Returns 0 or CDCACHE_EINVAL with a reason in err. */
+int cdcache__ns_parse(const char *ns, int *kind, size_t *db_len, const char **coll, char *err,
+                      size_t errcap);
+
+/*
+ * Parses a template.  With segs NULL only counts (*nsegs) and checks;
+ * otherwise fills up to cap segments.  Returns 0 or CDCACHE_EINVAL.
+ */
+int cdcache__tmpl_parse(const char *tmpl, cdcache__seg_t *segs, size_t cap, size_t *nsegs,
+                        char *err, size_t errcap);
+
+/* Builds *out from a public rule, allocating through cache's allocator.
+ * Returns 0, CDCACHE_EINVAL, CDCACHE_ENOMEM. */
+int cdcache__rule_build(const cdcache_t *cache, const cdcache_cdc_rule_t *in, cdcache__rule_t *out,
+                        char *err, size_t errcap);
+void cdcache__rule_free(const cdcache_t *cache, cdcache__rule_t *r);
+
+/* Whether the rule applies to db/coll (coll NULL: a database-level event
+ * never matches a rule, it flushes). */
+bool cdcache__rule_matches(const cdcache__rule_t *r, const char *db, const char *coll);
+
+/*
+ * Renders the rule's key for one event into buf (cap bytes, no NUL).
+ * Returns 0; CDCACHE_ERANGE (*out_len holds the length needed);
+ * CDCACHE_ENOENT (a {FIELD} absent from documentKey, or documentKey
+ * missing while the template needs it); CDCACHE_EINVAL (a value that
+ * cannot be rendered).
+ */
+int cdcache__rule_render(const cdcache__rule_t *r, const char *db, const char *coll,
+                         const bson_t *doc_key, char *buf, size_t cap, size_t *out_len);
+
+/* --------------------------------------------------------------- stats.c */
+
+#define CDCACHE__LAG_WINDOW 1024u
+
+/* Counters and text the CDC thread writes and cdcache_cdc_stats reads.
+ * Every field is protected by mu. */
+typedef struct cdcache__cdc_stats {
+  pthread_mutex_t mu;
+  int state;                                   /* mu; CDCACHE_CDC_* */
+  uint64_t events;                             /* mu */
+  uint64_t keys_evicted;                       /* mu */
+  uint64_t flushes[CDCACHE_CDC_FLUSH_REASONS]; /* mu */
+  uint64_t reconnects;                         /* mu */
+  uint64_t malformed_events;                   /* mu */
+  uint64_t ignored_events;                     /* mu */
+  uint64_t key_errors;                         /* mu */
+  uint64_t last_cluster_time;                  /* mu */
+  uint64_t last_answer_ms;                     /* mu */
+  uint64_t lag[CDCACHE__LAG_WINDOW];           /* mu; a ring of the latest lags */
+  uint32_t lag_n;                              /* mu; samples held, <= window */
+  uint32_t lag_next;                           /* mu; next slot to write */
+  char token[CDCACHE_CDC_TOKEN_MAX];           /* mu */
+  char last_error[CDCACHE_CDC_ERROR_MAX];      /* mu */
+} cdcache__cdc_stats_t;
+
+int cdcache__stats_init(cdcache__cdc_stats_t *s);
+void cdcache__stats_destroy(cdcache__cdc_stats_t *s);
+/* Adds delta to the uint64_t counter at offset off (offsetof). */
+void cdcache__stats_add(cdcache__cdc_stats_t *s, size_t off, uint64_t delta);
+void cdcache__stats_flush(cdcache__cdc_stats_t *s, int reason);
+void cdcache__stats_set_state(cdcache__cdc_stats_t *s, int state);
+int cdcache__stats_get_state(cdcache__cdc_stats_t *s);
+void cdcache__stats_applied(cdcache__cdc_stats_t *s, uint64_t cluster_time, int64_t lag_ms,
+                            bool has_lag);
+void cdcache__stats_answered(cdcache__cdc_stats_t *s, uint64_t ms);
+void cdcache__stats_token(cdcache__cdc_stats_t *s, const bson_t *token);
+void cdcache__stats_error(cdcache__cdc_stats_t *s, const char *msg);
+/* Copies a snapshot into *out (struct_size respected); fresh_until and
+ * now let it report FAILED_CLOSED. */
+void cdcache__stats_snapshot(cdcache__cdc_stats_t *s, cdcache_cdc_stats_t *out, uint64_t now_ms,
+                             uint64_t fresh_until);
+
+/* ----------------------------------------------------------- netstream.c */
+
+/*
+ * The stream initiator installed on the subscription's client (plain TCP
+ * and Unix sockets; TLS URIs keep libmongoc's own).  Every wait polls the
+ * subscription's stop eventfd too, so a stop interrupts connect, read and
+ * write at once.  user_data is the cdcache_cdc_t.
+ */
+mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_host_list_t *host,
+                                        void *user_data, bson_error_t *error);
+
+/* -------------------------------------------------------------- stream.c */
+
+/* What applying one event asks of the stream loop. */
+enum { CDCACHE__APPLY_OK = 0, CDCACHE__APPLY_INVALIDATE = 1 };
+
+struct cdcache_cdc {
+  /* Immutable after cdcache_cdc_start returns (read by both threads). */
+  cdcache_t *cache;
+  char *uri_str;
+  char *db;   /* NULL: deployment scope */
+  char *coll; /* NULL: database or deployment scope */
+  cdcache__rule_t *rules;
+  size_t n_rules;
+  cdcache_cdc_key_fn key_fn;
+  void *key_ctx;
+  int full_doc;
+  uint32_t max_stale_ms, batch_size, max_await_ms, socket_timeout_ms, connect_timeout_ms,
+      backoff_initial_ms, backoff_max_ms;
+  cdcache_log_fn log;
+  void *log_ctx;
+  int route_mongoc_log;
+  cdcache_cdc_evict_fn on_evict;
+  void *on_evict_ctx;
+  uint32_t max_key_len; /* keys longer than this cannot be cached */
+  bson_t *pipeline;     /* the watch pipeline, built once */
+
+  /* Stop signalling.  stopping: atomic, stored with release by stop,
+   * loaded with acquire by the CDC thread and the stream code.  stop_fd:
+   * an eventfd made readable by stop (never read), immutable. */
+  atomic_bool stopping;
+  int stop_fd;
+  pthread_t thread;    /* written by start, joined by stop */
+  bool thread_started; /* start/stop only */
+
+  /* CDC-thread-only state: touched by the CDC thread alone between start
+   * and the join in stop, and by the test hook before any thread. */
+  mongoc_uri_t *uri;
+  mongoc_client_t *client;
+  mongoc_change_stream_t *stream;
+  bson_t *token;            /* latest resume token, owned (bson_copy) */
+  bool token_start_after;   /* token is an invalidate's: use startAfter */
+  bool epoch_flush_pending; /* flush once the next aggregate succeeds */
+  int pending_reason;       /* the reason the next reopen from now has */
+  char *keybuf;             /* render buffer, keybuf_cap bytes */
+  size_t keybuf_cap;
+  uint64_t rng; /* backoff jitter (xorshift64) */
+  /* APM bookkeeping (the CDC thread runs every command of its client). */
+  int64_t apm_request_id; /* the aggregate/getMore in flight */
+  uint64_t apm_start_ms;  /* when it started (cache clock) */
+  uint64_t batch_ms;      /* start of the latest answered batch */
+  uint64_t batch_left;    /* its events not yet applied */
+  bool batch_new;         /* answered, freshness not yet advanced */
+
+  cdcache__cdc_stats_t stats; /* its own mutex */
+};
+
+/* Logs through the subscription's log callback or the cache's.  Any
+ * thread, no lock held. */
+void cdcache__cdc_log(const cdcache_cdc_t *sub, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Flushes the whole cache for reason, counts and logs it, tells the
+ * observer.  CDC thread. */
+void cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why);
+
+/* Decodes and applies one change event (raw BSON): evicts its keys, or
+ * flushes.  Never fails: what it cannot map, it flushes.  CDC thread (or a
+ * test, with no thread running). */
+int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len);
+
+/*
+ * Test hooks: build a subscription (validate, copy the config) without
+ * starting its thread, so that events can be applied synchronously; and
+ * free one built that way.
+ */
+int cdcache__cdc_create(cdcache_t *cache, const cdcache_cdc_config_t *cfg, cdcache_cdc_t **out,
+                        char *err, size_t errcap);
+void cdcache__cdc_destroy(cdcache_cdc_t *sub);
+
+#endif /* CDCACHE_CDC_INTERNAL_H */

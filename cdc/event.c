@@ -1,0 +1,377 @@
+/*
+ * Applying one change event: decode, map to keys, evict; flush what
+ * cannot be mapped.
+ *
+ * The event arrives as raw BSON after the subscription's $project
+ * (_id, operationType, ns, to, documentKey, clusterTime, wallTime, and
+ * fullDocument if asked).  Decoding checks every field it uses for type
+ * and, for names, for embedded NULs; it never trusts the server.
+ *
+ * Mapping, by operation:
+ *   insert, update, replace, delete: every rule whose namespace matches
+ *     renders one key from the documentKey and the key is evicted at once
+ *     (cdcache_invalidate also kills a fill of the key in flight, which is
+ *     what keeps a load that overlaps the write from caching the old
+ *     value); then the key callback, if any, emits more keys.  Inserts
+ *     are evicted too: an application may have cached the absence.
+ *   drop, rename, dropDatabase: no documentKey, so everything of the
+ *     namespace may be stale: the whole cache is flushed (reason
+ *     "namespace").  The key callback still sees the event first.
+ *   invalidate: the cursor is dead; flush (reason "invalidate") and let
+ *     the stream loop reopen with startAfter.
+ *   any other operation type (createIndexes, modify, ... with expanded
+ *     events): changes no document; counted as ignored.
+ *
+ * Failure is always on the side of evicting more: an event that cannot
+ * be decoded, a template field missing from the documentKey, a value that
+ * cannot be rendered, or a key callback that returns non-zero flushes the
+ * whole cache (reason "unmappable"), is counted and logged, and the
+ * stream goes on.  Duplicate delivery (after a resume) only evicts again,
+ * which is harmless.
+ */
+#include "cdc_internal.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct decoded {
+  int op; /* 0: an operation type we do not handle */
+  const char *op_str;
+  const char *db, *coll, *to_db, *to_coll;
+  bson_t doc_key; /* static view into the event */
+  bool has_doc_key;
+  const uint8_t *dk_data;
+  uint32_t dk_len;
+  uint64_t cluster_time;
+  int64_t wall_ms;
+  bool has_wall;
+} decoded_t;
+
+struct cdcache_cdc_sink {
+  cdcache_cdc_t *sub;
+  const char *op_name;
+  const char *ns;
+  int64_t commit_ms; /* -1 unknown */
+};
+
+static const char *const op_names[] = {"unknown", "insert", "update",       "replace",   "delete",
+                                       "drop",    "rename", "dropDatabase", "invalidate"};
+
+const char *cdcache_cdc_op_name(int op)
+{
+  if (op < 1 || op > CDCACHE_CDC_OP_INVALIDATE)
+    return op_names[0];
+  return op_names[op];
+}
+
+/* A string field without embedded NUL, or NULL. */
+static const char *get_str(const bson_iter_t *it)
+{
+  uint32_t len = 0;
+  const char *s;
+  if (!BSON_ITER_HOLDS_UTF8(it))
+    return NULL;
+  s = bson_iter_utf8(it, &len);
+  if (!s || strlen(s) != len)
+    return NULL;
+  return s;
+}
+
+/* Reads {db: string, coll: string?} at it. */
+static bool get_ns(const bson_iter_t *it, const char **db, const char **coll)
+{
+  bson_iter_t child;
+  *db = *coll = NULL;
+  if (!BSON_ITER_HOLDS_DOCUMENT(it) || !bson_iter_recurse(it, &child))
+    return false;
+  while (bson_iter_next(&child)) {
+    const char *k = bson_iter_key(&child);
+    if (strcmp(k, "db") == 0) {
+      if (!(*db = get_str(&child)))
+        return false;
+    } else if (strcmp(k, "coll") == 0) {
+      if (!(*coll = get_str(&child)))
+        return false;
+    }
+  }
+  return *db != NULL;
+}
+
+static int op_from_string(const char *s)
+{
+  for (int i = 1; i <= CDCACHE_CDC_OP_INVALIDATE; i++)
+    if (strcmp(s, op_names[i]) == 0)
+      return i;
+  return 0;
+}
+
+static int decode(const bson_t *doc, decoded_t *d, char *why, size_t whycap)
+{
+  bson_iter_t it;
+  memset(d, 0, sizeof *d);
+  if (!bson_iter_init(&it, doc)) {
+    (void)snprintf(why, whycap, "not a BSON document");
+    return CDCACHE_EINVAL;
+  }
+  while (bson_iter_next(&it)) {
+    const char *k = bson_iter_key(&it);
+    if (strcmp(k, "operationType") == 0) {
+      if (!(d->op_str = get_str(&it))) {
+        (void)snprintf(why, whycap, "operationType is not a string");
+        return CDCACHE_EINVAL;
+      }
+    } else if (strcmp(k, "ns") == 0) {
+      if (!get_ns(&it, &d->db, &d->coll)) {
+        (void)snprintf(why, whycap, "ns is not {db, coll}");
+        return CDCACHE_EINVAL;
+      }
+    } else if (strcmp(k, "to") == 0) {
+      if (!get_ns(&it, &d->to_db, &d->to_coll)) {
+        (void)snprintf(why, whycap, "to is not {db, coll}");
+        return CDCACHE_EINVAL;
+      }
+    } else if (strcmp(k, "documentKey") == 0) {
+      if (!BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        (void)snprintf(why, whycap, "documentKey is not a document");
+        return CDCACHE_EINVAL;
+      }
+      bson_iter_document(&it, &d->dk_len, &d->dk_data);
+      if (!d->dk_data || !bson_init_static(&d->doc_key, d->dk_data, d->dk_len)) {
+        (void)snprintf(why, whycap, "documentKey is not valid BSON");
+        return CDCACHE_EINVAL;
+      }
+      d->has_doc_key = true;
+    } else if (strcmp(k, "clusterTime") == 0) {
+      uint32_t t = 0, i = 0;
+      if (BSON_ITER_HOLDS_TIMESTAMP(&it)) {
+        bson_iter_timestamp(&it, &t, &i);
+        d->cluster_time = ((uint64_t)t << 32) | i;
+      }
+    } else if (strcmp(k, "wallTime") == 0) {
+      if (BSON_ITER_HOLDS_DATE_TIME(&it)) {
+        d->wall_ms = bson_iter_date_time(&it);
+        d->has_wall = true;
+      }
+    }
+  }
+  if (!d->op_str) {
+    (void)snprintf(why, whycap, "no operationType");
+    return CDCACHE_EINVAL;
+  }
+  d->op = op_from_string(d->op_str);
+  switch (d->op) {
+  case CDCACHE_CDC_OP_INSERT:
+  case CDCACHE_CDC_OP_UPDATE:
+  case CDCACHE_CDC_OP_REPLACE:
+  case CDCACHE_CDC_OP_DELETE:
+    if (!d->db || !d->coll) {
+      (void)snprintf(why, whycap, "%s without ns.db/ns.coll", d->op_str);
+      return CDCACHE_EINVAL;
+    }
+    if (!d->has_doc_key) {
+      (void)snprintf(why, whycap, "%s without documentKey", d->op_str);
+      return CDCACHE_EINVAL;
+    }
+    break;
+  case CDCACHE_CDC_OP_DROP:
+  case CDCACHE_CDC_OP_RENAME:
+  case CDCACHE_CDC_OP_DROP_DATABASE:
+    if (!d->db) {
+      (void)snprintf(why, whycap, "%s without ns", d->op_str);
+      return CDCACHE_EINVAL;
+    }
+    break;
+  default:
+    break;
+  }
+  return 0;
+}
+
+static int64_t lag_now(int64_t commit_ms)
+{
+  if (commit_ms < 0)
+    return -1;
+  return (int64_t)cdcache__wall_ms() - commit_ms;
+}
+
+/* Evicts one key; counts it; tells the observer. */
+static int evict(cdcache_cdc_sink_t *sk, const void *key, size_t klen)
+{
+  cdcache_cdc_t *sub = sk->sub;
+  int rc;
+  if (klen > sub->max_key_len) {
+    cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, key_errors), 1);
+    return CDCACHE_E2BIG;
+  }
+  rc = cdcache_invalidate(sub->cache, key, klen);
+  if (rc == CDCACHE_E2BIG) {
+    /* longer than the cache's max_key_len: never cached */
+    cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, key_errors), 1);
+    return rc;
+  }
+  if (rc != 0 && rc != CDCACHE_ENOENT) {
+    cdcache__cdc_log(sub, CDCACHE_LOG_ERROR, "cdc: invalidate failed: %s", cdcache_strerror(rc));
+    return rc;
+  }
+  cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, keys_evicted), 1);
+  if (sub->on_evict)
+    sub->on_evict(sub->on_evict_ctx, key, klen, sk->op_name, sk->ns, lag_now(sk->commit_ms));
+  return 0;
+}
+
+int cdcache_cdc_emit(cdcache_cdc_sink_t *sink, const void *key, size_t klen)
+{
+  if (!sink || !key || klen == 0)
+    return CDCACHE_EINVAL;
+  return evict(sink, key, klen);
+}
+
+void cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why)
+{
+  int rc = cdcache_flush(sub->cache);
+  if (rc != 0) {
+    cdcache__cdc_log(sub, CDCACHE_LOG_ERROR, "cdc: flush (%s) failed: %s",
+                     cdcache_cdc_flush_reason_name(reason), cdcache_strerror(rc));
+    return;
+  }
+  cdcache__stats_flush(&sub->stats, reason);
+  cdcache__cdc_log(sub,
+                   reason == CDCACHE_CDC_FLUSH_ESTABLISHED || reason == CDCACHE_CDC_FLUSH_NAMESPACE
+                       ? CDCACHE_LOG_INFO
+                       : CDCACHE_LOG_WARNING,
+                   "cdc: flushed the whole cache (%s): %s", cdcache_cdc_flush_reason_name(reason),
+                   why ? why : "");
+  if (sub->on_evict)
+    sub->on_evict(sub->on_evict_ctx, NULL, 0, "flush", cdcache_cdc_flush_reason_name(reason), -1);
+}
+
+/* Calls the key callback; returns its verdict (0 fine). */
+static int call_key_fn(cdcache_cdc_t *sub, cdcache_cdc_sink_t *sk, const decoded_t *d,
+                       const uint8_t *data, size_t len)
+{
+  cdcache_cdc_event_t ev;
+  memset(&ev, 0, sizeof ev);
+  ev.struct_size = sizeof ev;
+  ev.op = d->op;
+  ev.db = d->db;
+  ev.coll = d->coll;
+  ev.to_db = d->to_db;
+  ev.to_coll = d->to_coll;
+  ev.event_bson = data;
+  ev.event_len = len;
+  ev.document_key_bson = d->has_doc_key ? d->dk_data : NULL;
+  ev.document_key_len = d->has_doc_key ? d->dk_len : 0;
+  ev.cluster_time = d->cluster_time;
+  ev.wall_ms = d->has_wall ? d->wall_ms : -1;
+  return sub->key_fn(sub->key_ctx, &ev, sk);
+}
+
+int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
+{
+  bson_t doc;
+  decoded_t d;
+  char why[160];
+  char ns[600];
+  cdcache_cdc_sink_t sk;
+  int result = CDCACHE__APPLY_OK;
+
+  why[0] = '\0';
+  cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, events), 1);
+  if (len < 5 || len > UINT32_MAX || !bson_init_static(&doc, data, len) ||
+      decode(&doc, &d, why, sizeof why) != 0) {
+    if (!why[0])
+      (void)snprintf(why, sizeof why, "not a BSON document");
+    cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, malformed_events), 1);
+    cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: malformed event: %s", why);
+    cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, why);
+    return CDCACHE__APPLY_OK;
+  }
+  if (d.op == 0) {
+    cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, ignored_events), 1);
+    cdcache__cdc_log(sub, CDCACHE_LOG_DEBUG, "cdc: ignored event of operation type \"%s\"",
+                     d.op_str);
+    return CDCACHE__APPLY_OK;
+  }
+
+  if (d.db && d.coll)
+    (void)snprintf(ns, sizeof ns, "%s.%s", d.db, d.coll);
+  else if (d.db)
+    (void)snprintf(ns, sizeof ns, "%s", d.db);
+  else
+    ns[0] = '\0';
+  sk.sub = sub;
+  sk.op_name = cdcache_cdc_op_name(d.op);
+  sk.ns = ns;
+  sk.commit_ms = d.has_wall       ? d.wall_ms
+                 : d.cluster_time ? (int64_t)((d.cluster_time >> 32) * 1000u)
+                                  : -1;
+
+  /* Before evicting: a loader that misses after the eviction must read
+   * with afterClusterTime at least this write's. */
+  if (d.cluster_time)
+    cdcache__set_cluster_time(sub->cache, d.cluster_time);
+
+  switch (d.op) {
+  case CDCACHE_CDC_OP_INSERT:
+  case CDCACHE_CDC_OP_UPDATE:
+  case CDCACHE_CDC_OP_REPLACE:
+  case CDCACHE_CDC_OP_DELETE: {
+    const char *unmappable = NULL;
+    for (size_t i = 0; i < sub->n_rules; i++) {
+      const cdcache__rule_t *r = &sub->rules[i];
+      size_t klen = 0;
+      int rc;
+      if (!cdcache__rule_matches(r, d.db, d.coll))
+        continue;
+      rc = cdcache__rule_render(r, d.db, d.coll, &d.doc_key, sub->keybuf, sub->keybuf_cap, &klen);
+      if (rc == CDCACHE_ERANGE) {
+        /* longer than any cache key can be: nothing to evict */
+        cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, key_errors), 1);
+        continue;
+      }
+      if (rc != 0) {
+        cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, key_errors), 1);
+        unmappable = rc == CDCACHE_ENOENT ? "a template field is missing from documentKey"
+                                          : "a documentKey value cannot be rendered";
+        cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: rule %zu (%.*s) on %s: %s", i,
+                         (int)r->tmpl_len, r->tmpl, ns, unmappable);
+        continue;
+      }
+      if (klen == 0)
+        continue;
+      evict(&sk, sub->keybuf, klen);
+    }
+    if (sub->key_fn && call_key_fn(sub, &sk, &d, data, len) != 0) {
+      unmappable = "the key callback failed";
+      cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: key callback failed on %s of %s", d.op_str,
+                       ns);
+    }
+    if (unmappable)
+      cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, unmappable);
+    break;
+  }
+  case CDCACHE_CDC_OP_DROP:
+  case CDCACHE_CDC_OP_RENAME:
+  case CDCACHE_CDC_OP_DROP_DATABASE: {
+    char msg[700];
+    if (sub->key_fn)
+      (void)call_key_fn(sub, &sk, &d, data, len); /* we flush anyway */
+    if (d.op == CDCACHE_CDC_OP_RENAME && d.to_db && d.to_coll)
+      (void)snprintf(msg, sizeof msg, "rename of %s to %s.%s", ns, d.to_db, d.to_coll);
+    else
+      (void)snprintf(msg, sizeof msg, "%s of %s", d.op_str, ns);
+    cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_NAMESPACE, msg);
+    break;
+  }
+  case CDCACHE_CDC_OP_INVALIDATE:
+    cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_INVALIDATE, "the change stream was invalidated");
+    result = CDCACHE__APPLY_INVALIDATE;
+    break;
+  default:
+    break;
+  }
+
+  cdcache__stats_applied(&sub->stats, d.cluster_time, lag_now(sk.commit_ms), sk.commit_ms >= 0);
+  return result;
+}

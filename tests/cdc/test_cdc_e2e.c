@@ -1,0 +1,974 @@
+/*
+ * CDC end to end: a cache, a subscription, and writes through libmongoc
+ * against the wire-protocol test server (a child process on a free
+ * loopback port), or a real replica set when CDCACHE_TEST_MONGODB_URI is
+ * set (then the fault tests, which need the test server's fault
+ * commands, are skipped and say so).  Every wait polls with a bounded
+ * deadline.
+ *
+ * usage: test_cdc_e2e --server PATH --watch PATH
+ */
+#include "cdc_internal.h"
+#include "cdc_testutil.h"
+
+#include <CUnit/Basic.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *g_server_path;
+static const char *g_watch_path;
+static const char *g_real_uri; /* CDCACHE_TEST_MONGODB_URI */
+
+/* ------------------------------------------------- eviction observer */
+
+#define OBS_MAX 4096
+typedef struct obs {
+  pthread_mutex_t mu;
+  int n;                 /* mu */
+  char key[OBS_MAX][64]; /* mu */
+  char op[OBS_MAX][16];  /* mu */
+  char ns[OBS_MAX][96];  /* mu */
+} obs_t;
+static obs_t g_obs = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void obs_reset(void)
+{
+  (void)pthread_mutex_lock(&g_obs.mu);
+  g_obs.n = 0;
+  (void)pthread_mutex_unlock(&g_obs.mu);
+}
+
+static void on_evict(void *ctx, const void *key, size_t klen, const char *op, const char *ns,
+                     int64_t lag)
+{
+  (void)pthread_mutex_lock(&g_obs.mu);
+  if (g_obs.n < OBS_MAX) {
+    int i = g_obs.n++;
+    (void)snprintf(g_obs.key[i], 64, "%.*s", key ? (int)klen : 1, key ? (const char *)key : "*");
+    (void)snprintf(g_obs.op[i], 16, "%s", op);
+    (void)snprintf(g_obs.ns[i], 96, "%s", ns);
+  }
+  (void)pthread_mutex_unlock(&g_obs.mu);
+}
+
+/* How many times key (or "*" with ns = reason for flushes) was seen. */
+static int obs_count(const char *key, const char *ns)
+{
+  int c = 0;
+  (void)pthread_mutex_lock(&g_obs.mu);
+  for (int i = 0; i < g_obs.n; i++)
+    if (strcmp(g_obs.key[i], key) == 0 && (!ns || strcmp(g_obs.ns[i], ns) == 0))
+      c++;
+  (void)pthread_mutex_unlock(&g_obs.mu);
+  return c;
+}
+
+static int obs_count_ns_prefix(const char *prefix)
+{
+  int c = 0;
+  (void)pthread_mutex_lock(&g_obs.mu);
+  for (int i = 0; i < g_obs.n; i++)
+    if (strncmp(g_obs.ns[i], prefix, strlen(prefix)) == 0)
+      c++;
+  (void)pthread_mutex_unlock(&g_obs.mu);
+  return c;
+}
+
+static void quiet_log(void *ctx, int level, const char *msg)
+{
+  if (getenv("CDC_E2E_VERBOSE"))
+    (void)fprintf(stderr, "  [log %d] %s\n", level, msg);
+}
+
+/* ------------------------------------------------------------ fixture */
+
+typedef struct fx {
+  tu_server_t srv;
+  bool have_server;
+  const char *uri;
+  mongoc_client_t *w;
+  cdcache_t *cache;
+  cdcache_cdc_t *sub;
+  char db[64];
+} fx_t;
+
+static int g_dbseq;
+
+static bool need_server(void)
+{
+  if (g_real_uri) {
+    (void)printf("\n    skipped: needs the test server's fault commands "
+                 "(CDCACHE_TEST_MONGODB_URI is set) ");
+    return false;
+  }
+  if (!g_server_path || !*g_server_path) {
+    (void)printf("\n    skipped: cdcache-mongo-test-server not built ");
+    return false;
+  }
+  return true;
+}
+
+static bool fx_begin(fx_t *f, bool fault_test)
+{
+  memset(f, 0, sizeof *f);
+  obs_reset();
+  if (g_real_uri && !fault_test) {
+    f->uri = g_real_uri;
+    (void)snprintf(f->db, sizeof f->db, "cdcache_e2e_%d_%d", (int)getpid(), ++g_dbseq);
+  } else {
+    if (!need_server())
+      return false;
+    if (tu_server_start(g_server_path, 0, &f->srv) != 0) {
+      CU_FAIL("cannot start the test server");
+      return false;
+    }
+    f->have_server = true;
+    f->uri = f->srv.uri;
+    (void)snprintf(f->db, sizeof f->db, "app");
+  }
+  f->w = tu_client(f->uri);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f->w);
+  cdcache_config_t c;
+  cdcache_config_init(&c);
+  c.max_entries = 10000;
+  c.log = quiet_log;
+  CU_ASSERT_FATAL(cdcache_open(&c, &f->cache) == 0);
+  return true;
+}
+
+static void fx_end(fx_t *f)
+{
+  if (f->sub)
+    cdcache_cdc_stop(f->sub);
+  f->sub = NULL;
+  if (f->cache)
+    cdcache_close(f->cache);
+  if (f->w) {
+    if (g_real_uri && !f->have_server)
+      tu_drop_database(f->w, f->db);
+    mongoc_client_destroy(f->w);
+  }
+  if (f->have_server)
+    tu_server_stop(&f->srv);
+}
+
+static void cfg_base(fx_t *f, cdcache_cdc_config_t *cfg)
+{
+  cdcache_cdc_config_init(cfg);
+  cfg->uri = f->uri;
+  cfg->on_evict = on_evict;
+  cfg->log = quiet_log;
+  cfg->max_await_ms = 200;
+  cfg->max_stale_ms = 5000;
+  cfg->backoff_initial_ms = 50;
+  cfg->backoff_max_ms = 400;
+  cfg->route_mongoc_log = 1;
+}
+
+static cdcache_cdc_stats_t stats_of(fx_t *f)
+{
+  cdcache_cdc_stats_t st;
+  memset(&st, 0, sizeof st);
+  st.struct_size = sizeof st;
+  cdcache_cdc_stats(f->sub, &st);
+  return st;
+}
+
+static uint64_t total_flushes(const cdcache_cdc_stats_t *st)
+{
+  uint64_t n = 0;
+  for (int i = 0; i < CDCACHE_CDC_FLUSH_REASONS; i++)
+    n += st->flushes[i];
+  return n;
+}
+
+static bool pred_streaming(void *ctx)
+{
+  fx_t *f = ctx;
+  cdcache_cdc_stats_t st = stats_of(f);
+  return st.state == CDCACHE_CDC_STREAMING && st.flushes[CDCACHE_CDC_FLUSH_ESTABLISHED] >= 1 &&
+         st.last_answer_ms != 0 &&
+         cdcache_put(f->cache, "probe", 5, "p", 1, CDCACHE_TTL_DEFAULT) == 0;
+}
+
+static bool fx_start(fx_t *f, const cdcache_cdc_config_t *cfg)
+{
+  int rc = cdcache_cdc_start(f->cache, cfg, &f->sub);
+  CU_ASSERT_EQUAL(rc, 0);
+  if (rc != 0)
+    return false;
+  bool ok = tu_wait(pred_streaming, f, 15000);
+  CU_ASSERT(ok);
+  cdcache_delete(f->cache, "probe", 5);
+  return ok;
+}
+
+static void put(fx_t *f, const char *k)
+{
+  CU_ASSERT_EQUAL(cdcache_put(f->cache, k, strlen(k), "old", 3, CDCACHE_TTL_DEFAULT), 0);
+}
+
+static bool has(fx_t *f, const char *k)
+{
+  char b[16];
+  size_t n;
+  return cdcache_get(f->cache, k, strlen(k), b, sizeof b, &n) == 0;
+}
+
+typedef struct keywait {
+  fx_t *f;
+  const char *key;
+  int seen_before;
+} keywait_t;
+
+static bool pred_evicted(void *ctx)
+{
+  keywait_t *k = ctx;
+  return obs_count(k->key, NULL) > k->seen_before && !has(k->f, k->key);
+}
+
+/* Waits until the observer reports key evicted once more than before. */
+static bool wait_evicted(fx_t *f, const char *key, int before)
+{
+  keywait_t k = {f, key, before};
+  bool ok = tu_wait(pred_evicted, &k, 10000);
+  if (!ok)
+    (void)fprintf(stderr, "\n    key %s not evicted in time\n", key);
+  return ok;
+}
+
+static bool pred_flush(void *ctx)
+{
+  keywait_t *k = ctx;
+  return obs_count("*", k->key) > k->seen_before;
+}
+
+static bool wait_flush(fx_t *f, const char *reason, int before)
+{
+  keywait_t k = {f, reason, before};
+  bool ok = tu_wait(pred_flush, &k, 10000);
+  if (!ok)
+    (void)fprintf(stderr, "\n    no %s flush in time\n", reason);
+  return ok;
+}
+
+static bson_t *doc_v(int64_t id, int64_t v)
+{
+  return BCON_NEW("_id", BCON_INT64(id), "v", BCON_INT64(v));
+}
+
+static bool insert_v(fx_t *f, const char *coll, int64_t id, int64_t v)
+{
+  bson_t *d = doc_v(id, v);
+  bool ok = tu_insert(f->w, f->db, coll, d);
+  bson_destroy(d);
+  return ok;
+}
+
+/* A write through a connection the server may just have dropped: the
+ * writer retries (bounded). */
+static bool retry_update(fx_t *f, const char *coll, int64_t id, int64_t v)
+{
+  for (int i = 0; i < 20; i++)
+    if (tu_update_set(f->w, f->db, coll, id, "v", v))
+      return true;
+  return false;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_ops_collection_scope(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, false))
+    return;
+  char ns[96];
+  (void)snprintf(ns, sizeof ns, "%s.users", f.db);
+  cdcache_cdc_rule_t rules[] = {{ns, "user:{_id}"}, {ns, "user_orders:{_id}"}};
+  cfg_base(&f, &cfg);
+  cfg.db = f.db;
+  cfg.coll = "users";
+  cfg.rules = rules;
+  cfg.n_rules = 2;
+  if (!fx_start(&f, &cfg))
+    goto out;
+
+  /* insert (cached absence), update, replace, delete: both keys each */
+  put(&f, "user:1");
+  put(&f, "user_orders:1");
+  CU_ASSERT(insert_v(&f, "users", 1, 1));
+  CU_ASSERT(wait_evicted(&f, "user:1", 0));
+  CU_ASSERT(wait_evicted(&f, "user_orders:1", 0));
+  put(&f, "user:1");
+  put(&f, "user_orders:1");
+  CU_ASSERT(tu_update_set(f.w, f.db, "users", 1, "v", 2));
+  CU_ASSERT(wait_evicted(&f, "user:1", 1));
+  CU_ASSERT(wait_evicted(&f, "user_orders:1", 1));
+  put(&f, "user:1");
+  CU_ASSERT(tu_replace(f.w, f.db, "users", 1, 3));
+  CU_ASSERT(wait_evicted(&f, "user:1", 2));
+  put(&f, "user:1");
+  CU_ASSERT(tu_delete(f.w, f.db, "users", 1));
+  CU_ASSERT(wait_evicted(&f, "user:1", 3));
+  CU_ASSERT(wait_evicted(&f, "user_orders:1", 3));
+
+  cdcache_cdc_stats_t st = stats_of(&f);
+  CU_ASSERT(st.events >= 4);
+  CU_ASSERT(st.keys_evicted >= 8);
+  CU_ASSERT(st.lag_samples >= 4);
+  CU_ASSERT(st.lag_p99_ms >= st.lag_p50_ms);
+  CU_ASSERT(st.lag_p99_ms < 10000);
+  CU_ASSERT(st.last_cluster_time != 0);
+  CU_ASSERT(cdcache__cluster_time(f.cache) == st.last_cluster_time);
+  CU_ASSERT(strstr(st.resume_token, "_data") != NULL);
+  CU_ASSERT_EQUAL(st.malformed_events, 0);
+
+  /* drop: flush, then the stream is invalidated and reopened after it */
+  CU_ASSERT(insert_v(&f, "users", 2, 1));
+  CU_ASSERT(wait_evicted(&f, "user:2", 0));
+  put(&f, "unrelated");
+  int nflush = obs_count("*", "namespace");
+  int ninv = obs_count("*", "invalidate");
+  CU_ASSERT(tu_drop(f.w, f.db, "users"));
+  CU_ASSERT(wait_flush(&f, "namespace", nflush));
+  CU_ASSERT(wait_flush(&f, "invalidate", ninv));
+  CU_ASSERT(!has(&f, "unrelated"));
+  /* the reopened stream (startAfter) sees the next writes, no flush */
+  CU_ASSERT(tu_wait(pred_streaming, &f, 10000));
+  put(&f, "user:4");
+  CU_ASSERT(insert_v(&f, "users", 4, 1));
+  CU_ASSERT(wait_evicted(&f, "user:4", 0));
+
+  /* rename away: flush, invalidate, reopen */
+  nflush = obs_count("*", "namespace");
+  ninv = obs_count("*", "invalidate");
+  CU_ASSERT(tu_rename(f.w, f.db, "users", "users_old"));
+  CU_ASSERT(wait_flush(&f, "namespace", nflush));
+  CU_ASSERT(wait_flush(&f, "invalidate", ninv));
+  CU_ASSERT(tu_wait(pred_streaming, &f, 10000));
+  put(&f, "user:5");
+  CU_ASSERT(insert_v(&f, "users", 5, 1));
+  CU_ASSERT(wait_evicted(&f, "user:5", 0));
+  st = stats_of(&f);
+  CU_ASSERT(st.reconnects >= 2);
+  CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_HISTORY_LOST], 0);
+  CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_TOKEN_REJECTED], 0);
+out:
+  fx_end(&f);
+}
+
+static void test_ops_database_scope(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, false))
+    return;
+  char ns1[96], ns2[96], other[96];
+  (void)snprintf(ns1, sizeof ns1, "%s.users", f.db);
+  (void)snprintf(ns2, sizeof ns2, "%s.*", f.db);
+  (void)snprintf(other, sizeof other, "%s_other", f.db);
+  cdcache_cdc_rule_t rules[] = {{ns1, "user:{_id}"}, {ns2, "any:{coll}:{_id}"}};
+  cfg_base(&f, &cfg);
+  cfg.db = f.db;
+  cfg.rules = rules;
+  cfg.n_rules = 2;
+  if (!fx_start(&f, &cfg))
+    goto out;
+
+  put(&f, "any:orders:5");
+  CU_ASSERT(insert_v(&f, "orders", 5, 1));
+  CU_ASSERT(wait_evicted(&f, "any:orders:5", 0));
+  /* another database is out of scope; a later in-scope write proves the
+   * stream went past it */
+  put(&f, "user:6");
+  bson_t *d = doc_v(6, 1);
+  CU_ASSERT(tu_insert(f.w, other, "users", d));
+  bson_destroy(d);
+  put(&f, "any:users:6");
+  CU_ASSERT(insert_v(&f, "users", 6, 1));
+  CU_ASSERT(wait_evicted(&f, "any:users:6", 0));
+  CU_ASSERT(wait_evicted(&f, "user:6", 0));
+  CU_ASSERT_EQUAL(obs_count_ns_prefix(other), 0);
+  CU_ASSERT_EQUAL(obs_count("user:6", NULL), 1);
+
+  /* dropDatabase flushes */
+  put(&f, "unrelated");
+  int nflush = obs_count("*", "namespace");
+  CU_ASSERT(tu_drop_database(f.w, f.db));
+  CU_ASSERT(wait_flush(&f, "namespace", nflush));
+  CU_ASSERT(!has(&f, "unrelated"));
+  if (!f.have_server) {
+    tu_drop_database(f.w, other);
+  }
+out:
+  fx_end(&f);
+}
+
+static void test_ops_deployment_scope(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, false))
+    return;
+  char db2[80];
+  (void)snprintf(db2, sizeof db2, "%s_b", f.db);
+  cdcache_cdc_rule_t rules[] = {{"*", "k:{db}:{coll}:{_id}"}};
+  cfg_base(&f, &cfg);
+  cfg.rules = rules;
+  cfg.n_rules = 1;
+  if (!fx_start(&f, &cfg))
+    goto out;
+  char k1[160], k2[160];
+  (void)snprintf(k1, sizeof k1, "k:%s:a:1", f.db);
+  (void)snprintf(k2, sizeof k2, "k:%s:b:2", db2);
+  put(&f, k1);
+  put(&f, k2);
+  CU_ASSERT(insert_v(&f, "a", 1, 1));
+  bson_t *d = doc_v(2, 1);
+  CU_ASSERT(tu_insert(f.w, db2, "b", d));
+  bson_destroy(d);
+  CU_ASSERT(wait_evicted(&f, k1, 0));
+  CU_ASSERT(wait_evicted(&f, k2, 0));
+  if (!f.have_server)
+    tu_drop_database(f.w, db2);
+out:
+  fx_end(&f);
+}
+
+static bool pred_connected(void *ctx)
+{
+  fx_t *f = ctx;
+  return tu_admin(f->w, "{\"ping\": 1}");
+}
+
+static void test_resume_after_dropped_connection(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, true))
+    return;
+  cdcache_cdc_rule_t rules[] = {{"app.users", "user:{_id}"}};
+  cfg_base(&f, &cfg);
+  cfg.db = "app";
+  cfg.coll = "users";
+  cfg.rules = rules;
+  cfg.n_rules = 1;
+  if (!fx_start(&f, &cfg))
+    goto out;
+  CU_ASSERT(insert_v(&f, "users", 1, 1));
+  CU_ASSERT(wait_evicted(&f, "user:1", 0));
+  put(&f, "keep");
+  put(&f, "user:1");
+  tu_admin(f.w, "{\"cdcacheFault\": \"dropConnections\"}");
+  tu_wait(pred_connected, &f, 5000);
+  CU_ASSERT(retry_update(&f, "users", 1, 2));
+  CU_ASSERT(wait_evicted(&f, "user:1", 1));
+  /* libmongoc resumed by itself: no flush, the other entry stays */
+  CU_ASSERT(tu_wait(pred_streaming, &f, 10000));
+  CU_ASSERT(has(&f, "keep"));
+  cdcache_cdc_stats_t st = stats_of(&f);
+  CU_ASSERT_EQUAL(total_flushes(&st), 1);
+out:
+  fx_end(&f);
+}
+
+static bool pred_reconnected(void *ctx)
+{
+  cdcache_cdc_stats_t st = stats_of(ctx);
+  return st.reconnects >= 1;
+}
+
+static void test_reconnect_after_libmongoc_gives_up(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, true))
+    return;
+  cdcache_cdc_rule_t rules[] = {{"app.users", "user:{_id}"}};
+  cfg_base(&f, &cfg);
+  cfg.db = "app";
+  cfg.coll = "users";
+  cfg.rules = rules;
+  cfg.n_rules = 1;
+  if (!fx_start(&f, &cfg))
+    goto out;
+  CU_ASSERT(insert_v(&f, "users", 1, 1));
+  CU_ASSERT(wait_evicted(&f, "user:1", 0));
+  put(&f, "keep");
+  put(&f, "user:1");
+  /* the next getMore hangs up, and so do the resume aggregate and its
+   * retry: libmongoc gives up; the subscription reopens after its token */
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"failCommands\", "
+                          "\"failCommands\": [\"aggregate\"], "
+                          "\"closeConnection\": true, \"times\": 2}"));
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"failCommands\", "
+                          "\"failCommands\": [\"getMore\"], "
+                          "\"closeConnection\": true, \"times\": 1}"));
+  CU_ASSERT(tu_wait(pred_reconnected, &f, 10000));
+  CU_ASSERT(retry_update(&f, "users", 1, 2));
+  CU_ASSERT(wait_evicted(&f, "user:1", 1));
+  CU_ASSERT(tu_wait(pred_streaming, &f, 10000));
+  cdcache_cdc_stats_t st = stats_of(&f);
+  CU_ASSERT(st.reconnects >= 1);
+  CU_ASSERT_EQUAL(total_flushes(&st), 1);
+  CU_ASSERT(has(&f, "keep"));
+  CU_ASSERT(strlen(st.last_error) > 0);
+out:
+  fx_end(&f);
+}
+
+static void test_history_lost_flushes_and_restarts(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, true))
+    return;
+  cdcache_cdc_rule_t rules[] = {{"app.users", "user:{_id}"}};
+  cfg_base(&f, &cfg);
+  cfg.db = "app";
+  cfg.coll = "users";
+  cfg.rules = rules;
+  cfg.n_rules = 1;
+  if (!fx_start(&f, &cfg))
+    goto out;
+  CU_ASSERT(insert_v(&f, "users", 1, 1));
+  CU_ASSERT(wait_evicted(&f, "user:1", 0));
+  put(&f, "keep");
+  /* take the stream down and keep it down, write, lose the history */
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"failCommands\", "
+                          "\"failCommands\": [\"aggregate\", \"getMore\"], "
+                          "\"closeConnection\": true, \"times\": 100000}"));
+  tu_admin(f.w, "{\"cdcacheFault\": \"dropConnections\"}");
+  tu_wait(pred_connected, &f, 5000);
+  CU_ASSERT(retry_update(&f, "users", 1, 2));
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"truncateOplog\"}"));
+  int before = obs_count("*", "history_lost");
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"off\"}"));
+  CU_ASSERT(wait_flush(&f, "history_lost", before));
+  CU_ASSERT(!has(&f, "keep"));
+  CU_ASSERT(tu_wait(pred_streaming, &f, 10000));
+  cdcache_cdc_stats_t st = stats_of(&f);
+  CU_ASSERT(st.flushes[CDCACHE_CDC_FLUSH_HISTORY_LOST] >= 1);
+  CU_ASSERT(st.flushes[CDCACHE_CDC_FLUSH_ESTABLISHED] >= 2);
+  /* and the new stream works */
+  put(&f, "user:1");
+  CU_ASSERT(retry_update(&f, "users", 1, 3));
+  CU_ASSERT(wait_evicted(&f, "user:1", 1));
+out:
+  fx_end(&f);
+}
+
+static void test_invalidate_flushes_and_reopens(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, true))
+    return;
+  cdcache_cdc_rule_t rules[] = {{"app.users", "user:{_id}"}};
+  cfg_base(&f, &cfg);
+  cfg.db = "app";
+  cfg.coll = "users";
+  cfg.rules = rules;
+  cfg.n_rules = 1;
+  if (!fx_start(&f, &cfg))
+    goto out;
+  put(&f, "keep");
+  int before = obs_count("*", "invalidate");
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"invalidateStreams\"}"));
+  CU_ASSERT(wait_flush(&f, "invalidate", before));
+  CU_ASSERT(!has(&f, "keep"));
+  CU_ASSERT(tu_wait(pred_streaming, &f, 10000));
+  put(&f, "user:7");
+  CU_ASSERT(insert_v(&f, "users", 7, 1));
+  CU_ASSERT(wait_evicted(&f, "user:7", 0));
+  cdcache_cdc_stats_t st = stats_of(&f);
+  CU_ASSERT(st.reconnects >= 1);
+  CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_TOKEN_REJECTED], 0);
+out:
+  fx_end(&f);
+}
+
+static bool pred_failed_closed(void *ctx)
+{
+  fx_t *f = ctx;
+  char b[8];
+  size_t n;
+  cdcache_cdc_stats_t st = stats_of(f);
+  return st.state == CDCACHE_CDC_FAILED_CLOSED &&
+         cdcache_get(f->cache, "keep", 4, b, sizeof b, &n) == CDCACHE_ENOENT &&
+         cdcache_put(f->cache, "x", 1, "x", 1, CDCACHE_TTL_DEFAULT) == CDCACHE_ESTALE;
+}
+
+static bool pred_keep_back(void *ctx)
+{
+  return has(ctx, "keep");
+}
+
+static void test_fail_closed_then_recover(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, true))
+    return;
+  cdcache_cdc_rule_t rules[] = {{"app.users", "user:{_id}"}};
+  cfg_base(&f, &cfg);
+  cfg.db = "app";
+  cfg.coll = "users";
+  cfg.rules = rules;
+  cfg.n_rules = 1;
+  cfg.max_await_ms = 100;
+  cfg.max_stale_ms = 1100;
+  if (!fx_start(&f, &cfg))
+    goto out;
+  put(&f, "keep");
+  uint64_t t0 = tu_now_ms();
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"stall\", \"ms\": 3000}"));
+  CU_ASSERT(tu_wait(pred_failed_closed, &f, 3000));
+  uint64_t closed_after = tu_now_ms() - t0;
+  CU_ASSERT(closed_after >= 900); /* not before the bound */
+  /* after the stall, a lossless resume: service again, no flush */
+  CU_ASSERT(tu_wait(pred_keep_back, &f, 20000));
+  cdcache_cdc_stats_t st = stats_of(&f);
+  CU_ASSERT_EQUAL(total_flushes(&st), 1);
+  CU_ASSERT(st.state == CDCACHE_CDC_STREAMING);
+out:
+  fx_end(&f);
+}
+
+static void test_prompt_stop(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, true))
+    return;
+  cdcache_cdc_rule_t rules[] = {{"app.users", "user:{_id}"}};
+  cfg_base(&f, &cfg);
+  cfg.db = "app";
+  cfg.coll = "users";
+  cfg.rules = rules;
+  cfg.n_rules = 1;
+  cfg.max_await_ms = 100;
+  cfg.max_stale_ms = 1100;
+  cfg.socket_timeout_ms = 30000; /* stop must not rely on the timeout */
+  if (!fx_start(&f, &cfg))
+    goto out;
+  /* a silent server: the subscription is stuck in a getMore */
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"stall\", \"ms\": 60000}"));
+  CU_ASSERT(tu_wait(pred_failed_closed, &f, 5000));
+  uint64_t t0 = tu_now_ms();
+  cdcache_cdc_stop(f.sub);
+  f.sub = NULL;
+  uint64_t took = tu_now_ms() - t0;
+  (void)printf("(stop took %llu ms) ", (unsigned long long)took);
+  CU_ASSERT(took < 1500);
+
+  /* an unreachable server: a port nobody listens on */
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a;
+  socklen_t al = sizeof a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(s, (struct sockaddr *)&a, sizeof a);
+  getsockname(s, (struct sockaddr *)&a, &al);
+  close(s);
+  char uri[128];
+  (void)snprintf(uri, sizeof uri, "mongodb://127.0.0.1:%d/?directConnection=true",
+                 ntohs(a.sin_port));
+  cfg.uri = uri;
+  cdcache_cdc_t *sub = NULL;
+  CU_ASSERT_EQUAL_FATAL(cdcache_cdc_start(f.cache, &cfg, &sub), 0);
+  /* failed closed from the start: nothing established */
+  char b[8];
+  size_t n;
+  CU_ASSERT_EQUAL(cdcache_put(f.cache, "x", 1, "x", 1, CDCACHE_TTL_DEFAULT), CDCACHE_ESTALE);
+  CU_ASSERT_EQUAL(cdcache_get(f.cache, "x", 1, b, sizeof b, &n), CDCACHE_ENOENT);
+  cdcache_cdc_stats_t st;
+  memset(&st, 0, sizeof st);
+  st.struct_size = sizeof st;
+  cdcache_cdc_stats(sub, &st);
+  CU_ASSERT(st.state == CDCACHE_CDC_FAILED_CLOSED || st.state == CDCACHE_CDC_CONNECTING ||
+            st.state == CDCACHE_CDC_BACKING_OFF);
+  t0 = tu_now_ms();
+  cdcache_cdc_stop(sub);
+  took = tu_now_ms() - t0;
+  (void)printf("(stop took %llu ms) ", (unsigned long long)took);
+  CU_ASSERT(took < 1500);
+  /* the server is still stalled: stop it without waiting for the stall */
+out:
+  fx_end(&f);
+}
+
+/* The race: a load that overlaps an update of the same document. */
+typedef struct race {
+  fx_t *f;
+  bool wait_for_eviction;
+  uint64_t cluster_time_seen;
+} race_t;
+
+static bool pred_user1_evicted_again(void *ctx)
+{
+  return obs_count("user:1", NULL) >= *(int *)ctx;
+}
+
+static int race_loader(void *ctx, const void *key, size_t klen, cdcache_fill_t *fill)
+{
+  race_t *r = ctx;
+  fx_t *f = r->f;
+  char val[32];
+  r->cluster_time_seen = cdcache_fill_cluster_time(fill);
+  int64_t v = tu_find_v(f->w, f->db, "users", 1); /* the old value */
+  int target = obs_count("user:1", NULL) + 1;
+  /* the write lands while this load is in flight */
+  tu_update_set(f->w, f->db, "users", 1, "v", v + 1);
+  if (r->wait_for_eviction)
+    tu_wait(pred_user1_evicted_again, &target, 10000);
+  (void)snprintf(val, sizeof val, "%lld", (long long)v);
+  return cdcache_fill_set_value(fill, val, strlen(val));
+}
+
+static void test_race_load_overlapping_update(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, false))
+    return;
+  char ns[96];
+  (void)snprintf(ns, sizeof ns, "%s.users", f.db);
+  cdcache_cdc_rule_t rules[] = {{ns, "user:{_id}"}};
+  cfg_base(&f, &cfg);
+  cfg.db = f.db;
+  cfg.coll = "users";
+  cfg.rules = rules;
+  cfg.n_rules = 1;
+  if (!fx_start(&f, &cfg))
+    goto out;
+  CU_ASSERT(insert_v(&f, "users", 1, 100));
+  CU_ASSERT(wait_evicted(&f, "user:1", 0));
+
+  for (int variant = 0; variant < 2; variant++) {
+    race_t r = {&f, variant == 0, 0};
+    char buf[32];
+    size_t n = 0;
+    int seen = obs_count("user:1", NULL);
+    int64_t old = tu_find_v(f.w, f.db, "users", 1);
+    int rc = cdcache_get_or_load(f.cache, "user:1", 6, race_loader, &r, CDCACHE_TTL_DEFAULT,
+                                 CDCACHE_WAIT_FOREVER, buf, sizeof buf, &n);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT(r.cluster_time_seen != 0);
+    /* once the update's eviction happened, the old value is not cached */
+    CU_ASSERT(wait_evicted(&f, "user:1", seen));
+    char now[32];
+    size_t nn = 0;
+    rc = cdcache_get(f.cache, "user:1", 6, now, sizeof now, &nn);
+    if (rc == 0) {
+      char oldtxt[32];
+      (void)snprintf(oldtxt, sizeof oldtxt, "%lld", (long long)old);
+      CU_ASSERT(!(nn == strlen(oldtxt) && memcmp(now, oldtxt, nn) == 0));
+    } else {
+      CU_ASSERT_EQUAL(rc, CDCACHE_ENOENT);
+    }
+  }
+  cdcache_stats_t cs;
+  memset(&cs, 0, sizeof cs);
+  cs.struct_size = sizeof cs;
+  cdcache_stats(f.cache, &cs);
+  CU_ASSERT(cs.stale_fills_rejected >= 1);
+out:
+  fx_end(&f);
+}
+
+/* A key callback over the stream: it sees the projected event with
+ * fullDocument when it asks for it; a failure makes the cache flush. */
+static int cb_key_fn(void *ctx, const cdcache_cdc_event_t *ev, cdcache_cdc_sink_t *sink)
+{
+  bson_t e;
+  bson_iter_t it;
+  char key[64];
+  if (ev->op == CDCACHE_CDC_OP_DELETE)
+    return -1;
+  if (ev->op != CDCACHE_CDC_OP_INSERT || !bson_init_static(&e, ev->event_bson, ev->event_len))
+    return 0;
+  if (!bson_iter_init(&it, &e) || !bson_iter_find_descendant(&it, "fullDocument.v", &it) ||
+      !BSON_ITER_HOLDS_NUMBER(&it))
+    return -1;
+  (void)snprintf(key, sizeof key, "byv:%lld", (long long)bson_iter_as_int64(&it));
+  return cdcache_cdc_emit(sink, key, strlen(key));
+}
+
+static void test_key_callback_over_stream(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, false))
+    return;
+  cfg_base(&f, &cfg);
+  cfg.db = f.db;
+  cfg.coll = "users";
+  cfg.key_fn = cb_key_fn;
+  cfg.key_fn_full_document = CDCACHE_CDC_FULLDOC_PRESENT;
+  if (!fx_start(&f, &cfg))
+    goto out;
+  put(&f, "byv:77");
+  CU_ASSERT(insert_v(&f, "users", 1, 77));
+  CU_ASSERT(wait_evicted(&f, "byv:77", 0));
+  put(&f, "keep");
+  int before = obs_count("*", "unmappable");
+  CU_ASSERT(tu_delete(f.w, f.db, "users", 1));
+  CU_ASSERT(wait_flush(&f, "unmappable", before));
+  CU_ASSERT(!has(&f, "keep"));
+  cdcache_cdc_stats_t st = stats_of(&f);
+  CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_UNMAPPABLE], 1);
+  CU_ASSERT_EQUAL(st.state, CDCACHE_CDC_STREAMING);
+out:
+  fx_end(&f);
+}
+
+/* ------------------------------------------------------- cdcache-watch */
+
+/* Reads one line from fd into buf within timeout_ms; false on timeout. */
+static bool read_line(int fd, char *buf, size_t cap, uint32_t timeout_ms)
+{
+  size_t n = 0;
+  uint64_t deadline = tu_now_ms() + timeout_ms;
+  while (n + 1 < cap) {
+    int64_t left = (int64_t)(deadline - tu_now_ms());
+    if (left <= 0)
+      return false;
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, (int)left) <= 0)
+      continue;
+    char c;
+    ssize_t r = read(fd, &c, 1);
+    if (r <= 0)
+      return false;
+    if (c == '\n') {
+      buf[n] = '\0';
+      return true;
+    }
+    buf[n++] = c;
+  }
+  buf[n] = '\0';
+  return true;
+}
+
+static void test_watch_tool(void)
+{
+  fx_t f;
+  if (!g_watch_path || !*g_watch_path) {
+    (void)printf("\n    skipped: cdcache-watch not built ");
+    return;
+  }
+  if (!fx_begin(&f, false))
+    return;
+  char rule[128], line[512], errbuf[4096];
+  (void)snprintf(rule, sizeof rule, "%s.users=user:{_id}", f.db);
+  int out[2] = {-1, -1}, err[2] = {-1, -1};
+  CU_ASSERT_FATAL(pipe(out) == 0 && pipe(err) == 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    close(out[0]);
+    close(err[0]);
+    execl(g_watch_path, g_watch_path, "--uri", f.uri, "--db", f.db, "--coll", "users", "--rule",
+          rule, "--max-stale-ms", "3000", (char *)NULL);
+    _exit(127);
+  }
+  close(out[1]);
+  close(err[1]);
+  /* established: one flush line */
+  CU_ASSERT(read_line(out[0], line, sizeof line, 15000));
+  CU_ASSERT_STRING_EQUAL(line, "*\tflush\testablished\t-");
+  CU_ASSERT(insert_v(&f, "users", 1, 1));
+  CU_ASSERT(read_line(out[0], line, sizeof line, 10000));
+  char prefix[160];
+  (void)snprintf(prefix, sizeof prefix, "user:1\tinsert\t%s.users\t", f.db);
+  CU_ASSERT(strncmp(line, prefix, strlen(prefix)) == 0);
+  CU_ASSERT(strlen(line) > strlen(prefix));
+  kill(pid, SIGTERM);
+  int st = 0;
+  uint64_t t0 = tu_now_ms();
+  while (waitpid(pid, &st, WNOHANG) == 0 && tu_now_ms() - t0 < 5000)
+    poll(NULL, 0, 5);
+  CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  ssize_t n = read(err[0], errbuf, sizeof errbuf - 1);
+  errbuf[n > 0 ? n : 0] = '\0';
+  CU_ASSERT(strstr(errbuf, "stopped on SIGTERM") != NULL);
+  close(out[0]);
+  close(err[0]);
+
+  /* usage errors: non-zero exit */
+  pid = fork();
+  if (pid == 0) {
+    int dn = open("/dev/null", O_WRONLY);
+    dup2(dn, 2);
+    execl(g_watch_path, g_watch_path, "--rule", "a.b={", (char *)NULL);
+    _exit(127);
+  }
+  waitpid(pid, &st, 0);
+  CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+  fx_end(&f);
+}
+
+int main(int argc, char **argv)
+{
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!strcmp(argv[i], "--server"))
+      g_server_path = argv[i + 1];
+    else if (!strcmp(argv[i], "--watch"))
+      g_watch_path = argv[i + 1];
+  }
+  g_real_uri = getenv("CDCACHE_TEST_MONGODB_URI");
+  if (g_real_uri && !*g_real_uri)
+    g_real_uri = NULL;
+  signal(SIGPIPE, SIG_IGN);
+  mongoc_init();
+  if (g_real_uri)
+    (void)printf("cdc e2e: against the replica set in CDCACHE_TEST_MONGODB_URI; "
+                 "fault tests skipped\n");
+  else
+    (void)printf("cdc e2e: against the test server %s; real replica set tests "
+                 "skipped (CDCACHE_TEST_MONGODB_URI not set)\n",
+                 g_server_path && *g_server_path ? g_server_path : "(none)");
+
+  if (CU_initialize_registry() != CUE_SUCCESS)
+    return 2;
+  CU_pSuite s = CU_add_suite("cdc_e2e", NULL, NULL);
+  /* CDC_E2E_ONLY=substring runs only the tests whose name contains it. */
+#define CU_add_test(s, name, fn)                                                                   \
+  do {                                                                                             \
+    const char *only = getenv("CDC_E2E_ONLY");                                                     \
+    if (!only || strstr(name, only))                                                               \
+      CU_add_test(s, name, fn);                                                                    \
+  } while (0)
+  CU_add_test(s, "ops_collection_scope", test_ops_collection_scope);
+  CU_add_test(s, "ops_database_scope", test_ops_database_scope);
+  CU_add_test(s, "ops_deployment_scope", test_ops_deployment_scope);
+  CU_add_test(s, "resume_after_dropped_connection", test_resume_after_dropped_connection);
+  CU_add_test(s, "reconnect_after_libmongoc_gives_up", test_reconnect_after_libmongoc_gives_up);
+  CU_add_test(s, "history_lost_flushes_and_restarts", test_history_lost_flushes_and_restarts);
+  CU_add_test(s, "invalidate_flushes_and_reopens", test_invalidate_flushes_and_reopens);
+  CU_add_test(s, "fail_closed_then_recover", test_fail_closed_then_recover);
+  CU_add_test(s, "prompt_stop", test_prompt_stop);
+  CU_add_test(s, "race_load_overlapping_update", test_race_load_overlapping_update);
+  CU_add_test(s, "key_callback_over_stream", test_key_callback_over_stream);
+  CU_add_test(s, "watch_tool", test_watch_tool);
+#undef CU_add_test
+  setvbuf(stdout, NULL, _IONBF, 0);
+  CU_basic_set_mode(CU_BRM_VERBOSE);
+  CU_basic_run_tests();
+  unsigned failed = CU_get_number_of_failures();
+  CU_cleanup_registry();
+  return failed ? 1 : 0;
+}

@@ -1,0 +1,580 @@
+/*
+ * CDC unit tests that need no server: the _id rendering of every BSON
+ * type, key-template and namespace parsing, and applying synthetic change
+ * events to a cache through a subscription built without its thread.
+ */
+#include "cdc_internal.h"
+
+#include <CUnit/Basic.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ helpers */
+
+static const char *render_doc(const bson_t *doc, char *buf, size_t cap)
+{
+  size_t n = 0;
+  int rc = cdcache_id_render(bson_get_data(doc), doc->len, buf, cap, &n);
+  CU_ASSERT_EQUAL(rc, 0);
+  if (rc != 0)
+    return "<error>";
+  CU_ASSERT_EQUAL(n, strlen(buf));
+  return buf;
+}
+
+#define CHECK_RENDER(append_stmt, expected)                                                        \
+  do {                                                                                             \
+    bson_t d = BSON_INITIALIZER;                                                                   \
+    char out[512];                                                                                 \
+    append_stmt;                                                                                   \
+    CU_ASSERT_STRING_EQUAL(render_doc(&d, out, sizeof out), expected);                             \
+    bson_destroy(&d);                                                                              \
+  } while (0)
+
+static void dec(bson_decimal128_t *d, const char *s)
+{
+  CU_ASSERT_FATAL(bson_decimal128_from_string(s, d));
+}
+
+/* ------------------------------------------------------------ idrender */
+
+static void test_render_same_number_same_text(void)
+{
+  bson_decimal128_t d1;
+  CHECK_RENDER(BSON_APPEND_INT32(&d, "_id", 1), "1");
+  CHECK_RENDER(BSON_APPEND_INT64(&d, "_id", 1), "1");
+  CHECK_RENDER(BSON_APPEND_DOUBLE(&d, "_id", 1.0), "1");
+  dec(&d1, "1.00");
+  CHECK_RENDER(BSON_APPEND_DECIMAL128(&d, "_id", &d1), "1");
+  dec(&d1, "1");
+  CHECK_RENDER(BSON_APPEND_DECIMAL128(&d, "_id", &d1), "1");
+  CHECK_RENDER(BSON_APPEND_INT32(&d, "_id", -42), "-42");
+  CHECK_RENDER(BSON_APPEND_INT64(&d, "_id", -42), "-42");
+  CHECK_RENDER(BSON_APPEND_DOUBLE(&d, "_id", -42.0), "-42");
+  dec(&d1, "-4.2E+1");
+  CHECK_RENDER(BSON_APPEND_DECIMAL128(&d, "_id", &d1), "-42");
+  CHECK_RENDER(BSON_APPEND_INT64(&d, "_id", INT64_MIN), "-9223372036854775808");
+  CHECK_RENDER(BSON_APPEND_DOUBLE(&d, "_id", 4611686018427387904.0), "4611686018427387904");
+  CHECK_RENDER(BSON_APPEND_INT64(&d, "_id", 4611686018427387904LL), "4611686018427387904");
+  CHECK_RENDER(BSON_APPEND_DOUBLE(&d, "_id", 1e20), "100000000000000000000");
+  dec(&d1, "1E+20");
+  CHECK_RENDER(BSON_APPEND_DECIMAL128(&d, "_id", &d1), "100000000000000000000");
+  CHECK_RENDER(BSON_APPEND_DOUBLE(&d, "_id", -0.0), "0");
+  dec(&d1, "-0.000");
+  CHECK_RENDER(BSON_APPEND_DECIMAL128(&d, "_id", &d1), "0");
+  CHECK_RENDER(BSON_APPEND_INT32(&d, "_id", 0), "0");
+}
+
+static void test_render_non_integral(void)
+{
+  bson_decimal128_t d1;
+  CHECK_RENDER(BSON_APPEND_DOUBLE(&d, "_id", 0.1), "0.1");
+  CHECK_RENDER(BSON_APPEND_DOUBLE(&d, "_id", 1.5), "1.5");
+  CHECK_RENDER(BSON_APPEND_DOUBLE(&d, "_id", -2.25), "-2.25");
+  CHECK_RENDER(BSON_APPEND_DOUBLE(&d, "_id", 1.5e-7), "1.5e-07");
+  CHECK_RENDER(BSON_APPEND_DOUBLE(&d, "_id", 0.1 + 0.2), "0.30000000000000004");
+  CHECK_RENDER(BSON_APPEND_DOUBLE(&d, "_id", NAN), "NaN");
+  CHECK_RENDER(BSON_APPEND_DOUBLE(&d, "_id", INFINITY), "Infinity");
+  CHECK_RENDER(BSON_APPEND_DOUBLE(&d, "_id", -INFINITY), "-Infinity");
+  dec(&d1, "1.5");
+  CHECK_RENDER(BSON_APPEND_DECIMAL128(&d, "_id", &d1), "1.5");
+  dec(&d1, "1.50");
+  CHECK_RENDER(BSON_APPEND_DECIMAL128(&d, "_id", &d1), "1.50");
+  dec(&d1, "NaN");
+  CHECK_RENDER(BSON_APPEND_DECIMAL128(&d, "_id", &d1), "NaN");
+  dec(&d1, "-Infinity");
+  CHECK_RENDER(BSON_APPEND_DECIMAL128(&d, "_id", &d1), "-Infinity");
+  dec(&d1, "1.25E-10");
+  CHECK_RENDER(BSON_APPEND_DECIMAL128(&d, "_id", &d1), "1.25E-10");
+}
+
+static void test_render_oid_string_other(void)
+{
+  bson_oid_t oid;
+  bson_oid_init_from_string(&oid, "65A1B2C3D4E5F60718293A4B");
+  CHECK_RENDER(BSON_APPEND_OID(&d, "_id", &oid), "65a1b2c3d4e5f60718293a4b");
+  CHECK_RENDER(BSON_APPEND_UTF8(&d, "_id", "alice"), "alice");
+  CHECK_RENDER(BSON_APPEND_UTF8(&d, "_id", "42"), "42");
+  CHECK_RENDER(BSON_APPEND_UTF8(&d, "_id", ""), "");
+  CHECK_RENDER(BSON_APPEND_BOOL(&d, "_id", true), "true");
+  CHECK_RENDER(BSON_APPEND_NULL(&d, "_id"), "null");
+  CHECK_RENDER(BSON_APPEND_DATE_TIME(&d, "_id", 1700000000000LL),
+               "{ \"$date\" : { \"$numberLong\" : \"1700000000000\" } }");
+  CHECK_RENDER(BSON_APPEND_BINARY(&d, "_id", BSON_SUBTYPE_BINARY, (const uint8_t *)"ab", 2),
+               "{ \"$binary\" : { \"base64\" : \"YWI=\", \"subType\" : "
+               "\"00\" } }");
+  CHECK_RENDER(BCON_APPEND(&d, "_id", "{", "a", BCON_INT32(1), "}"),
+               "{ \"a\" : { \"$numberInt\" : \"1\" } }");
+  CHECK_RENDER(BSON_APPEND_TIMESTAMP(&d, "_id", 5, 7),
+               "{ \"$timestamp\" : { \"t\" : 5, \"i\" : 7 } }");
+  /* the element's name does not matter */
+  CHECK_RENDER(BSON_APPEND_INT32(&d, "whatever", 7), "7");
+}
+
+static void test_render_helpers_and_errors(void)
+{
+  char buf[64];
+  size_t n = 0;
+  uint8_t raw[12];
+  memset(raw, 0xab, sizeof raw);
+  CU_ASSERT_EQUAL(cdcache_id_render_int64(12345, buf, sizeof buf, &n), 0);
+  CU_ASSERT_STRING_EQUAL(buf, "12345");
+  CU_ASSERT_EQUAL(cdcache_id_render_double(3.0, buf, sizeof buf, &n), 0);
+  CU_ASSERT_STRING_EQUAL(buf, "3");
+  CU_ASSERT_EQUAL(cdcache_id_render_double(3.25, buf, sizeof buf, &n), 0);
+  CU_ASSERT_STRING_EQUAL(buf, "3.25");
+  CU_ASSERT_EQUAL(cdcache_id_render_oid(raw, buf, sizeof buf, &n), 0);
+  CU_ASSERT_STRING_EQUAL(buf, "abababababababababababab");
+  CU_ASSERT_EQUAL(n, 24);
+  /* too small: ERANGE with the length */
+  CU_ASSERT_EQUAL(cdcache_id_render_int64(12345, buf, 5, &n), CDCACHE_ERANGE);
+  CU_ASSERT_EQUAL(n, 5);
+  CU_ASSERT_EQUAL(cdcache_id_render_int64(12345, buf, 6, &n), 0);
+  /* invalid input never aborts */
+  CU_ASSERT_EQUAL(cdcache_id_render(NULL, 0, buf, sizeof buf, &n), CDCACHE_EINVAL);
+  uint8_t junk[16] = {16, 0, 0, 0, 0x02, 'a', 0, 0xff, 0xff, 0, 0, 'x', 0, 0, 0, 0};
+  CU_ASSERT_EQUAL(cdcache_id_render(junk, sizeof junk, buf, sizeof buf, &n), CDCACHE_EINVAL);
+  bson_t empty = BSON_INITIALIZER;
+  CU_ASSERT_EQUAL(cdcache_id_render(bson_get_data(&empty), empty.len, buf, sizeof buf, &n),
+                  CDCACHE_EINVAL);
+  /* a truncated buffer */
+  bson_t d = BSON_INITIALIZER;
+  BSON_APPEND_UTF8(&d, "_id", "hello");
+  CU_ASSERT_EQUAL(cdcache_id_render(bson_get_data(&d), d.len - 3, buf, sizeof buf, &n),
+                  CDCACHE_EINVAL);
+  bson_destroy(&d);
+}
+
+/* ------------------------------------------------------------ templates */
+
+static cdcache_t *open_cache(void)
+{
+  cdcache_config_t c;
+  cdcache_t *cache = NULL;
+  cdcache_config_init(&c);
+  c.max_entries = 1000;
+  CU_ASSERT_FATAL(cdcache_open(&c, &cache) == 0);
+  return cache;
+}
+
+static int check(const char *ns, const char *tmpl, char *err, size_t cap)
+{
+  cdcache_cdc_rule_t r = {ns, tmpl};
+  return cdcache_cdc_rule_check(&r, err, cap);
+}
+
+static void test_template_errors(void)
+{
+  char err[200];
+  static const char *const bad[] = {"",      "{",    "user:{_id", "user:{}", "a}b",       "{a{b}}",
+                                    "{a b}", "{.a}", "{a..b}",    "{a.}",    "x{_id}}y}", "}"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    err[0] = '\0';
+    CU_ASSERT_EQUAL(check("app.users", bad[i], err, sizeof err), CDCACHE_EINVAL);
+    CU_ASSERT(strlen(err) > 0);
+    CU_ASSERT(strstr(err, "offset") != NULL);
+  }
+  CU_ASSERT_EQUAL(check("app.users", NULL, err, sizeof err), CDCACHE_EINVAL);
+  CU_ASSERT_EQUAL(check("app.users", "user:{_id}", err, sizeof err), 0);
+  CU_ASSERT_EQUAL(check("app.users", "{{literal}}", err, sizeof err), 0);
+  CU_ASSERT_EQUAL(check("app.users", "constant", err, sizeof err), 0);
+  CU_ASSERT_EQUAL(check("app.users", "{db}:{coll}:{region.code}:{_id}", err, sizeof err), 0);
+  /* namespaces */
+  static const char *const badns[] = {"", "nodot", ".x", "db.", "d/b.x", "db.c*", "a b.c"};
+  for (size_t i = 0; i < sizeof badns / sizeof badns[0]; i++)
+    CU_ASSERT_EQUAL(check(badns[i], "k:{_id}", err, sizeof err), CDCACHE_EINVAL);
+  CU_ASSERT_EQUAL(check(NULL, "k", err, sizeof err), CDCACHE_EINVAL);
+  CU_ASSERT_EQUAL(check("*", "k:{_id}", err, sizeof err), 0);
+  CU_ASSERT_EQUAL(check("db.*", "k:{_id}", err, sizeof err), 0);
+  CU_ASSERT_EQUAL(check("db.coll.with.dots", "k:{_id}", err, sizeof err), 0);
+  CU_ASSERT_EQUAL(cdcache_cdc_rule_check(NULL, err, sizeof err), CDCACHE_EINVAL);
+  /* error text survives a zero-size buffer */
+  CU_ASSERT_EQUAL(check("app.users", "{", NULL, 0), CDCACHE_EINVAL);
+}
+
+static void test_template_render(void)
+{
+  cdcache__rule_t r;
+  cdcache_cdc_rule_t in = {"app.*", "{db}/{coll}/{{{region.code}}}/{_id}"};
+  char err[200], buf[256];
+  size_t n = 0;
+  cdcache_t *cache = open_cache();
+  CU_ASSERT_EQUAL_FATAL(cdcache__rule_build(cache, &in, &r, err, sizeof err), 0);
+  bson_t *dk = BCON_NEW("_id", BCON_INT64(7), "region", "{", "code", "eu", "}");
+  CU_ASSERT_EQUAL(cdcache__rule_render(&r, "app", "users", dk, buf, sizeof buf, &n), 0);
+  CU_ASSERT_EQUAL(n, strlen("app/users/{eu}/7"));
+  CU_ASSERT(memcmp(buf, "app/users/{eu}/7", n) == 0);
+  /* a dotted shard key spelled as one top-level name */
+  bson_t *dk2 = BCON_NEW("region.code", "us", "_id", BCON_DOUBLE(7.0));
+  CU_ASSERT_EQUAL(cdcache__rule_render(&r, "app", "users", dk2, buf, sizeof buf, &n), 0);
+  CU_ASSERT(n == strlen("app/users/{us}/7") && memcmp(buf, "app/users/{us}/7", n) == 0);
+  /* too small: ERANGE and the length */
+  CU_ASSERT_EQUAL(cdcache__rule_render(&r, "app", "users", dk, buf, 4, &n), CDCACHE_ERANGE);
+  CU_ASSERT_EQUAL(n, strlen("app/users/{eu}/7"));
+  /* missing field */
+  bson_t *dk3 = BCON_NEW("_id", BCON_INT32(1));
+  CU_ASSERT_EQUAL(cdcache__rule_render(&r, "app", "users", dk3, buf, sizeof buf, &n),
+                  CDCACHE_ENOENT);
+  CU_ASSERT(cdcache__rule_matches(&r, "app", "users"));
+  CU_ASSERT(!cdcache__rule_matches(&r, "other", "users"));
+  CU_ASSERT(!cdcache__rule_matches(&r, "app", NULL));
+  bson_destroy(dk);
+  bson_destroy(dk2);
+  bson_destroy(dk3);
+  cdcache__rule_free(cache, &r);
+  cdcache_close(cache);
+}
+
+/* ------------------------------------------------- applying events */
+
+typedef struct seen {
+  int n;
+  char keys[32][64];
+  char ops[32][16];
+  int flushes;
+} seen_t;
+
+static void observer(void *ctx, const void *key, size_t klen, const char *op, const char *ns,
+                     int64_t lag)
+{
+  seen_t *s = ctx;
+  if (!key) {
+    s->flushes++;
+    return;
+  }
+  if (s->n < 32) {
+    (void)snprintf(s->keys[s->n], 64, "%.*s", (int)klen, (const char *)key);
+    (void)snprintf(s->ops[s->n], 16, "%s", op);
+    s->n++;
+  }
+}
+
+static int logged;
+static void count_log(void *ctx, int level, const char *msg)
+{
+  logged++;
+}
+
+static void put(cdcache_t *c, const char *k)
+{
+  CU_ASSERT_EQUAL(cdcache_put(c, k, strlen(k), "v", 1, CDCACHE_TTL_DEFAULT), 0);
+}
+
+static bool has(cdcache_t *c, const char *k)
+{
+  char b[8];
+  size_t n;
+  return cdcache_get(c, k, strlen(k), b, sizeof b, &n) == 0;
+}
+
+static void apply(cdcache_cdc_t *sub, bson_t *ev)
+{
+  cdcache__cdc_apply(sub, bson_get_data(ev), ev->len);
+  bson_destroy(ev);
+}
+
+static bson_t *event(const char *op, const char *db, const char *coll, bson_t *dk)
+{
+  bson_t *e = bson_new();
+  bson_t ns;
+  bson_t *tok = BCON_NEW("_data", "826500");
+  BSON_APPEND_DOCUMENT(e, "_id", tok);
+  bson_destroy(tok);
+  BSON_APPEND_UTF8(e, "operationType", op);
+  BSON_APPEND_TIMESTAMP(e, "clusterTime", (uint32_t)time(NULL), 3);
+  BSON_APPEND_DATE_TIME(e, "wallTime", (int64_t)cdcache__wall_ms() - 5);
+  if (db) {
+    BSON_APPEND_DOCUMENT_BEGIN(e, "ns", &ns);
+    BSON_APPEND_UTF8(&ns, "db", db);
+    if (coll)
+      BSON_APPEND_UTF8(&ns, "coll", coll);
+    bson_append_document_end(e, &ns);
+  }
+  if (dk) {
+    BSON_APPEND_DOCUMENT(e, "documentKey", dk);
+    bson_destroy(dk);
+  }
+  return e;
+}
+
+static int fn_calls;
+static int key_fn(void *ctx, const cdcache_cdc_event_t *ev, cdcache_cdc_sink_t *sink)
+{
+  fn_calls++;
+  if (ev->op == CDCACHE_CDC_OP_UPDATE && ev->document_key_bson) {
+    size_t n;
+    char id[64], key[96];
+    if (cdcache_id_render(ev->document_key_bson, ev->document_key_len, id, sizeof id, &n) != 0)
+      return -1;
+    (void)snprintf(key, sizeof key, "fn:%s:%s", ev->coll, id);
+    return cdcache_cdc_emit(sink, key, strlen(key));
+  }
+  if (ev->op == CDCACHE_CDC_OP_DELETE)
+    return -1; /* "cannot map": the subscription flushes */
+  return 0;
+}
+
+static cdcache_cdc_t *make_sub(cdcache_t *cache, seen_t *seen, bool with_fn)
+{
+  static const cdcache_cdc_rule_t rules[] = {{"app.users", "user:{_id}"},
+                                             {"app.users", "user_orders:{_id}"},
+                                             {"app.*", "any:{coll}:{_id}"},
+                                             {"app.shard", "s:{region}:{_id}"}};
+  cdcache_cdc_config_t cfg;
+  cdcache_cdc_t *sub = NULL;
+  char err[256];
+  cdcache_cdc_config_init(&cfg);
+  cfg.uri = "mongodb://127.0.0.1:1/?directConnection=true";
+  cfg.db = "app";
+  cfg.rules = rules;
+  cfg.n_rules = 4;
+  cfg.on_evict = observer;
+  cfg.on_evict_ctx = seen;
+  cfg.log = count_log;
+  if (with_fn) {
+    cfg.key_fn = key_fn;
+  }
+  CU_ASSERT_EQUAL_FATAL(cdcache__cdc_create(cache, &cfg, &sub, err, sizeof err), 0);
+  return sub;
+}
+
+static void test_apply_events(void)
+{
+  cdcache_t *cache = open_cache();
+  seen_t seen;
+  memset(&seen, 0, sizeof seen);
+  cdcache_cdc_t *sub = make_sub(cache, &seen, false);
+  cdcache_cdc_stats_t st;
+
+  put(cache, "user:7");
+  put(cache, "user_orders:7");
+  put(cache, "any:users:7");
+  put(cache, "user:8");
+  put(cache, "s:eu:9");
+  /* one update evicts every key its rules render */
+  apply(sub, event("update", "app", "users", BCON_NEW("_id", BCON_INT32(7))));
+  CU_ASSERT(!has(cache, "user:7"));
+  CU_ASSERT(!has(cache, "user_orders:7"));
+  CU_ASSERT(!has(cache, "any:users:7"));
+  CU_ASSERT(has(cache, "user:8"));
+  CU_ASSERT_EQUAL(seen.n, 3);
+  CU_ASSERT_STRING_EQUAL(seen.ops[0], "update");
+  /* double 8.0 is the same _id as int 8 */
+  apply(sub, event("delete", "app", "users", BCON_NEW("_id", BCON_DOUBLE(8.0))));
+  CU_ASSERT(!has(cache, "user:8"));
+  /* the shard key reaches the template */
+  apply(sub, event("insert", "app", "shard", BCON_NEW("region", "eu", "_id", BCON_INT64(9))));
+  CU_ASSERT(!has(cache, "s:eu:9"));
+  CU_ASSERT(cdcache__cluster_time(cache) != 0);
+
+  memset(&st, 0, sizeof st);
+  st.struct_size = sizeof st;
+  CU_ASSERT_EQUAL(cdcache_cdc_stats(sub, &st), 0);
+  CU_ASSERT_EQUAL(st.events, 3);
+  CU_ASSERT_EQUAL(st.keys_evicted, 3 + 3 + 2);
+  CU_ASSERT_EQUAL(st.lag_samples, 3);
+  CU_ASSERT(st.lag_p99_ms >= st.lag_p50_ms);
+  CU_ASSERT(st.lag_p50_ms < 60000);
+  CU_ASSERT(st.last_cluster_time != 0);
+
+  /* replace in an unrelated namespace: nothing evicted, nothing flushed */
+  put(cache, "user:10");
+  apply(sub, event("replace", "other", "users", BCON_NEW("_id", BCON_INT32(10))));
+  CU_ASSERT(has(cache, "user:10"));
+
+  /* unknown operation types are ignored */
+  apply(sub, event("createIndexes", "app", "users", NULL));
+  CU_ASSERT(has(cache, "user:10"));
+
+  /* drop / rename / dropDatabase / invalidate flush */
+  const char *const ops[] = {"drop", "rename", "dropDatabase"};
+  for (int i = 0; i < 3; i++) {
+    put(cache, "user:10");
+    apply(sub, event(ops[i], "app", i == 2 ? NULL : "users", NULL));
+    CU_ASSERT(!has(cache, "user:10"));
+  }
+  put(cache, "user:10");
+  bson_t *inv = event("invalidate", NULL, NULL, NULL);
+  CU_ASSERT_EQUAL(cdcache__cdc_apply(sub, bson_get_data(inv), inv->len), CDCACHE__APPLY_INVALIDATE);
+  bson_destroy(inv);
+  CU_ASSERT(!has(cache, "user:10"));
+
+  memset(&st, 0, sizeof st);
+  st.struct_size = sizeof st;
+  cdcache_cdc_stats(sub, &st);
+  CU_ASSERT_EQUAL(st.ignored_events, 1);
+  CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_NAMESPACE], 3);
+  CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_INVALIDATE], 1);
+  CU_ASSERT_EQUAL(seen.flushes, 4);
+  cdcache__cdc_destroy(sub);
+  cdcache_close(cache);
+}
+
+static void test_malformed_events(void)
+{
+  cdcache_t *cache = open_cache();
+  seen_t seen;
+  memset(&seen, 0, sizeof seen);
+  cdcache_cdc_t *sub = make_sub(cache, &seen, false);
+  cdcache_cdc_stats_t st;
+  int before = logged;
+
+  /* update without documentKey; no operationType; ns of the wrong type;
+   * garbage bytes; a template field missing from documentKey */
+  put(cache, "user:1");
+  apply(sub, event("update", "app", "users", NULL));
+  CU_ASSERT(!has(cache, "user:1"));
+  put(cache, "user:1");
+  bson_t *e = BCON_NEW("_id", "{", "_data", "00", "}", "ns", BCON_INT32(3));
+  apply(sub, e);
+  CU_ASSERT(!has(cache, "user:1"));
+  put(cache, "user:1");
+  e = BCON_NEW("_id", "{", "_data", "00", "}");
+  apply(sub, e);
+  CU_ASSERT(!has(cache, "user:1"));
+  uint8_t junk[40];
+  memset(junk, 0x41, sizeof junk);
+  put(cache, "user:1");
+  cdcache__cdc_apply(sub, junk, sizeof junk);
+  CU_ASSERT(!has(cache, "user:1"));
+  put(cache, "user:1");
+  apply(sub, event("update", "app", "shard", BCON_NEW("_id", BCON_INT32(1))));
+  CU_ASSERT(!has(cache, "user:1"));
+
+  memset(&st, 0, sizeof st);
+  st.struct_size = sizeof st;
+  cdcache_cdc_stats(sub, &st);
+  CU_ASSERT_EQUAL(st.malformed_events, 4);
+  CU_ASSERT_EQUAL(st.key_errors, 1);
+  CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_UNMAPPABLE], 5);
+  CU_ASSERT(logged > before);
+  /* the subscription still works afterwards */
+  put(cache, "user:2");
+  apply(sub, event("update", "app", "users", BCON_NEW("_id", BCON_INT32(2))));
+  CU_ASSERT(!has(cache, "user:2"));
+  cdcache__cdc_destroy(sub);
+  cdcache_close(cache);
+}
+
+static void test_key_callback(void)
+{
+  cdcache_t *cache = open_cache();
+  seen_t seen;
+  memset(&seen, 0, sizeof seen);
+  cdcache_cdc_t *sub = make_sub(cache, &seen, true);
+  cdcache_cdc_stats_t st;
+  fn_calls = 0;
+  put(cache, "fn:users:5");
+  put(cache, "other");
+  apply(sub, event("update", "app", "users", BCON_NEW("_id", BCON_INT32(5))));
+  CU_ASSERT(!has(cache, "fn:users:5"));
+  CU_ASSERT(has(cache, "other"));
+  CU_ASSERT_EQUAL(fn_calls, 1);
+  /* a callback that cannot map an event makes the subscription flush */
+  apply(sub, event("delete", "app", "users", BCON_NEW("_id", BCON_INT32(5))));
+  CU_ASSERT(!has(cache, "other"));
+  memset(&st, 0, sizeof st);
+  st.struct_size = sizeof st;
+  cdcache_cdc_stats(sub, &st);
+  CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_UNMAPPABLE], 1);
+  cdcache__cdc_destroy(sub);
+  cdcache_close(cache);
+}
+
+static void test_refused_settings(void)
+{
+  cdcache_t *cache = open_cache();
+  cdcache_cdc_config_t cfg;
+  cdcache_cdc_t *sub = NULL;
+  cdcache_cdc_rule_t rule = {"app.users", "user:{_id}"};
+  cdcache_cdc_rule_t bad = {"app.users", "user:{_id"};
+  cdcache_cdc_rule_t outside = {"other.users", "user:{_id}"};
+
+#define BASE()                                                                                     \
+  cdcache_cdc_config_init(&cfg);                                                                   \
+  cfg.uri = "mongodb://127.0.0.1:1/";                                                              \
+  cfg.db = "app";                                                                                  \
+  cfg.coll = "users";                                                                              \
+  cfg.rules = &rule;                                                                               \
+  cfg.n_rules = 1
+  BASE();
+  cfg.max_stale_ms = cfg.max_await_ms + 999; /* below await + 500 + 500 */
+  CU_ASSERT_EQUAL(cdcache_cdc_start(cache, &cfg, &sub), CDCACHE_EINVAL);
+  CU_ASSERT_PTR_NULL(sub);
+  BASE();
+  cfg.max_await_ms = 2000; /* not below socket_timeout_ms */
+  CU_ASSERT_EQUAL(cdcache_cdc_start(cache, &cfg, &sub), CDCACHE_EINVAL);
+  BASE();
+  cfg.uri = "not a uri";
+  CU_ASSERT_EQUAL(cdcache_cdc_start(cache, &cfg, &sub), CDCACHE_EINVAL);
+  BASE();
+  cfg.uri = NULL;
+  CU_ASSERT_EQUAL(cdcache_cdc_start(cache, &cfg, &sub), CDCACHE_EINVAL);
+  BASE();
+  cfg.db = NULL; /* coll without db */
+  CU_ASSERT_EQUAL(cdcache_cdc_start(cache, &cfg, &sub), CDCACHE_EINVAL);
+  BASE();
+  cfg.rules = &bad;
+  CU_ASSERT_EQUAL(cdcache_cdc_start(cache, &cfg, &sub), CDCACHE_EINVAL);
+  BASE();
+  cfg.rules = &outside;
+  CU_ASSERT_EQUAL(cdcache_cdc_start(cache, &cfg, &sub), CDCACHE_EINVAL);
+  BASE();
+  cfg.n_rules = 0;
+  CU_ASSERT_EQUAL(cdcache_cdc_start(cache, &cfg, &sub), CDCACHE_EINVAL);
+  BASE();
+  cfg.struct_size = sizeof cfg + 8;
+  CU_ASSERT_EQUAL(cdcache_cdc_start(cache, &cfg, &sub), CDCACHE_EINVAL);
+  CU_ASSERT_EQUAL(cdcache_cdc_start(NULL, &cfg, &sub), CDCACHE_EINVAL);
+  /* the smallest honourable bound is accepted; 0 turns it off */
+  BASE();
+  cfg.max_stale_ms = cfg.max_await_ms + 1000;
+  CU_ASSERT_EQUAL(cdcache_cdc_start(cache, &cfg, &sub), 0);
+  /* one subscription per cache */
+  cdcache_cdc_t *sub2 = NULL;
+  CU_ASSERT_EQUAL(cdcache_cdc_start(cache, &cfg, &sub2), CDCACHE_EBUSY);
+  CU_ASSERT_EQUAL(cdcache_cdc_stop(sub), 0);
+  BASE();
+  cfg.max_stale_ms = 0;
+  CU_ASSERT_EQUAL(cdcache_cdc_start(cache, &cfg, &sub), 0);
+  CU_ASSERT_EQUAL(cdcache_cdc_stop(sub), 0);
+  CU_ASSERT_EQUAL(cdcache_cdc_stop(NULL), 0);
+  cdcache_close(cache);
+#undef BASE
+}
+
+static void test_names(void)
+{
+  CU_ASSERT_STRING_EQUAL(cdcache_cdc_op_name(CDCACHE_CDC_OP_DROP_DATABASE), "dropDatabase");
+  CU_ASSERT_STRING_EQUAL(cdcache_cdc_op_name(99), "unknown");
+  CU_ASSERT_STRING_EQUAL(cdcache_cdc_state_name(CDCACHE_CDC_FAILED_CLOSED), "failed_closed");
+  CU_ASSERT_STRING_EQUAL(cdcache_cdc_flush_reason_name(CDCACHE_CDC_FLUSH_HISTORY_LOST),
+                         "history_lost");
+  CU_ASSERT_STRING_EQUAL(cdcache_cdc_flush_reason_name(-1), "unknown");
+}
+
+int main(void)
+{
+  CU_pSuite s;
+  if (CU_initialize_registry() != CUE_SUCCESS)
+    return 2;
+  s = CU_add_suite("cdc_unit", NULL, NULL);
+  CU_add_test(s, "id_render_same_number_same_text", test_render_same_number_same_text);
+  CU_add_test(s, "id_render_non_integral", test_render_non_integral);
+  CU_add_test(s, "id_render_oid_string_other", test_render_oid_string_other);
+  CU_add_test(s, "id_render_helpers_and_errors", test_render_helpers_and_errors);
+  CU_add_test(s, "template_errors", test_template_errors);
+  CU_add_test(s, "template_render", test_template_render);
+  CU_add_test(s, "apply_events", test_apply_events);
+  CU_add_test(s, "malformed_events", test_malformed_events);
+  CU_add_test(s, "key_callback", test_key_callback);
+  CU_add_test(s, "refused_settings", test_refused_settings);
+  CU_add_test(s, "names", test_names);
+  CU_basic_set_mode(CU_BRM_VERBOSE);
+  CU_basic_run_tests();
+  unsigned failed = CU_get_number_of_failures();
+  unsigned tests_failed = CU_get_number_of_tests_failed();
+  CU_cleanup_registry();
+  return failed || tests_failed ? 1 : 0;
+}
