@@ -90,7 +90,9 @@ int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out)
   atomic_init(&c->bytes_pending, 0);
 
   uint64_t base = cfg->max_entries / c->nshards, extra = cfg->max_entries % c->nshards;
-  c->tables_bytes = sizeof(struct cdcache__shard) * c->nshards;
+  /* The fixed part: shard headers, bucket arrays, and the slack of the
+   * two cache-line-aligned allocations and the registry node. */
+  c->tables_bytes = sizeof(struct cdcache__shard) * c->nshards + 3 * CDCACHE__CACHELINE;
   for (uint32_t i = 0; i < c->nshards; i++)
     c->tables_bytes += cdcache__shard_table_bytes(buckets_for(base + (i < extra)));
   uint64_t live_share = 0;

@@ -18,8 +18,8 @@
  * Accounting and throttling.  An entry's bytes move from the shard's live
  * bytes to the cache-wide bytes_pending when it is unlinked, and leave
  * bytes_pending when freed, so stats and the max_bytes bound cover memory
- * that is unlinked but not yet free.  When bytes_pending passes
- * pending_cap, the writer that noticed it (outside every lock, and never
+ * that is unlinked but not yet free (batch headers included).  When
+ * bytes_pending passes half of pending_cap, the writer that noticed it (outside every lock, and never
  * inside a read-side section: cdcache holds none across a call) hands its
  * shard's batch over and waits with rcu_barrier() until every queued batch
  * is freed.  Writers thus slow down to the reclaimer's pace instead of
@@ -111,7 +111,9 @@ void cdcache__retire_submit(cdcache_t *c, struct cdcache__retired *r)
   } else {
     b->cache = c;
     b->list = r->list;
-    b->bytes = r->bytes;
+    /* The batch header itself is memory held until the callback runs. */
+    b->bytes = r->bytes + sizeof *b;
+    atomic_fetch_add_explicit(&c->bytes_pending, sizeof *b, memory_order_relaxed);
     CDCACHE__TSAN_RELEASE(b);
     urcu_bp_call_rcu(&b->rcu, batch_cb);
   }
@@ -121,7 +123,9 @@ void cdcache__retire_submit(cdcache_t *c, struct cdcache__retired *r)
 
 bool cdcache__throttle_needed(const cdcache_t *c)
 {
-  return atomic_load_explicit(&c->bytes_pending, memory_order_relaxed) > c->pending_cap;
+  /* Half the reserve: the other half absorbs what writers already past
+   * this check evict and allocate before the backlog is seen again. */
+  return atomic_load_explicit(&c->bytes_pending, memory_order_relaxed) > c->pending_cap / 2;
 }
 
 void cdcache__throttle(cdcache_t *c, struct cdcache__shard *s)

@@ -2,6 +2,7 @@
  * out, and returns to zero. */
 #include "testutil.h"
 
+#include "cache.h"
 #include "reclaim.h"
 
 #include <pthread.h>
