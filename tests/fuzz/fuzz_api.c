@@ -1122,8 +1122,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   g.ttl_default = (c5 & 3) == 0 ? 1 + (c5 >> 2) % 50 : 0;
   cfg->default_ttl_ms = g.ttl_default;
   cfg->fill_timeout_ms = 1 + c6 % 100;
+  /* As cache.c sizes it: handle, shard header, bucket array, and three
+   * cache lines of alignment and registry slack. */
   uint64_t fixed = sizeof(struct cdcache) + sizeof(struct cdcache__shard) +
-                   8 * buckets_for(cfg->max_entries);
+                   8 * buckets_for(cfg->max_entries) + 3 * CDCACHE__CACHELINE;
   bool bytes = c2 >= 128;
   uint64_t extra = (uint64_t)(c2 & 0x7f) * 8;
   cfg->max_bytes = bytes ? fixed + extra : 0;
