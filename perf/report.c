@@ -1,0 +1,473 @@
+/*
+ * Output: the progress line (stderr), the human table (stdout), JSON Lines
+ * (--json), gnuplot charts (--plot) and the targets section.
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void result_init(result_t *r)
+{
+  memset(r, 0, sizeof *r);
+  r->bytes_per_entry = r->stats_bytes_per_entry = -1;
+  r->ref_miss_ratio = -1;
+  r->events_per_sec = r->keys_per_sec = r->cdc_cpu_ns_per_key = -1;
+  r->offered_writes_per_sec = r->lag_p50_ms = r->lag_p99_ms = -1;
+  r->reader_ops_per_sec_idle = r->reader_ops_per_sec_storm = -1;
+  r->cdc_busy = -1;
+  r->preempt_per_sec = 0;
+  r->ratio_mutex = r->ratio_lfht = -1;
+}
+
+/* ------------------------------------------------------------ progress */
+
+static int progress_len;
+
+void progress(const opts_t *o, const char *fmt, ...)
+{
+  if (o->quiet)
+    return;
+  char line[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (isatty(STDERR_FILENO)) {
+    fprintf(stderr, "\r%s%*s", line, progress_len > n ? progress_len - n : 0, "");
+    progress_len = n;
+  } else {
+    fprintf(stderr, "%s\n", line);
+  }
+  fflush(stderr);
+}
+
+void progress_done(const opts_t *o)
+{
+  if (o->quiet || !isatty(STDERR_FILENO) || !progress_len)
+    return;
+  fprintf(stderr, "\r%*s\r", progress_len, "");
+  progress_len = 0;
+}
+
+/* -------------------------------------------------------------- lookups */
+
+static const result_t *find(const result_t *rs, size_t n, const char *wl, const char *impl,
+                            unsigned threads, uint64_t entries)
+{
+  for (size_t i = 0; i < n; i++)
+    if (!strcmp(rs[i].workload, wl) && !strcmp(rs[i].impl, impl) &&
+        (threads == 0 || rs[i].threads == threads) && (entries == 0 || rs[i].entries == entries))
+      return &rs[i];
+  return NULL;
+}
+
+static int is_trace(const result_t *r)
+{
+  return !strncmp(r->workload, "trace:", 6);
+}
+static int is_cdc(const result_t *r)
+{
+  return !strcmp(r->workload, "cdc");
+}
+
+void report_ratios(result_t *rs, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    if (is_cdc(&rs[i]))
+      continue;
+    const result_t *m = find(rs, n, rs[i].workload, "mutex-lru", rs[i].threads, rs[i].entries);
+    const result_t *l = find(rs, n, rs[i].workload, "lfht-ref", rs[i].threads, rs[i].entries);
+    rs[i].ratio_mutex = m && m->ops_per_sec > 0 ? rs[i].ops_per_sec / m->ops_per_sec : -1;
+    rs[i].ratio_lfht = l && l->ops_per_sec > 0 ? rs[i].ops_per_sec / l->ops_per_sec : -1;
+  }
+}
+
+/* ---------------------------------------------------------------- table */
+
+static void fmt_ratio(char *b, size_t n, double r)
+{
+  if (r < 0)
+    snprintf(b, n, "-");
+  else
+    snprintf(b, n, "%.2fx", r);
+}
+
+static void fmt_bytes(char *b, size_t n, double v)
+{
+  if (v < 0)
+    snprintf(b, n, "-");
+  else
+    snprintf(b, n, "%.1f", v);
+}
+
+void report_table(const result_t *rs, size_t n)
+{
+  printf("\n%-26s %-10s %3s %9s %9s %8s %8s %8s %7s %7s %8s %8s\n", "workload", "impl", "thr",
+         "entries", "Mops/s", "/mutex", "/lfht", "hit%", "p50ns", "p99ns", "p999ns", "B/entry");
+  const char *last = "";
+  int ndist = 0;
+  for (size_t i = 0; i < n; i++) {
+    const result_t *r = &rs[i];
+    if (is_cdc(r))
+      continue;
+    if (strcmp(last, r->workload) != 0 && i)
+      printf("\n");
+    last = r->workload;
+    char rm[16], rl[16], bpe[16];
+    fmt_ratio(rm, sizeof rm, r->ratio_mutex);
+    fmt_ratio(rl, sizeof rl, r->ratio_lfht);
+    fmt_bytes(bpe, sizeof bpe, r->bytes_per_entry);
+    int dist = r->preempt_per_sec > 20.0;
+    ndist += dist;
+    printf("%-26s %-10s %3u %9llu %8.2f%s %8s %8s %8.2f %7.0f %7.0f %8.0f %8s\n", r->workload,
+           r->impl, r->threads, (unsigned long long)r->entries, r->ops_per_sec / 1e6,
+           dist ? "*" : " ", rm, rl, 100 * r->hit_ratio, r->p50_ns, r->p99_ns, r->p999_ns, bpe);
+  }
+  if (ndist)
+    printf("* %d rows: even the least disturbed of 3 attempts was preempted by other "
+           "processes more than 20 times/s (median); their throughput is low by that much\n",
+           ndist);
+  int any_trace = 0;
+  for (size_t i = 0; i < n; i++)
+    if (is_trace(&rs[i]) && !strcmp(rs[i].impl, "cdcache")) {
+      if (!any_trace++)
+        printf("\n%-40s %9s %12s %12s %8s\n", "trace miss ratio", "entries", "cdcache", "exact-lru",
+               "diff pp");
+      double m = 1 - rs[i].hit_ratio;
+      printf("%-40s %9llu %12.6f %12.6f %+8.3f\n", rs[i].workload,
+             (unsigned long long)rs[i].entries, m, rs[i].ref_miss_ratio,
+             100 * (m - rs[i].ref_miss_ratio));
+    }
+  for (size_t i = 0; i < n; i++) {
+    const result_t *r = &rs[i];
+    if (!is_cdc(r))
+      continue;
+    printf("\ncdc (change stream -> invalidation), %u reader threads, %llu entries\n", r->threads,
+           (unsigned long long)r->entries);
+    printf("  throughput phase: %.0f events/s, %.0f keys invalidated/s, "
+           "CDC thread CPU %.0f ns/key\n",
+           r->events_per_sec, r->keys_per_sec, r->cdc_cpu_ns_per_key);
+    if (r->cdc_busy >= 0)
+      printf("  the CDC thread was on CPU %.0f%% of that phase (the rest it waited for "
+             "the server); at 100%% it would do %.0f keys/s\n",
+             100 * r->cdc_busy, r->cdc_cpu_ns_per_key > 0 ? 1e9 / r->cdc_cpu_ns_per_key : 0);
+    printf("  latency phase: offered %.0f writes/s, lag p50 %.2f ms, p99 %.2f ms "
+           "(write acknowledged -> key gone)\n",
+           r->offered_writes_per_sec, r->lag_p50_ms, r->lag_p99_ms);
+    printf("  readers (zipf): %.2f Mops/s without writes, %.2f Mops/s during them "
+           "(%.1f%%)\n",
+           r->reader_ops_per_sec_idle / 1e6, r->reader_ops_per_sec_storm / 1e6,
+           r->reader_ops_per_sec_idle > 0
+               ? 100 * r->reader_ops_per_sec_storm / r->reader_ops_per_sec_idle
+               : 0);
+  }
+}
+
+/* ----------------------------------------------------------------- json */
+
+static void jnum(FILE *f, const char *k, double v)
+{
+  if (v < 0)
+    fprintf(f, ",\"%s\":null", k);
+  else
+    fprintf(f, ",\"%s\":%.6g", k, v);
+}
+
+static void jstr(FILE *f, const char *s)
+{
+  fputc('"', f);
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\')
+      fputc('\\', f);
+    if ((unsigned char)*s < 0x20)
+      fprintf(f, "\\u%04x", *s);
+    else
+      fputc(*s, f);
+  }
+  fputc('"', f);
+}
+
+int report_json(const char *path, const result_t *rs, size_t n, const opts_t *o)
+{
+  FILE *f = fopen(path, "w");
+  if (!f)
+    return -1;
+  for (size_t i = 0; i < n; i++) {
+    const result_t *r = &rs[i];
+    fputs("{\"workload\":", f);
+    jstr(f, r->workload);
+    fputs(",\"impl\":", f);
+    jstr(f, r->impl);
+    fprintf(f, ",\"threads\":%u,\"entries\":%llu,\"key_size\":%zu,\"value_size\":%zu", r->threads,
+            (unsigned long long)r->entries, o->key_size, o->value_size);
+    fprintf(f, ",\"seconds\":%g,\"repeat\":%d", o->seconds, o->repeat);
+    jnum(f, "ops_per_sec", r->ops_per_sec);
+    jnum(f, "ns_per_op", r->ops_per_sec > 0 ? 1e9 * r->threads / r->ops_per_sec : -1);
+    jnum(f, "hit_ratio", r->hit_ratio);
+    jnum(f, "p50_ns", r->p50_ns);
+    jnum(f, "p99_ns", r->p99_ns);
+    jnum(f, "p999_ns", r->p999_ns);
+    jnum(f, "bytes_per_entry", r->bytes_per_entry);
+    jnum(f, "stats_bytes_per_entry", r->stats_bytes_per_entry);
+    jnum(f, "live_entries", r->live_entries);
+    jnum(f, "ratio_vs_mutex_lru", r->ratio_mutex);
+    jnum(f, "ratio_vs_lfht_ref", r->ratio_lfht);
+    jnum(f, "preempt_per_sec", r->preempt_per_sec);
+    if (is_trace(r)) {
+      jnum(f, "miss_ratio", 1 - r->hit_ratio);
+      jnum(f, "exact_lru_miss_ratio", r->ref_miss_ratio);
+    }
+    if (is_cdc(r)) {
+      jnum(f, "events_per_sec", r->events_per_sec);
+      jnum(f, "keys_per_sec", r->keys_per_sec);
+      jnum(f, "cdc_cpu_ns_per_key", r->cdc_cpu_ns_per_key);
+      jnum(f, "cdc_thread_busy", r->cdc_busy);
+      jnum(f, "offered_writes_per_sec", r->offered_writes_per_sec);
+      jnum(f, "lag_p50_ms", r->lag_p50_ms);
+      jnum(f, "lag_p99_ms", r->lag_p99_ms);
+      jnum(f, "reader_ops_per_sec_idle", r->reader_ops_per_sec_idle);
+      jnum(f, "reader_ops_per_sec_storm", r->reader_ops_per_sec_storm);
+    }
+    fputs("}\n", f);
+  }
+  return fclose(f);
+}
+
+/* ---------------------------------------------------------------- plots */
+
+static const char *const plot_impls[] = {"cdcache", "mutex-lru", "lfht-ref"};
+
+static FILE *gp_open(const char *dir, const char *name, const char *title)
+{
+  FILE *g = popen("gnuplot 2>/dev/null", "w");
+  if (!g)
+    return NULL;
+  fprintf(g, "set terminal pngcairo size 900,540 noenhanced\n");
+  fprintf(g, "set output '%s/%s'\n", dir, name);
+  fprintf(g, "set title '%s'\nset key outside right\nset grid\n", title);
+  return g;
+}
+
+static int gp_close(FILE *g)
+{
+  int st = pclose(g);
+  return st == 0 ? 0 : -1;
+}
+
+static int plot_threads(const char *dir, const result_t *rs, size_t n, const char *wl)
+{
+  char name[160], title[200];
+  snprintf(name, sizeof name, "throughput-%s.png", wl);
+  snprintf(title, sizeof title, "%s: throughput vs threads", wl);
+  FILE *g = gp_open(dir, name, title);
+  if (!g)
+    return -1;
+  fprintf(g, "set xlabel 'threads'\nset ylabel 'Mops/s'\nset yrange [0:*]\n"
+             "set xtics 1\n");
+  for (size_t k = 0; k < 3; k++) {
+    fprintf(g, "$d%zu << EOD\n", k);
+    for (size_t i = 0; i < n; i++)
+      if (!strcmp(rs[i].workload, wl) && !strcmp(rs[i].impl, plot_impls[k]))
+        fprintf(g, "%u %g\n", rs[i].threads, rs[i].ops_per_sec / 1e6);
+    fprintf(g, "EOD\n");
+  }
+  fprintf(g, "plot $d0 w lp lw 2 t 'cdcache', $d1 w lp lw 2 t 'mutex-lru', "
+             "$d2 w lp lw 2 t 'lfht-ref'\n");
+  return gp_close(g);
+}
+
+static int plot_latency(const char *dir, const result_t *rs, size_t n, const char *wl)
+{
+  unsigned tmax = 0;
+  for (size_t i = 0; i < n; i++)
+    if (!strcmp(rs[i].workload, wl) && rs[i].threads > tmax)
+      tmax = rs[i].threads;
+  char name[160], title[200];
+  snprintf(name, sizeof name, "latency-%s.png", wl);
+  snprintf(title, sizeof title, "%s: latency percentiles at %u threads (1 op in 64 sampled)", wl,
+           tmax);
+  FILE *g = gp_open(dir, name, title);
+  if (!g)
+    return -1;
+  fprintf(g, "set style data histogram\nset style histogram cluster gap 1\n"
+             "set style fill solid 0.8 border -1\nset logscale y\nset ylabel 'ns'\n");
+  fprintf(g, "$d << EOD\n");
+  for (size_t k = 0; k < 3; k++) {
+    const result_t *r = find(rs, n, wl, plot_impls[k], tmax, 0);
+    if (r)
+      fprintf(g, "%s %g %g %g\n", r->impl, r->p50_ns > 0 ? r->p50_ns : 1,
+              r->p99_ns > 0 ? r->p99_ns : 1, r->p999_ns > 0 ? r->p999_ns : 1);
+  }
+  fprintf(g, "EOD\nplot $d using 2:xtic(1) t 'p50', '' using 3 t 'p99', "
+             "'' using 4 t 'p99.9'\n");
+  return gp_close(g);
+}
+
+static int plot_scale(const char *dir, const result_t *rs, size_t n, int bytes)
+{
+  FILE *g = gp_open(dir, bytes ? "scale-bytes-per-entry.png" : "scale-ns-per-op.png",
+                    bytes ? "bytes per entry beyond key and value, vs size"
+                          : "ns per op (1 thread) vs size");
+  if (!g)
+    return -1;
+  fprintf(g, "set logscale x\nset xlabel 'entries'\nset ylabel '%s'\nset yrange [0:*]\n",
+          bytes ? "bytes/entry" : "ns/op");
+  const char *wls[] = {"scale/read-hit", "scale/zipf"};
+  int ds = 0;
+  char plot[2048] = "plot ";
+  for (int w = 0; w < (bytes ? 1 : 2); w++)
+    for (size_t k = 0; k < 3; k++) {
+      fprintf(g, "$d%d << EOD\n", ds);
+      for (size_t i = 0; i < n; i++) {
+        const result_t *r = &rs[i];
+        if (strcmp(r->workload, wls[w]) || strcmp(r->impl, plot_impls[k]))
+          continue;
+        double y = bytes ? r->bytes_per_entry : 1e9 * r->threads / r->ops_per_sec;
+        fprintf(g, "%llu %g\n", (unsigned long long)r->entries, y);
+      }
+      fprintf(g, "EOD\n");
+      char part[200];
+      snprintf(part, sizeof part, "%s$d%d w lp lw 2 t '%s%s%s'", ds ? ", " : "", ds, plot_impls[k],
+               bytes ? "" : " ", bytes ? "" : wls[w] + 6);
+      strncat(plot, part, sizeof plot - strlen(plot) - 1);
+      ds++;
+    }
+  fprintf(g, "%s\n", plot);
+  return gp_close(g);
+}
+
+int report_plots(const char *dir, const result_t *rs, size_t n)
+{
+  if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+    fprintf(stderr, "cdcache-bench: cannot create %s\n", dir);
+    return -1;
+  }
+  if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
+    printf("plots: skipped: gnuplot not found (apt-get install gnuplot-nox)\n");
+    return -1;
+  }
+  int made = 0, failed = 0;
+  const char *wls[] = {"read-hit", "zipf", "write-heavy"};
+  for (int w = 0; w < 3; w++) {
+    if (!find(rs, n, wls[w], "cdcache", 0, 0))
+      continue;
+    plot_threads(dir, rs, n, wls[w]) == 0 ? made++ : failed++;
+    plot_latency(dir, rs, n, wls[w]) == 0 ? made++ : failed++;
+  }
+  if (find(rs, n, "scale/read-hit", "cdcache", 0, 0)) {
+    plot_scale(dir, rs, n, 0) == 0 ? made++ : failed++;
+    plot_scale(dir, rs, n, 1) == 0 ? made++ : failed++;
+  }
+  printf("plots: %d PNG charts written to %s%s\n", made, dir, failed ? " (some failed)" : "");
+  return failed ? -1 : 0;
+}
+
+/* -------------------------------------------------------------- targets */
+
+static void target_line(const char *what, int measured, const char *fig, int met)
+{
+  printf("  %-58s %-28s %s\n", what, measured ? fig : "not measured",
+         !measured ? "-"
+         : met     ? "met"
+                   : "MISSED");
+}
+/* figfmt is always a literal at the call site. */
+#define target(what, measured, fig, figfmt, met)                                                   \
+  do {                                                                                             \
+    char f_[96];                                                                                   \
+    snprintf(f_, sizeof f_, figfmt, (double)(fig));                                                \
+    target_line(what, measured, f_, met);                                                          \
+  } while (0)
+
+static double ops(const result_t *r)
+{
+  return r ? r->ops_per_sec : -1;
+}
+
+void report_targets(const result_t *rs, size_t n, const opts_t *o)
+{
+  printf("\ntargets (benchmark results from this run; not tests)\n");
+  const result_t *c2 = find(rs, n, "read-hit", "cdcache", 2, 0);
+  const result_t *c1 = find(rs, n, "read-hit", "cdcache", 1, 0);
+  const result_t *l2 = find(rs, n, "read-hit", "lfht-ref", 2, 0);
+  double mbest = -1;
+  for (size_t i = 0; i < n; i++)
+    if (!strcmp(rs[i].workload, "read-hit") && !strcmp(rs[i].impl, "mutex-lru") &&
+        rs[i].ops_per_sec > mbest)
+      mbest = rs[i].ops_per_sec;
+  target("read-hit 2 threads >= 0.75x lfht-ref 2 threads", c2 && l2,
+         c2 && l2 ? ops(c2) / ops(l2) : 0, "%.2fx", c2 && l2 && ops(c2) >= 0.75 * ops(l2));
+  target("read-hit 2 threads >= mutex-lru's best", c2 && mbest > 0,
+         c2 && mbest > 0 ? ops(c2) / mbest : 0, "%.2fx of best", c2 && ops(c2) >= mbest);
+  target("read-hit 2 threads >= 1.7x 1 thread", c1 && c2, c1 && c2 ? ops(c2) / ops(c1) : 0, "%.2fx",
+         c1 && c2 && ops(c2) >= 1.7 * ops(c1));
+  const result_t *z2 = find(rs, n, "zipf", "cdcache", 2, 0);
+  const result_t *zm = find(rs, n, "zipf", "mutex-lru", 2, 0);
+  target("zipf 2 threads >= 5x mutex-lru 2 threads", z2 && zm, z2 && zm ? ops(z2) / ops(zm) : 0,
+         "%.2fx", z2 && zm && ops(z2) >= 5 * ops(zm));
+
+  int ntr = 0;
+  for (size_t i = 0; i < n; i++) {
+    const result_t *r = &rs[i];
+    if (!is_trace(r) || strcmp(r->impl, "cdcache") || r->ref_miss_ratio < 0)
+      continue;
+    ntr++;
+    char what[160];
+    double d = 100 * ((1 - r->hit_ratio) - r->ref_miss_ratio);
+    snprintf(what, sizeof what, "miss <= exact LRU + 1 pp: %s", r->workload + 6);
+    target(what, 1, d, "%+.3f pp", d <= 1.0);
+  }
+  if (!ntr)
+    target_line("miss ratio <= exact LRU + 1 pp on every trace", 0, "", 0);
+
+  /* Memory: worst cdcache figure of the full synthetic caches. */
+  double worst = -1;
+  for (size_t i = 0; i < n; i++) {
+    const result_t *r = &rs[i];
+    if (strcmp(r->impl, "cdcache") || is_trace(r) || is_cdc(r) || r->bytes_per_entry < 0)
+      continue;
+    if (r->bytes_per_entry > worst)
+      worst = r->bytes_per_entry;
+  }
+  int kv8 = o->key_size == 8 && o->value_size == 8;
+  target("memory <= 48 B/entry overhead (8-byte keys/values, worst)", kv8 && worst >= 0, worst,
+         "%.1f B", worst <= 48);
+
+  double wr = -1;
+  uint64_t wsz = 0, maxsz = 0;
+  for (size_t i = 0; i < n; i++) {
+    const result_t *r = &rs[i];
+    if (strcmp(r->workload, "scale/read-hit") || strcmp(r->impl, "cdcache") || r->ratio_lfht < 0)
+      continue;
+    if (wr < 0 || r->ratio_lfht < wr) {
+      wr = r->ratio_lfht;
+      wsz = r->entries;
+    }
+    if (r->entries > maxsz)
+      maxsz = r->entries;
+  }
+  char what[160], fig[64];
+  snprintf(what, sizeof what, "scale read-hit >= 0.7x lfht-ref, every size (to %.0e)",
+           (double)maxsz);
+  snprintf(fig, sizeof fig, "%.2fx worst (at %.0e)", wr, (double)wsz);
+  target_line(maxsz ? what : "scale read-hit >= 0.7x lfht-ref up to 10^7", wr >= 0, fig, wr >= 0.7);
+  if (maxsz && maxsz < 10000000ULL)
+    printf("  (10^7 entries is measured by 'cdcache-bench scale')\n");
+
+  const result_t *cd = NULL;
+  for (size_t i = 0; i < n; i++)
+    if (is_cdc(&rs[i]))
+      cd = &rs[i];
+  target("cdc CPU per key <= 2 us", cd && cd->cdc_cpu_ns_per_key >= 0,
+         cd ? cd->cdc_cpu_ns_per_key / 1000 : 0, "%.2f us", cd && cd->cdc_cpu_ns_per_key <= 2000);
+  target("cdc >= 200k keys/s", cd && cd->keys_per_sec >= 0, cd ? cd->keys_per_sec / 1000 : 0,
+         "%.0fk keys/s", cd && cd->keys_per_sec >= 200000);
+  target("cdc lag p99 <= 20 ms", cd && cd->lag_p99_ms >= 0, cd ? cd->lag_p99_ms : 0, "%.2f ms",
+         cd && cd->lag_p99_ms <= 20);
+}
