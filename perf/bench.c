@@ -128,9 +128,9 @@ static int cmp_double(const void *a, const void *b)
 
 static double median_of(const result_t *reps, int n, size_t off)
 {
-  double v[MAX_REPEAT];
+  double v[MAX_REPEAT] = {0};
   for (int i = 0; i < n; i++)
-    v[i] = *(const double *)((const char *)&reps[i] + off);
+    memcpy(&v[i], (const char *)&reps[i] + off, sizeof v[i]);
   qsort(v, (size_t)n, sizeof *v, cmp_double);
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
@@ -154,8 +154,10 @@ static void take_medians(point_t *p)
   p->med.threads = p->threads;
   p->med.entries = p->capacity;
   snprintf(p->med.impl, sizeof p->med.impl, "%s", p->impl->name);
-  for (size_t i = 0; i < NELEM(offs); i++)
-    *(double *)((char *)&p->med + offs[i]) = median_of(p->reps, p->nrep, offs[i]);
+  for (size_t i = 0; i < NELEM(offs); i++) {
+    double m = median_of(p->reps, p->nrep, offs[i]);
+    memcpy((char *)&p->med + offs[i], &m, sizeof m);
+  }
 }
 
 static void usage(FILE *f)
