@@ -658,7 +658,7 @@ int cdc_bench_isolated(const opts_t *o, result_t *out, char *why, size_t why_len
     _exit(127);
   }
   close(pfd[1]);
-  cdc_msg_t m;
+  cdc_msg_t m = {0};
   size_t got = 0;
   while (got < sizeof m) {
     ssize_t n = read(pfd[0], (char *)&m + got, sizeof m - got);
