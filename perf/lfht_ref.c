@@ -91,8 +91,9 @@ static void lf_close(void *h)
   urcu_bp_read_lock();
   cds_lfht_for_each_entry(r->ht, &it, n, node)
   {
+    /* cppcheck cannot see through cds_lfht_for_each_entry's assignment. */
     if (cds_lfht_del(r->ht, &n->node) == 0 && all && k < cnt)
-      all[k++] = n;
+      all[k++] = n; // cppcheck-suppress uninitvar
   }
   urcu_bp_read_unlock();
   urcu_bp_synchronize_rcu(); /* no reader can still hold an unlinked node */
