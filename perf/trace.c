@@ -136,9 +136,11 @@ char **trace_list(const char *dir)
       out = o2;
     }
     size_t pl = strlen(dir) + l + 2;
-    out[n] = malloc(pl);
-    snprintf(out[n], pl, "%s/%s", dir, e->d_name);
-    n++;
+    char *path = malloc(pl);
+    if (!path)
+      break;
+    snprintf(path, pl, "%s/%s", dir, e->d_name);
+    out[n++] = path;
   }
   closedir(d);
   if (!out)
