@@ -124,8 +124,12 @@ char **trace_list(const char *dir)
     return NULL;
   size_t n = 0, cap = 8;
   char **out = malloc(cap * sizeof *out);
+  if (!out) {
+    closedir(d);
+    return NULL;
+  }
   struct dirent *e;
-  while (out && (e = readdir(d))) {
+  while ((e = readdir(d))) {
     size_t l = strlen(e->d_name);
     if (l <= 4 || strcmp(e->d_name + l - 4, ".u64") != 0)
       continue;
@@ -143,8 +147,6 @@ char **trace_list(const char *dir)
     out[n++] = path;
   }
   closedir(d);
-  if (!out)
-    return NULL;
   qsort(out, n, sizeof *out, cmpstr);
   out[n] = NULL;
   return out;
