@@ -88,20 +88,32 @@ void cdcache__stats_answered(cdcache__cdc_stats_t *s, uint64_t ms)
 
 void cdcache__stats_token(cdcache__cdc_stats_t *s, const bson_t *token)
 {
-  char *json = NULL;
-  size_t len = 0;
-  if (token)
-    json = bson_as_relaxed_extended_json(token, &len);
   (void)pthread_mutex_lock(&s->mu);
-  if (json) {
-    if (len >= sizeof s->token)
-      len = sizeof s->token - 1;
-    memcpy(s->token, json, len);
-    s->token[len] = '\0';
+  if (token != NULL && token->len <= sizeof s->token) {
+    memcpy(s->token, bson_get_data(token), token->len);
+    s->token_len = token->len;
   } else {
-    s->token[0] = '\0';
+    s->token_len = 0;
   }
   (void)pthread_mutex_unlock(&s->mu);
+}
+
+/* The token as relaxed extended JSON into out ("" if none). */
+static void token_text(const uint8_t *raw, uint32_t len, char *out, size_t cap)
+{
+  bson_t b;
+  char *json = NULL;
+  size_t jlen = 0;
+  out[0] = '\0';
+  if (len == 0 || !bson_init_static(&b, raw, len))
+    return;
+  json = bson_as_relaxed_extended_json(&b, &jlen);
+  if (json == NULL)
+    return;
+  if (jlen >= cap)
+    jlen = cap - 1;
+  memcpy(out, json, jlen);
+  out[jlen] = '\0';
   bson_free(json);
 }
 
@@ -152,10 +164,13 @@ void cdcache__stats_snapshot(cdcache__cdc_stats_t *s, cdcache_cdc_stats_t *out, 
   tmp.last_answer_ms = s->last_answer_ms;
   tmp.lag_samples = s->lag_n;
   memcpy(lags, s->lag, s->lag_n * sizeof lags[0]);
-  memcpy(tmp.resume_token, s->token, sizeof tmp.resume_token);
+  uint8_t token[CDCACHE_CDC_TOKEN_MAX];
+  uint32_t token_len = s->token_len;
+  memcpy(token, s->token, token_len);
   memcpy(tmp.last_error, s->last_error, sizeof tmp.last_error);
   (void)pthread_mutex_unlock(&s->mu);
 
+  token_text(token, token_len, tmp.resume_token, sizeof tmp.resume_token);
   tmp.fresh_until_ms = fresh_until;
   if (tmp.state != CDCACHE_CDC_STOPPED && fresh_until != CDCACHE__FRESH_FOREVER &&
       now_ms > fresh_until)
