@@ -272,9 +272,11 @@ CDCACHE_EXTERN uint64_t cdcache_fill_cluster_time(const cdcache_fill_t *fill);
  * copied out as by cdcache_get.  The loaded value is cached with ttl_ms
  * unless a delete, put, invalidation or flush of the key happened while
  * it loaded (then every waiting caller still gets the value, and
- * stats.stale_fills_rejected counts it).  Like a put, starting a fill
- * needs room for its placeholder: CDCACHE_EFULL or CDCACHE_ENOMEM when
- * there is none (nothing changed).  Takes the key's shard lock
+ * stats.stale_fills_rejected counts it).  Starting a fill needs room for
+ * its placeholder in the byte budget (a placeholder takes no entry slot):
+ * CDCACHE_EFULL or CDCACHE_ENOMEM when there is none (nothing changed).
+ * A loaded value the policy cannot make room for (noeviction, or memory)
+ * is still returned (0), uncached.  Takes the key's shard lock
  * twice around the loader, never during it.
  */
 CDCACHE_EXTERN int cdcache_get_or_load(cdcache_t *cache, const void *key, size_t klen,
@@ -300,7 +302,7 @@ CDCACHE_EXTERN int cdcache_get_lease(cdcache_t *cache, const void *key, size_t k
 /*
  * Caches val for the leased key only if nothing (delete, put,
  * invalidation, flush) touched the key since the lease was issued.
- * Consumes the lease in every case.  Returns 0 when cached,
+ * Consumes the lease in every case but a NULL cache (CDCACHE_EINVAL).  Returns 0 when cached,
  * CDCACHE_ESTALE when the lease was invalidated (nothing cached), or the
  * errors of cdcache_put.  Takes the key's shard lock, then the lease's
  * own mutex (to wake get_or_load callers waiting for it).
@@ -310,7 +312,8 @@ CDCACHE_EXTERN int cdcache_put_leased(cdcache_t *cache, cdcache_lease_t *lease, 
 
 /* Gives a lease up without filling.  Consumes it; callers waiting for it
  * in cdcache_get_or_load retry (one of them loads).  Takes the key's shard
- * lock.  NULL is a no-op. */
+ * lock.  A NULL lease is a no-op; a NULL cache is CDCACHE_EINVAL and does
+ * not consume the lease. */
 CDCACHE_EXTERN int cdcache_lease_release(cdcache_t *cache, cdcache_lease_t *lease);
 
 /* ---------------------------------------------------------------- stats */
@@ -489,7 +492,8 @@ typedef struct cdcache_cdc_config {
   int key_fn_full_document; /* CDCACHE_CDC_FULLDOC_*; default NONE */
   /* Fail-closed bound: when the stream has not answered (a batch, even
    * an empty one) for longer than this, the cache refuses service (reads
-   * miss, puts and fills fail with CDCACHE_ESTALE) until it answers
+   * miss, puts and leased puts fail with CDCACHE_ESTALE, get_or_load
+   * reads through without caching) until it answers
    * again.  0 turns the bound off.  Must be at least max_await_ms +
    * CDCACHE_CDC_RESCAN_MS + CDCACHE_CDC_STALE_MARGIN_MS.  Default 5000. */
   uint32_t max_stale_ms;

@@ -117,8 +117,8 @@ typedef struct cdcache__cdc_stats {
   /* mu; the token's raw BSON, rendered to JSON only when stats are read
    * (rendering per event cost a quarter of the CDC thread's time). */
   uint8_t token[CDCACHE_CDC_TOKEN_MAX];
-  uint32_t token_len; /* mu; 0: none, or too long to keep */
-  char last_error[CDCACHE_CDC_ERROR_MAX];      /* mu */
+  uint32_t token_len;                     /* mu; 0: none, or too long to keep */
+  char last_error[CDCACHE_CDC_ERROR_MAX]; /* mu */
 } cdcache__cdc_stats_t;
 
 int cdcache__stats_init(cdcache__cdc_stats_t *s);

@@ -19,9 +19,11 @@
  * bytes to the cache-wide bytes_pending when it is unlinked, and leave
  * bytes_pending when freed, so stats and the max_bytes bound cover memory
  * that is unlinked but not yet free (batch headers included).  When
- * bytes_pending passes half of pending_cap, the writer that noticed it (outside every lock, and never
- * inside a read-side section: cdcache holds none across a call) hands its
- * shard's batch over and waits with rcu_barrier() until every queued batch
+ * bytes_pending passes half of pending_cap, the writer that noticed it
+ * (outside every lock, and never inside a read-side section: cdcache holds
+ * none across a call) waits for a grace period and frees its shard's
+ * retire list itself; if the batches already queued still hold more than
+ * three quarters of pending_cap, it also waits with rcu_barrier() until every queued batch
  * is freed.  Writers thus slow down to the reclaimer's pace instead of
  * letting the backlog grow.
  *
@@ -123,19 +125,29 @@ void cdcache__retire_submit(cdcache_t *c, struct cdcache__retired *r)
 
 bool cdcache__throttle_needed(const cdcache_t *c)
 {
-  /* Half the reserve: the other half absorbs what writers already past
-   * this check evict and allocate before the backlog is seen again. */
+  /* Half the reserve: past it, a writer frees its own shard's list (see
+   * cdcache__throttle). */
   return atomic_load_explicit(&c->bytes_pending, memory_order_relaxed) > c->pending_cap / 2;
 }
 
 void cdcache__throttle(cdcache_t *c, struct cdcache__shard *s)
 {
+  /* First free this shard's retire list here, after one grace period of
+   * our own: cheap (membarrier), and it does not wait for the call_rcu
+   * thread, which naps between rounds. */
   struct cdcache__retired r;
   pthread_mutex_lock(&s->lock);
   cdcache__retire_take(c, s, &r, true);
   pthread_mutex_unlock(&s->lock);
-  cdcache__retire_submit(c, &r);
-  barrier();
+  if (r.list != NULL) {
+    urcu_bp_synchronize_rcu();
+    free_list(c, r.list, r.bytes);
+  }
+  /* Only when the batches already queued hold three quarters of the
+   * reserve, wait for the reclaimer to free them (the last quarter absorbs
+   * what writers past their check evict and allocate meanwhile). */
+  if (atomic_load_explicit(&c->bytes_pending, memory_order_relaxed) > c->pending_cap / 4 * 3)
+    barrier();
 }
 
 void cdcache__retire_drain_all(cdcache_t *c)
