@@ -53,11 +53,7 @@ bench)
   deps
   build "$BUILD/release"
   shift
-  if [[ -x "$BUILD/release/perf/cdcache-bench" ]]; then
-    exec "$BUILD/release/perf/cdcache-bench" "$@"
-  else
-    exec "$BUILD/release/tests/cdcache-example" "$@"
-  fi
+  exec "$BUILD/release/perf/cdcache-bench" "$@"
   ;;
 test)
   deps
