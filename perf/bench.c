@@ -49,7 +49,7 @@ typedef struct plan {
 static const bench_impl_t *const synth_impls[] = {&impl_cdcache, &impl_mutex_lru, &impl_lfht_ref};
 static const bench_impl_t *const trace_impls[] = {&impl_cdcache, &impl_exact_lru, &impl_mutex_lru,
                                                   &impl_lfht_ref};
-#define NELEM(a) (sizeof(a) / sizeof *(a))
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 /* --impls filter: NULL keeps every impl. */
 static const char *impl_filter;
@@ -236,9 +236,24 @@ static double own_cpu_s(void)
 }
 
 typedef struct trace_req {
+  const char *spec; /* the argument after "trace:", until duplicated into path */
   char *path;
   double size; /* < 1: fraction; else count; 0: both defaults */
 } trace_req_t;
+
+/* Frees the plan, the first nloaded traces, the traces array and the trace paths. */
+static void free_run(plan_t *pl, trace_t *traces, int nloaded, trace_req_t *treq, int ntreq)
+{
+  for (size_t i = 0; i < pl->npts; i++)
+    free(pl->pts[i].reps);
+  free(pl->pts);
+  free(pl->jobs);
+  for (int i = 0; i < nloaded; i++)
+    trace_free(&traces[i]);
+  free(traces);
+  for (int i = 0; i < ntreq; i++)
+    free(treq[i].path);
+}
 
 int main(int argc, char **argv)
 {
@@ -336,10 +351,9 @@ int main(int argc, char **argv)
       w_scale = any = true;
     } else if (!strncmp(a, "trace:", 6) && ntreq < 64) {
       any = true;
-      char *p = strdup(a + 6), *at = strrchr(p, '@');
+      const char *at = strrchr(a + 6, '@');
       treq[ntreq].size = 0;
       if (at) {
-        *at = 0;
         char *end;
         double d = strtod(at + 1, &end);
         if (*end || !(d > 0) || (d >= 1 && d != floor(d))) {
@@ -348,7 +362,8 @@ int main(int argc, char **argv)
         }
         treq[ntreq].size = d;
       }
-      treq[ntreq++].path = p;
+      treq[ntreq].spec = a + 6;
+      treq[ntreq++].path = NULL; /* duplicated once the arguments are all valid */
     } else {
       fprintf(stderr, "cdcache-bench: unknown argument '%s'\n", a);
       usage(stderr);
@@ -357,6 +372,12 @@ int main(int argc, char **argv)
   }
   if (cdc_child_fd >= 0)
     return cdc_bench_child(&o, cdc_child_fd);
+  for (int i = 0; i < ntreq; i++) {
+    char *p = strdup(treq[i].spec), *at = strrchr(p, '@');
+    if (at)
+      *at = 0;
+    treq[i].path = p;
+  }
   if (!any) { /* the default suite */
     w_read = w_zipf = w_write = w_cdc = w_scale = true;
     scale_max = 1000000ULL;
@@ -367,6 +388,7 @@ int main(int argc, char **argv)
           "trace: skipped: no traces (set CDCACHE_TRACES_DIR or put them in ../shared/traces)\n");
     }
     for (int i = 0; list && list[i] && ntreq < 64; i++) {
+      treq[ntreq].spec = NULL;
       treq[ntreq].path = list[i];
       treq[ntreq++].size = 0;
     }
@@ -409,6 +431,7 @@ int main(int argc, char **argv)
     int rc = trace_load(treq[i].path, &traces[i]);
     if (rc != 0) {
       fprintf(stderr, "cdcache-bench: %s: %s\n", treq[i].path, strerror(-rc));
+      free_run(&pl, traces, i, treq, ntreq);
       return 1;
     }
     double sizes[2] = {treq[i].size, 0};
@@ -517,15 +540,7 @@ int main(int argc, char **argv)
     printf("other processes used %.0f%% of the machine's CPU time during the run%s\n", 100 * others,
            others > 0.05 ? ": the figures above are disturbed; rerun on a quiet machine" : "");
   }
-  for (size_t i = 0; i < pl.npts; i++)
-    free(pl.pts[i].reps);
-  free(pl.pts);
-  free(pl.jobs);
-  for (int i = 0; i < ntreq; i++) {
-    trace_free(&traces[i]);
-    free(treq[i].path);
-  }
-  free(traces);
+  free_run(&pl, traces, ntreq, treq, ntreq);
   free(res);
   return 0;
 }

@@ -537,8 +537,9 @@ int cdc_bench_run(const opts_t *o, result_t *out, char *why, size_t why_len)
   }
   qsort(lags, nl, sizeof *lags, cmp_u64);
   if (nl) {
-    out->lag_p50_ms = (double)lags[nl / 2] / 1e6;
-    out->lag_p99_ms = (double)lags[(nl * 99) / 100] / 1e6;
+    size_t i50 = nl / 2, i99 = (nl * 99) / 100;
+    out->lag_p50_ms = (double)lags[i50] / 1e6;
+    out->lag_p99_ms = (double)lags[i99] / 1e6;
   }
   free(lags);
   if (lost)

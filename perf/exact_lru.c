@@ -36,7 +36,7 @@ exact_lru_t *exact_lru_new(uint64_t capacity, memcount_t *mc)
   uint64_t nb = 1;
   while (nb < capacity)
     nb <<= 1;
-  l->buckets = memcount_calloc(mc, nb, sizeof *l->buckets);
+  l->buckets = memcount_calloc(mc, nb, sizeof(lru_node_t *));
   if (!l->buckets) {
     memcount_free(mc, l);
     return NULL;

@@ -87,7 +87,7 @@ static void lf_close(void *h)
   struct cds_lfht_iter it;
   lnode_t *n;
   uint64_t cnt = atomic_load_explicit(&r->count, memory_order_relaxed), k = 0;
-  lnode_t **all = malloc((cnt + 1) * sizeof *all);
+  lnode_t **all = malloc((cnt + 1) * sizeof(lnode_t *));
   urcu_bp_read_lock();
   cds_lfht_for_each_entry(r->ht, &it, n, node)
   {

@@ -36,6 +36,7 @@ void progress(const opts_t *o, const char *fmt, ...)
   char line[256];
   va_list ap;
   va_start(ap, fmt);
+  // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start above
   int n = vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
   if (isatty(STDERR_FILENO)) {
@@ -326,7 +327,7 @@ static int plot_scale(const char *dir, const result_t *rs, size_t n, int bytes)
       fprintf(g, "$d%d << EOD\n", ds);
       for (size_t i = 0; i < n; i++) {
         const result_t *r = &rs[i];
-        if (strcmp(r->workload, wls[w]) || strcmp(r->impl, plot_impls[k]))
+        if (strcmp(r->workload, wls[w]) != 0 || strcmp(r->impl, plot_impls[k]) != 0)
           continue;
         double y = bytes ? r->bytes_per_entry : 1e9 * r->threads / r->ops_per_sec;
         fprintf(g, "%llu %g\n", (unsigned long long)r->entries, y);
@@ -415,7 +416,7 @@ void report_targets(const result_t *rs, size_t n, const opts_t *o)
   int ntr = 0;
   for (size_t i = 0; i < n; i++) {
     const result_t *r = &rs[i];
-    if (!is_trace(r) || strcmp(r->impl, "cdcache") || r->ref_miss_ratio < 0)
+    if (!is_trace(r) || strcmp(r->impl, "cdcache") != 0 || r->ref_miss_ratio < 0)
       continue;
     ntr++;
     char what[160];
@@ -430,7 +431,7 @@ void report_targets(const result_t *rs, size_t n, const opts_t *o)
   double worst = -1;
   for (size_t i = 0; i < n; i++) {
     const result_t *r = &rs[i];
-    if (strcmp(r->impl, "cdcache") || is_trace(r) || is_cdc(r) || r->bytes_per_entry < 0)
+    if (strcmp(r->impl, "cdcache") != 0 || is_trace(r) || is_cdc(r) || r->bytes_per_entry < 0)
       continue;
     if (r->bytes_per_entry > worst)
       worst = r->bytes_per_entry;
@@ -443,7 +444,8 @@ void report_targets(const result_t *rs, size_t n, const opts_t *o)
   uint64_t wsz = 0, maxsz = 0;
   for (size_t i = 0; i < n; i++) {
     const result_t *r = &rs[i];
-    if (strcmp(r->workload, "scale/read-hit") || strcmp(r->impl, "cdcache") || r->ratio_lfht < 0)
+    if (strcmp(r->workload, "scale/read-hit") != 0 || strcmp(r->impl, "cdcache") != 0 ||
+        r->ratio_lfht < 0)
       continue;
     if (wr < 0 || r->ratio_lfht < wr) {
       wr = r->ratio_lfht;

@@ -679,7 +679,7 @@ static void test_prompt_stop(void)
   memset(&a, 0, sizeof a);
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(s, (struct sockaddr *)&a, sizeof a);
+  CU_ASSERT(bind(s, (struct sockaddr *)&a, sizeof a) == 0);
   getsockname(s, (struct sockaddr *)&a, &al);
   close(s);
   char uri[128];

@@ -194,6 +194,7 @@ static void problem(struct reader *r, const char *fmt, ...)
   if (r->first_problem[0])
     return;
   va_start(ap, fmt);
+  // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start above
   (void)vsnprintf(r->first_problem, sizeof r->first_problem, fmt, ap);
   va_end(ap);
   fprintf(stderr, "freshness: server %d reader %d: %s\n", r->server, r->index, r->first_problem);
@@ -825,7 +826,7 @@ static int parse_args(int argc, char **argv)
       fprintf(stderr, "freshness: bad %s %s\n", name, val);                                        \
       return 2;                                                                                    \
     }                                                                                              \
-    field = (__typeof__(field))v;                                                                  \
+    (field) = (__typeof__(field))v;                                                                \
     continue;                                                                                      \
   }
     INT_OPT("--seconds", 1, 86400, cfg.seconds)

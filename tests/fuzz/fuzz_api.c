@@ -50,7 +50,7 @@
 
 #define FAIL(...)                                                                                  \
   do {                                                                                             \
-    fprintf(stderr, "fuzz_api: model violation at op %u (line %d): ", g.opno, __LINE__);        \
+    fprintf(stderr, "fuzz_api: model violation at op %u (line %d): ", g.opno, __LINE__);           \
     fprintf(stderr, __VA_ARGS__);                                                                  \
     fputc('\n', stderr);                                                                           \
     abort();                                                                                       \
@@ -62,7 +62,8 @@
   } while (0)
 
 #define ENTRY_HDR offsetof(struct cdcache__entry, data)
-_Static_assert(offsetof(struct cdcache__entry, data) == 40, "entry header changed: update the model");
+_Static_assert(offsetof(struct cdcache__entry, data) == 40,
+               "entry header changed: update the model");
 
 /* ------------------------------------------------------------ allocator */
 
@@ -245,7 +246,7 @@ static uint64_t ph_charge(int ki)
 /* Key ki: index ki % NIDX, length ki / NIDX + 1, bytes derived from both. */
 static size_t key_bytes(int ki, uint8_t *out)
 {
-  size_t len = (size_t)(ki / NIDX + 1);
+  size_t len = (size_t)(ki / NIDX) + 1;
   for (size_t i = 0; i < len; i++)
     out[i] = (uint8_t)('a' + ki % NIDX);
   out[0] = (uint8_t)('A' + ki % NIDX);
@@ -422,8 +423,8 @@ static void check_read(int ki, int rc, const uint8_t *buf, size_t cap, size_t vl
 {
   struct mkey *m = &g.k[ki];
   if (rc == 0 || rc == CDCACHE_ERANGE) {
-    CHECK(readable(m), "%s of key %d hit (state %d, expired %d), model has no live value", what,
-          ki, m->state, expired(m));
+    CHECK(readable(m), "%s of key %d hit (state %d, expired %d), model has no live value", what, ki,
+          m->state, expired(m));
     CHECK(vlen == m->vlen, "%s of key %d: length %zu, last put %zu", what, ki, vlen, m->vlen);
     if (rc == 0) {
       CHECK(cap >= vlen, "%s: rc 0 with cap %zu < %zu", what, cap, vlen);
@@ -590,8 +591,8 @@ static void after_install(int ki, int rc, struct capq q, uint64_t fails_before, 
     read_stats(&st);
     /* "A failing call changes nothing": no live entry may have gone
      * (regression input: efull-after-evicting). */
-    CHECK(st.evictions == g.evictions, "%s of key %d: EFULL after evicting %llu entries", what,
-          ki, (unsigned long long)(st.evictions - g.evictions));
+    CHECK(st.evictions == g.evictions, "%s of key %d: EFULL after evicting %llu entries", what, ki,
+          (unsigned long long)(st.evictions - g.evictions));
     if (q.over_hi)
       may_have_removed(ki);
     may_have_swept();
@@ -796,7 +797,8 @@ static void op_put_leased(struct input *in)
   make_value(val, sizeof val, ++g.seq);
   uint64_t fb = atomic_load(&A.failures);
   int rc = cdcache_put_leased(g.c, L.lease, val, vlen, t);
-  TRACE("  put_leased slot %d key %d dead %d vlen %zu ttl %u -> %d\n", slot, L.key, L.dead, vlen, t, rc);
+  TRACE("  put_leased slot %d key %d dead %d vlen %zu ttl %u -> %d\n", slot, L.key, L.dead, vlen, t,
+        rc);
   int ki = L.key;
   struct mkey *m = &g.k[ki];
   if (vlen > g.max_v) {
@@ -839,7 +841,7 @@ static void op_lease_release(struct input *in)
 /* The loader: what it does was read from the stream before the call. */
 struct loader_plan {
   struct capq ph_room; /* room for the fill's placeholder, before the call */
-  int action; /* 0 value, 1 error, 2 no value, 3 value too long */
+  int action;          /* 0 value, 1 error, 2 no value, 3 value too long */
   int err;
   size_t vlen;
   int nested; /* ops to run inside the loader first */
@@ -925,7 +927,8 @@ static void op_get_or_load(struct input *in)
   struct capq pq = capacity_n(ki, ph_charge(ki), 0);
   p.ph_room = pq;
   int rc = cdcache_get_or_load(g.c, kb, klen, loader, &p, t, timeout, cap ? buf : NULL, cap, &vlen);
-  TRACE("  get_or_load key %d action %d nested %d vlen %zu ttl %u timeout %u cap %zu -> %d called %d dead %d\n",
+  TRACE("  get_or_load key %d action %d nested %d vlen %zu ttl %u timeout %u cap %zu -> %d called "
+        "%d dead %d\n",
         ki, p.action, p.nested, p.vlen, t, timeout, cap, rc, p.called, g.load_dead);
   if (!p.called) {
     if (rc == 0 || rc == CDCACHE_ERANGE) {
@@ -1130,9 +1133,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   uint64_t extra = (uint64_t)(c2 & 0x7f) * 8;
   cfg->max_bytes = bytes ? fixed + extra : 0;
   g.cap_e = cfg->max_entries;
-  TRACE("config: policy %d max_entries %llu max_bytes %llu max_key %u max_value %u default_ttl %u fill_timeout %u usable %d\n",
-        g.policy, (unsigned long long)cfg->max_entries, (unsigned long long)cfg->max_bytes, g.max_k, g.max_v,
-        g.ttl_default, cfg->fill_timeout_ms, cfg->allocator.usable_size != NULL);
+  TRACE("config: policy %d max_entries %llu max_bytes %llu max_key %u max_value %u default_ttl %u "
+        "fill_timeout %u usable %d\n",
+        g.policy, (unsigned long long)cfg->max_entries, (unsigned long long)cfg->max_bytes, g.max_k,
+        g.max_v, g.ttl_default, cfg->fill_timeout_ms, cfg->allocator.usable_size != NULL);
 
   /* Allocation failure during open: ENOMEM and nothing held. */
   if (c7 & 0x80) {

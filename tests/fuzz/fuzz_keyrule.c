@@ -142,6 +142,7 @@ static int ref_parse(const char *t, struct rseg *out, size_t cap, size_t *n)
       i = j + 1;
     } else {
       size_t s = i;
+      // NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult): i < strlen(t)
       while (i < len && t[i] != '{' && t[i] != '}')
         i++;
       if (*n < cap)
@@ -301,7 +302,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             "a too-small segment array was accepted");
       CHECK(cdcache__tmpl_parse(tmpl, segs, n, &n2, NULL, 0) == 0, "refill");
     }
-    char rebuilt[2200];
+    char rebuilt[2200] = {0};
     size_t rl = 0;
     for (size_t i = 0; i < n; i++) {
       CHECK(segs[i].kind == ref[i].kind && segs[i].off == ref[i].off && segs[i].len == ref[i].len,
@@ -374,9 +375,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   /* 4. Matching and rendering. */
   const char *edb = (flags & 0x20) ? NULL : db, *ecoll = (flags & 0x40) ? NULL : coll;
   bool m = cdcache__rule_matches(&r, edb, ecoll);
-  bool want = edb && ecoll &&
-              (r.ns_kind == CDCACHE__NS_ALL ||
-               (strcmp(r.db, edb) == 0 && (r.ns_kind == CDCACHE__NS_DB || strcmp(r.coll, ecoll) == 0)));
+  bool want =
+      edb && ecoll &&
+      (r.ns_kind == CDCACHE__NS_ALL ||
+       (strcmp(r.db, edb) == 0 && (r.ns_kind == CDCACHE__NS_DB || strcmp(r.coll, ecoll) == 0)));
   CHECK(m == want, "rule_matches(%s, %s) for ns \"%s\": %d", edb ? edb : "NULL",
         ecoll ? ecoll : "NULL", ns, m);
 
@@ -402,11 +404,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const cdcache__seg_t *s = &r.segs[i];
         const char *src = r.tmpl + s->off;
         size_t sl = s->len;
-        if (s->kind == CDCACHE__SEG_DB)
+        if (s->kind == CDCACHE__SEG_DB) {
+          CHECK(edb, "{db} rendered without a database");
           src = edb, sl = strlen(edb);
-        else if (s->kind == CDCACHE__SEG_COLL)
+        } else if (s->kind == CDCACHE__SEG_COLL) {
+          CHECK(ecoll, "{coll} rendered without a collection");
           src = ecoll, sl = strlen(ecoll);
-        else if (s->kind == CDCACHE__SEG_FIELD) {
+        } else if (s->kind == CDCACHE__SEG_FIELD) {
           bson_iter_t it;
           char name[128];
           memcpy(name, r.tmpl + s->off, s->len);

@@ -487,7 +487,7 @@ static void test_malloc_failure_each_allocation(void)
   cdcache_t *c = NULL;
   CU_ASSERT_FATAL(cdcache_open(&cfg, &c) == 0);
   ROW(cdcache_put(c, KEY("k"), "old", 3, 0), 0); /* also this thread's counter block */
-  long base = atomic_load(&a.live);
+  long base;
 
   /* put: each allocation fails in turn; the old value stays */
   for (i = 1; i <= 16; i++) {

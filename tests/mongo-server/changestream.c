@@ -360,7 +360,7 @@ void ms_cmd_aggregate(ms_conn_t *conn, const bson_t *cmd, const char *db, bson_t
 {
   (void)conn;
   bson_iter_t it;
-  bson_error_t err;
+  bson_error_t err = {0};
   scope_t scope;
   const char *coll = NULL;
 

@@ -603,7 +603,7 @@ static void project_rec(const pspec_t *ps, const bson_t *src, bson_t *dst, const
     char *full = prefix ? bson_strdup_printf("%s.%s", prefix, k) : bson_strdup(k);
     int rel = path_rel(ps, full);
     bool keep_whole = (rel == 2 && ps->inclusion) || (rel == 0 && !ps->inclusion);
-    if (keep_whole) {
+    if (keep_whole) { // NOLINT(bugprone-branch-clone): same action, distinct cases
       bson_append_value(dst, k, -1, bson_iter_value(&it));
     } else if (rel == 1 && BSON_ITER_HOLDS_DOCUMENT(&it)) {
       bson_t sub, out;

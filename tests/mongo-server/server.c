@@ -52,7 +52,7 @@ void ms_log(const char *fmt, ...)
   va_list ap;
   va_start(ap, fmt);
   fprintf(stderr, "cdcache-mongo-test-server: ");
-  vfprintf(stderr, fmt, ap);
+  vfprintf(stderr, fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized): va_start above
   fputc('\n', stderr);
   va_end(ap);
 }
@@ -216,6 +216,7 @@ int main(int argc, char **argv)
     } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage(stdout);
       return 0;
+      // NOLINTNEXTLINE(bugprone-branch-clone): each option only consumes its value
     } else if (!strcmp(a, "--port") && v && parse_long(v, 0, 65535, &port)) {
       i++;
     } else if (!strcmp(a, "--oplog-size") && v && parse_long(v, 1, 100000000, &oplog)) {

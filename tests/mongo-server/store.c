@@ -61,7 +61,7 @@ ms_coll_t *ms_coll_get(const char *db, const char *name, bool create)
   c->db = bson_strdup(db);
   c->name = bson_strdup(name);
   c->nbuckets = 64;
-  c->buckets = bson_malloc0(c->nbuckets * sizeof *c->buckets);
+  c->buckets = bson_malloc0(c->nbuckets * sizeof(ms_doc_t *));
   /* Append at the end so that dropDatabase emits drops in creation order. */
   ms_coll_t **pp = &g_ms.colls;
   while (*pp) {
@@ -95,7 +95,7 @@ bson_t *ms_coll_find_id(ms_coll_t *c, const bson_value_t *id)
 static void grow(ms_coll_t *c)
 {
   size_t nb = c->nbuckets * 2;
-  ms_doc_t **b = bson_malloc0(nb * sizeof *b);
+  ms_doc_t **b = bson_malloc0(nb * sizeof(ms_doc_t *));
   for (size_t i = 0; i < c->nbuckets; i++) {
     ms_doc_t *d = c->buckets[i];
     while (d) {

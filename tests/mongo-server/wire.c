@@ -308,7 +308,8 @@ static bool parse_msg(const uint8_t *body, size_t blen, ms_request_t *req, char 
     while (p < seqs[i].len) {
       bson_t d;
       size_t used;
-      read_doc(seqs[i].docs + p, seqs[i].len - p, &d, &used);
+      if (!read_doc(seqs[i].docs + p, seqs[i].len - p, &d, &used))
+        break; /* cannot happen: validated above */
       char key[16];
       const char *k;
       bson_uint32_to_string(idx++, &k, key, sizeof key);

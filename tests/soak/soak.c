@@ -158,7 +158,7 @@ static void fail(const char *fmt, ...)
     return; /* counted; the first 20 are shown */
   va_start(ap, fmt);
   fprintf(stderr, "soak: ERROR: ");
-  vfprintf(stderr, fmt, ap);
+  vfprintf(stderr, fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized): va_start above
   fprintf(stderr, "\n");
   va_end(ap);
 }
