@@ -128,6 +128,20 @@ static int ns_flush(mongoc_stream_t *stream)
   return 0;
 }
 
+/* After EAGAIN: waits until the socket is ready (true: try again), or
+ * leaves the timeout or the stop in errno (false). */
+static bool wait_ready(net_stream_t *s, short events, int64_t deadline)
+{
+  int w = wait_fd(s->fd, s->stop_fd, events, deadline);
+  if (w > 0)
+    return true;
+  if (w == 0) {
+    s->timed_out = true;
+    errno = ETIMEDOUT;
+  }
+  return false;
+}
+
 static ssize_t ns_writev(mongoc_stream_t *stream, mongoc_iovec_t *iov, size_t iovcnt,
                          int32_t timeout_msec)
 {
@@ -171,13 +185,8 @@ static ssize_t ns_writev(mongoc_stream_t *stream, mongoc_iovec_t *iov, size_t io
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       if (timeout_msec == 0)
         break;
-      int w = wait_fd(s->fd, s->stop_fd, POLLOUT, deadline);
-      if (w > 0)
+      if (wait_ready(s, POLLOUT, deadline))
         continue;
-      if (w == 0) {
-        s->timed_out = true;
-        errno = ETIMEDOUT;
-      }
     }
     s->last_errno = errno;
     return total > 0 ? total : -1;
@@ -230,13 +239,8 @@ static ssize_t ns_readv(mongoc_stream_t *stream, mongoc_iovec_t *iov, size_t iov
         s->last_errno = errno;
         return total > 0 ? (ssize_t)total : -1;
       }
-      int w = wait_fd(s->fd, s->stop_fd, POLLIN, deadline);
-      if (w > 0)
+      if (wait_ready(s, POLLIN, deadline))
         continue;
-      if (w == 0) {
-        s->timed_out = true;
-        errno = ETIMEDOUT;
-      }
     }
     s->last_errno = errno;
     return total > 0 ? (ssize_t)total : -1;
