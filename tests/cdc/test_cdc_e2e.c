@@ -174,6 +174,17 @@ static void cfg_base(fx_t *f, cdcache_cdc_config_t *cfg)
   cfg->route_mongoc_log = 1;
 }
 
+/* The subscription most tests use: collection app.users, key user:{_id}. */
+static const cdcache_cdc_rule_t users_rule[] = {{"app.users", "user:{_id}"}};
+static void cfg_users(fx_t *f, cdcache_cdc_config_t *cfg)
+{
+  cfg_base(f, cfg);
+  cfg->db = "app";
+  cfg->coll = "users";
+  cfg->rules = users_rule;
+  cfg->n_rules = 1;
+}
+
 static cdcache_cdc_stats_t stats_of(fx_t *f)
 {
   cdcache_cdc_stats_t st;
@@ -457,12 +468,7 @@ static void test_resume_after_dropped_connection(void)
   cdcache_cdc_config_t cfg;
   if (!fx_begin(&f, true))
     return;
-  cdcache_cdc_rule_t rules[] = {{"app.users", "user:{_id}"}};
-  cfg_base(&f, &cfg);
-  cfg.db = "app";
-  cfg.coll = "users";
-  cfg.rules = rules;
-  cfg.n_rules = 1;
+  cfg_users(&f, &cfg);
   if (!fx_start(&f, &cfg))
     goto out;
   CU_ASSERT(insert_v(&f, "users", 1, 1));
@@ -494,12 +500,7 @@ static void test_reconnect_after_libmongoc_gives_up(void)
   cdcache_cdc_config_t cfg;
   if (!fx_begin(&f, true))
     return;
-  cdcache_cdc_rule_t rules[] = {{"app.users", "user:{_id}"}};
-  cfg_base(&f, &cfg);
-  cfg.db = "app";
-  cfg.coll = "users";
-  cfg.rules = rules;
-  cfg.n_rules = 1;
+  cfg_users(&f, &cfg);
   if (!fx_start(&f, &cfg))
     goto out;
   CU_ASSERT(insert_v(&f, "users", 1, 1));
@@ -533,12 +534,7 @@ static void test_history_lost_flushes_and_restarts(void)
   cdcache_cdc_config_t cfg;
   if (!fx_begin(&f, true))
     return;
-  cdcache_cdc_rule_t rules[] = {{"app.users", "user:{_id}"}};
-  cfg_base(&f, &cfg);
-  cfg.db = "app";
-  cfg.coll = "users";
-  cfg.rules = rules;
-  cfg.n_rules = 1;
+  cfg_users(&f, &cfg);
   if (!fx_start(&f, &cfg))
     goto out;
   CU_ASSERT(insert_v(&f, "users", 1, 1));
@@ -574,12 +570,7 @@ static void test_invalidate_flushes_and_reopens(void)
   cdcache_cdc_config_t cfg;
   if (!fx_begin(&f, true))
     return;
-  cdcache_cdc_rule_t rules[] = {{"app.users", "user:{_id}"}};
-  cfg_base(&f, &cfg);
-  cfg.db = "app";
-  cfg.coll = "users";
-  cfg.rules = rules;
-  cfg.n_rules = 1;
+  cfg_users(&f, &cfg);
   if (!fx_start(&f, &cfg))
     goto out;
   put(&f, "keep");
@@ -620,12 +611,7 @@ static void test_fail_closed_then_recover(void)
   cdcache_cdc_config_t cfg;
   if (!fx_begin(&f, true))
     return;
-  cdcache_cdc_rule_t rules[] = {{"app.users", "user:{_id}"}};
-  cfg_base(&f, &cfg);
-  cfg.db = "app";
-  cfg.coll = "users";
-  cfg.rules = rules;
-  cfg.n_rules = 1;
+  cfg_users(&f, &cfg);
   cfg.max_await_ms = 100;
   cfg.max_stale_ms = 1100;
   if (!fx_start(&f, &cfg))
@@ -651,12 +637,7 @@ static void test_prompt_stop(void)
   cdcache_cdc_config_t cfg;
   if (!fx_begin(&f, true))
     return;
-  cdcache_cdc_rule_t rules[] = {{"app.users", "user:{_id}"}};
-  cfg_base(&f, &cfg);
-  cfg.db = "app";
-  cfg.coll = "users";
-  cfg.rules = rules;
-  cfg.n_rules = 1;
+  cfg_users(&f, &cfg);
   cfg.max_await_ms = 100;
   cfg.max_stale_ms = 1100;
   cfg.socket_timeout_ms = 30000; /* stop must not rely on the timeout */
