@@ -217,3 +217,15 @@ int cdcache_stats(cdcache_t *cache, cdcache_stats_t *stats)
     return CDCACHE_EINVAL;
   return cdcache__stats(cache, stats);
 }
+
+int cdcache_fresh(cdcache_t *cache, uint64_t *fresh_until_ms)
+{
+  if (cache == NULL)
+    return CDCACHE_EINVAL;
+  if (cdcache__forked(cache))
+    return CDCACHE_EFORKED;
+  uint64_t fu = cdcache__fresh_until(cache);
+  if (fresh_until_ms != NULL)
+    *fresh_until_ms = fu;
+  return cdcache__fresh(cache, cdcache__now_ms(cache)) ? 0 : CDCACHE_ESTALE;
+}

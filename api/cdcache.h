@@ -339,6 +339,19 @@ typedef struct cdcache_stats {
  */
 CDCACHE_EXTERN int cdcache_stats(cdcache_t *cache, cdcache_stats_t *stats);
 
+/*
+ * Whether the cache serves now: 0 while it is fresh (no CDC bound is set,
+ * or the subscription has vouched for the present within max_stale_ms),
+ * CDCACHE_ESTALE while it has failed closed (reads miss, puts fail), so
+ * that a health check (a load balancer's) can route around an instance
+ * whose change stream is partitioned away.  If fresh_until_ms is not
+ * NULL it receives the cache-clock millisecond until which the present
+ * bound holds (UINT64_MAX when no bound is set).  Errors: CDCACHE_EINVAL
+ * (NULL cache), CDCACHE_EFORKED.  Lock-free (one atomic load and the
+ * clock); thread-safe.
+ */
+CDCACHE_EXTERN int cdcache_fresh(cdcache_t *cache, uint64_t *fresh_until_ms);
+
 /* ============================================================ CDC (begin)
  * The change-stream subscription API.  Owned by cdc/; no libmongoc type
  * appears here.

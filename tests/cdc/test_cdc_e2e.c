@@ -596,6 +596,7 @@ static bool pred_failed_closed(void *ctx)
   size_t n;
   cdcache_cdc_stats_t st = stats_of(f);
   return st.state == CDCACHE_CDC_FAILED_CLOSED &&
+         cdcache_fresh(f->cache, NULL) == CDCACHE_ESTALE &&
          cdcache_get(f->cache, "keep", 4, b, sizeof b, &n) == CDCACHE_ENOENT &&
          cdcache_put(f->cache, "x", 1, "x", 1, CDCACHE_TTL_DEFAULT) == CDCACHE_ESTALE;
 }
@@ -627,6 +628,9 @@ static void test_fail_closed_then_recover(void)
   cdcache_cdc_stats_t st = stats_of(&f);
   CU_ASSERT_EQUAL(total_flushes(&st), 1);
   CU_ASSERT(st.state == CDCACHE_CDC_STREAMING);
+  uint64_t fu = 0;
+  CU_ASSERT_EQUAL(cdcache_fresh(f.cache, &fu), 0);
+  CU_ASSERT(fu == st.fresh_until_ms || fu > st.fresh_until_ms);
 out:
   fx_end(&f);
 }

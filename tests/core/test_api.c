@@ -263,6 +263,20 @@ static void test_allocation_failure_is_enomem_and_loses_nothing(void)
   CU_ASSERT_EQUAL(atomic_load(&a.live_bytes), 0);
 }
 
+static void test_fresh_without_cdc_is_fresh_forever(void)
+{
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  cfg.max_entries = 64;
+  cdcache_t *c = test_open(&cfg);
+  uint64_t fu = 0;
+  CU_ASSERT_EQUAL(cdcache_fresh(c, &fu), 0);
+  CU_ASSERT_EQUAL(fu, UINT64_MAX);
+  CU_ASSERT_EQUAL(cdcache_fresh(c, NULL), 0);
+  CU_ASSERT_EQUAL(cdcache_fresh(NULL, &fu), CDCACHE_EINVAL);
+  cdcache_close(c);
+}
+
 static void test_strerror_names_every_code(void)
 {
   const char *seen[16] = {0};
@@ -327,6 +341,7 @@ int main(void)
   CU_add_test(s, "flush empties every shard", test_flush_empties_every_shard);
   CU_add_test(s, "allocation failure is ENOMEM and loses nothing",
               test_allocation_failure_is_enomem_and_loses_nothing);
+  CU_add_test(s, "fresh without CDC is fresh forever", test_fresh_without_cdc_is_fresh_forever);
   CU_add_test(s, "strerror names every code", test_strerror_names_every_code);
   CU_add_test(s, "stats count hits and misses", test_stats_count_hits_and_misses);
   return test_run();
