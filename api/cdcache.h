@@ -654,6 +654,12 @@ CDCACHE_EXTERN int cdcache_cdc_stats(cdcache_cdc_t *sub, cdcache_cdc_stats_t *st
  *   other decimal128: libbson's canonical string (bson_decimal128_to_string)
  *   ObjectId: 24 lowercase hex digits
  *   string: its bytes as is (binary-safe)
+ *   document, array: laid out as libbson's canonical extended JSON lays
+ *     them out, but every number inside, at any depth, renders as above:
+ *     {a: 1, b: "x"} and {a: NumberLong(1), b: "x"} both give
+ *     `{ "a" : 1, "b" : "x" }`, [1, NumberLong(2)] gives `[ 1, 2 ]`
+ *     (since 0.2; CHANGELOG.md); other values inside keep their extended
+ *     JSON; nesting deeper than 100 levels is CDCACHE_EINVAL
  *   anything else: the value's text in libbson's canonical extended JSON
  *     (bson_as_canonical_extended_json of the document, the text after
  *     `"NAME" : ` up to the closing ` }`), e.g. true -> `true`, a date ->
