@@ -538,6 +538,163 @@ static void test_nested_id_event_evicts_app_key(void)
   cdcache_close(cache);
 }
 
+/* ---------------------------------------- flushes only what can be stale */
+
+static _Atomic uint64_t clock_ms = 1000000;
+static uint64_t test_clock(void *ctx)
+{
+  (void)ctx;
+  return clock_ms;
+}
+
+static int fn_verdict;
+static int verdict_fn(void *ctx, const cdcache_cdc_event_t *ev, cdcache_cdc_sink_t *sink)
+{
+  (void)ctx;
+  (void)ev;
+  (void)sink;
+  fn_calls++;
+  return fn_verdict;
+}
+
+static cdcache_cdc_t *sub_with(cdcache_t *cache, const cdcache_cdc_rule_t *rules, size_t n,
+                               bool with_fn, seen_t *seen)
+{
+  cdcache_cdc_config_t cfg;
+  cdcache_cdc_t *sub = NULL;
+  char err[256];
+  cdcache_cdc_config_init(&cfg);
+  cfg.uri = "mongodb://127.0.0.1:1/?directConnection=true";
+  cfg.rules = rules;
+  cfg.n_rules = n;
+  cfg.on_evict = observer;
+  cfg.on_evict_ctx = seen;
+  cfg.log = count_log;
+  if (with_fn)
+    cfg.key_fn = verdict_fn;
+  CU_ASSERT_EQUAL_FATAL(cdcache__cdc_create(cache, &cfg, &sub, err, sizeof err), 0);
+  return sub;
+}
+
+static bson_t *rename_event(const char *db, const char *coll, const char *to_db,
+                            const char *to_coll)
+{
+  bson_t *e = event("rename", db, coll, NULL);
+  bson_t to;
+  BSON_APPEND_DOCUMENT_BEGIN(e, "to", &to);
+  BSON_APPEND_UTF8(&to, "db", to_db);
+  BSON_APPEND_UTF8(&to, "coll", to_coll);
+  bson_append_document_end(e, &to);
+  return e;
+}
+
+static void test_namespace_events_flush_only_what_rules_cover(void)
+{
+  static const cdcache_cdc_rule_t rules[] = {{"app.users", "user:{_id}"},
+                                             {"shop.*", "shop:{coll}:{_id}"}};
+  cdcache_t *cache = open_cache();
+  seen_t seen;
+  memset(&seen, 0, sizeof seen);
+  cdcache_cdc_t *sub = sub_with(cache, rules, 2, false, &seen);
+
+  put(cache, "user:1");
+  /* drop / rename of namespaces no rule covers: nothing flushed */
+  apply(sub, event("drop", "app", "logs", NULL));
+  apply(sub, event("dropDatabase", "analytics", NULL, NULL));
+  apply(sub, rename_event("app", "a", "app", "b"));
+  CU_ASSERT(has(cache, "user:1"));
+  CU_ASSERT_EQUAL(seen.flushes, 0);
+  /* $out's temporary collections, even under a db.* rule: ignored */
+  apply(sub, event("insert", "shop", "tmp.agg_out.5f1d", BCON_NEW("_id", BCON_INT32(1))));
+  apply(sub, event("drop", "shop", "tmp.agg_out.5f1d", NULL));
+  apply(sub, event("drop", "shop", "tmp.mr.orders_0", NULL));
+  CU_ASSERT(has(cache, "user:1"));
+  CU_ASSERT_EQUAL(seen.flushes, 0);
+  CU_ASSERT_EQUAL(seen.n, 0);
+  /* the rename that ends an $out job, into a covered collection: flush */
+  apply(sub, rename_event("app", "tmp.agg_out.77", "app", "users"));
+  CU_ASSERT(!has(cache, "user:1"));
+  CU_ASSERT_EQUAL(seen.flushes, 1);
+  /* a covered collection renamed away, dropped; its database dropped */
+  put(cache, "user:1");
+  apply(sub, rename_event("app", "users", "archive", "users_2025"));
+  CU_ASSERT(!has(cache, "user:1"));
+  put(cache, "user:1");
+  apply(sub, event("drop", "shop", "carts", NULL));
+  CU_ASSERT(!has(cache, "user:1"));
+  put(cache, "user:1");
+  apply(sub, event("dropDatabase", "app", NULL, NULL));
+  CU_ASSERT(!has(cache, "user:1"));
+  CU_ASSERT_EQUAL(seen.flushes, 4);
+  cdcache_cdc_stats_t st = {.struct_size = sizeof st};
+  cdcache_cdc_stats(sub, &st);
+  CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_NAMESPACE], 4);
+  CU_ASSERT_EQUAL(st.ignored_events, 6);
+  CU_ASSERT_EQUAL(st.lag_samples, 0); /* nothing evicted by a key */
+  cdcache__cdc_destroy(sub);
+
+  /* with a key callback: it decides for namespaces no rule covers */
+  sub = sub_with(cache, rules, 2, true, &seen);
+  put(cache, "user:1");
+  fn_calls = 0;
+  fn_verdict = CDCACHE_CDC_NOT_MINE;
+  apply(sub, event("drop", "app", "logs", NULL));
+  apply(sub, event("update", "app", "logs", BCON_NEW("_id", BCON_INT32(3))));
+  CU_ASSERT_EQUAL(fn_calls, 2);
+  CU_ASSERT(has(cache, "user:1"));
+  /* but not for one a rule covers */
+  apply(sub, event("drop", "app", "users", NULL));
+  CU_ASSERT(!has(cache, "user:1"));
+  put(cache, "user:1");
+  fn_verdict = 0; /* "mine" */
+  apply(sub, event("drop", "app", "logs", NULL));
+  CU_ASSERT(!has(cache, "user:1"));
+  put(cache, "user:1");
+  fn_verdict = -1; /* failed */
+  apply(sub, event("update", "app", "logs", BCON_NEW("_id", BCON_INT32(3))));
+  CU_ASSERT(!has(cache, "user:1"));
+  cdcache__cdc_destroy(sub);
+  cdcache_close(cache);
+}
+
+/* A rule whose field the collection's documentKey lacks: every event is a
+ * key error and a flush, but one log line per namespace per minute. */
+static void test_missing_field_logged_once_per_namespace_per_minute(void)
+{
+  static const cdcache_cdc_rule_t rules[] = {{"app.*", "cart:{region}:{_id}"}};
+  cdcache_config_t c;
+  cdcache_t *cache = NULL;
+  cdcache_config_init(&c);
+  c.max_entries = 1000;
+  c.clock = test_clock;
+  CU_ASSERT_FATAL(cdcache_open(&c, &cache) == 0);
+  seen_t seen;
+  memset(&seen, 0, sizeof seen);
+  cdcache_cdc_t *sub = sub_with(cache, rules, 1, false, &seen);
+  int before = logged;
+  for (int i = 0; i < 100; i++) {
+    put(cache, "user:1");
+    apply(sub, event("update", "app", "carts", BCON_NEW("_id", BCON_INT32(i))));
+    CU_ASSERT(!has(cache, "user:1")); /* still flushed: nothing else is safe */
+    clock_ms += 100;                  /* 10 s in all */
+  }
+  CU_ASSERT_EQUAL(logged - before, 1);
+  /* another namespace logs on its own */
+  apply(sub, event("update", "app", "orders", BCON_NEW("_id", BCON_INT32(1))));
+  CU_ASSERT_EQUAL(logged - before, 2);
+  /* a minute later, one more line for the first */
+  clock_ms += 60000;
+  apply(sub, event("update", "app", "carts", BCON_NEW("_id", BCON_INT32(1))));
+  CU_ASSERT_EQUAL(logged - before, 3);
+  cdcache_cdc_stats_t st = {.struct_size = sizeof st};
+  cdcache_cdc_stats(sub, &st);
+  CU_ASSERT_EQUAL(st.key_errors, 102);
+  CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_UNMAPPABLE], 102);
+  CU_ASSERT_EQUAL(seen.flushes, 102);
+  cdcache__cdc_destroy(sub);
+  cdcache_close(cache);
+}
+
 static void test_malformed_events(void)
 {
   cdcache_t *cache = open_cache();
@@ -699,6 +856,10 @@ int main(void)
   CU_add_test(s, "template_render", test_template_render);
   CU_add_test(s, "apply_events", test_apply_events);
   CU_add_test(s, "nested_id_event_evicts_app_key", test_nested_id_event_evicts_app_key);
+  CU_add_test(s, "namespace_events_flush_only_what_rules_cover",
+              test_namespace_events_flush_only_what_rules_cover);
+  CU_add_test(s, "missing_field_logged_once_per_namespace_per_minute",
+              test_missing_field_logged_once_per_namespace_per_minute);
   CU_add_test(s, "malformed_events", test_malformed_events);
   CU_add_test(s, "key_callback", test_key_callback);
   CU_add_test(s, "refused_settings", test_refused_settings);
