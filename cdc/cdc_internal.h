@@ -157,7 +157,8 @@ mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_ho
 /* A warning about one namespace is logged at most once per this many ms
  * (event.c), in one of this many slots. */
 #define CDCACHE__LOGLIMIT_MS 60000u
-#define CDCACHE__LOGLIMIT_SLOTS 16u
+#define CDCACHE__LOGLIMIT_SLOTS 64u
+#define CDCACHE__LOGLIMIT_WAYS 4u
 
 /* cdcache_cdc_stop waits max_await_ms + EXTRA (at most MAX) for the
  * thread to end on its own before it wakes the sockets. */
