@@ -151,6 +151,11 @@ mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_ho
 
 /* -------------------------------------------------------------- stream.c */
 
+/* A warning about one namespace is logged at most once per this many ms
+ * (event.c), in one of this many slots. */
+#define CDCACHE__LOGLIMIT_MS 60000u
+#define CDCACHE__LOGLIMIT_SLOTS 16u
+
 /* What applying one event asks of the stream loop. */
 enum { CDCACHE__APPLY_OK = 0, CDCACHE__APPLY_INVALIDATE = 1 };
 
@@ -201,6 +206,13 @@ struct cdcache_cdc {
   uint64_t batch_ms;      /* start of the latest answered batch */
   uint64_t batch_left;    /* its events not yet applied */
   bool batch_new;         /* answered, freshness not yet advanced */
+  /* Rate limit of per-namespace warnings (event.c): a few slots keyed by
+   * a hash of the message kind and namespace. */
+  struct {
+    uint64_t hash;
+    uint64_t last_ms; /* cache clock of the last line logged */
+    uint64_t held;    /* occurrences not logged since */
+  } loglimit[CDCACHE__LOGLIMIT_SLOTS];
 
   cdcache__cdc_stats_t stats; /* its own mutex */
 };
