@@ -85,9 +85,10 @@ int httpc_read_response(int fd, int head_only, http_resp_t *out)
   out->content_length = -1;
   char head[HEAD_MAX + 1];
   size_t hn = 0;
+  uint32_t last4 = 0; /* the last four bytes read */
   /* Byte by byte up to the blank line: simple, and never reads into the
    * next response on a kept-alive connection. */
-  while (hn < 4 || memcmp(head + hn - 4, "\r\n\r\n", 4) != 0) {
+  while (last4 != 0x0d0a0d0au) {
     if (hn == HEAD_MAX)
       return -1;
     ssize_t n = recv(fd, head + hn, 1, 0);
@@ -95,6 +96,7 @@ int httpc_read_response(int fd, int head_only, http_resp_t *out)
       continue;
     if (n <= 0)
       return -1;
+    last4 = last4 << 8 | (unsigned char)head[hn];
     hn++;
   }
   head[hn] = '\0';
@@ -171,7 +173,7 @@ int httpc_request(httpc_t *h, const char *method, const char *path, const char *
   if (body != NULL)
     n += snprintf(req + n, cap - (size_t)n, "Content-Length: %zu\r\n", blen);
   n += snprintf(req + n, cap - (size_t)n, "\r\n");
-  if (blen > 0)
+  if (body != NULL && blen > 0)
     memcpy(req + n, body, blen);
   size_t len = (size_t)n + blen;
   int ret = -1;

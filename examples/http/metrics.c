@@ -51,6 +51,7 @@ __attribute__((format(printf, 2, 3))) static void put(out_t *o, const char *fmt,
       return;
     va_list ap;
     va_start(ap, fmt);
+    // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start is two lines up
     int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
     va_end(ap);
     if (n < 0) {

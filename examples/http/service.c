@@ -80,22 +80,28 @@ static uint64_t now_ns(void)
 
 /* ---------------------------------------------------------- responses */
 
-/* Queues a response with the given body (copied) and headers (pairs,
- * NULL-terminated).  Records the status for the metrics. */
-static enum MHD_Result respond(struct MHD_Connection *c, req_t *r, unsigned status,
-                               const char *ctype, const char *body, size_t len, ...)
+/* The headers a response may carry besides libmicrohttpd's (NULL: none). */
+typedef struct hdrs {
+  const char *ctype, *cache_control, *etag, *allow;
+} hdrs_t;
+
+/* Queues a response with the given body (copied) and headers.  Records
+ * the status for the metrics. */
+static enum MHD_Result respond(struct MHD_Connection *c, req_t *r, unsigned status, const hdrs_t *h,
+                               const char *body, size_t len)
 {
   struct MHD_Response *resp =
       MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
   if (resp == NULL)
     return MHD_NO;
-  if (ctype != NULL)
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-  va_list ap;
-  va_start(ap, len);
-  for (const char *k; (k = va_arg(ap, const char *)) != NULL;)
-    MHD_add_response_header(resp, k, va_arg(ap, const char *));
-  va_end(ap);
+  if (h->ctype != NULL)
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, h->ctype);
+  if (h->cache_control != NULL)
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, h->cache_control);
+  if (h->etag != NULL)
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, h->etag);
+  if (h->allow != NULL)
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, h->allow);
   enum MHD_Result ret = MHD_queue_response(c, status, resp);
   MHD_destroy_response(resp);
   if (ret == MHD_YES)
@@ -112,8 +118,8 @@ static enum MHD_Result respond(struct MHD_Connection *c, req_t *r, unsigned stat
  */
 static enum MHD_Result not_modified(struct MHD_Connection *c, req_t *r, const char *tag)
 {
-  return respond(c, r, MHD_HTTP_NOT_MODIFIED, NULL, "", 0, MHD_HTTP_HEADER_ETAG, tag,
-                 MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache", NULL);
+  return respond(c, r, MHD_HTTP_NOT_MODIFIED, &(hdrs_t){.cache_control = "no-cache", .etag = tag},
+                 "", 0);
 }
 
 /* A JSON error body {"error": msg}, with msg escaped. */
@@ -133,11 +139,9 @@ static enum MHD_Result respond_error(struct MHD_Connection *c, req_t *r, unsigne
       buf[n++] = (char)*p;
   }
   n += (size_t)snprintf(buf + n, sizeof buf - n, "\"}\n");
-  if (allow != NULL)
-    return respond(c, r, status, "application/json", buf, n, MHD_HTTP_HEADER_ALLOW, allow,
-                   MHD_HTTP_HEADER_CACHE_CONTROL, "no-store", NULL);
-  return respond(c, r, status, "application/json", buf, n, MHD_HTTP_HEADER_CACHE_CONTROL,
-                 "no-store", NULL);
+  return respond(
+      c, r, status,
+      &(hdrs_t){.ctype = "application/json", .cache_control = "no-store", .allow = allow}, buf, n);
 }
 
 /* ------------------------------------------------------------ ETags */
@@ -314,9 +318,10 @@ static enum MHD_Result get_user(service_t *s, struct MHD_Connection *c, req_t *r
     snprintf(msg, sizeof msg, "%s", rc == LOAD_EDB ? lc.err : cdcache_strerror(rc));
     ret = respond_error(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, msg, NULL);
   } else if (vlen == 0) {
-    ret =
-        respond(c, r, MHD_HTTP_NOT_FOUND, "application/json", "{\"error\":\"no such document\"}\n",
-                29, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache", NULL);
+    static const char absent[] = "{\"error\":\"no such document\"}\n";
+    ret = respond(c, r, MHD_HTTP_NOT_FOUND,
+                  &(hdrs_t){.ctype = "application/json", .cache_control = "no-cache"}, absent,
+                  sizeof absent - 1);
   } else {
     char tag[35];
     etag_of(buf, vlen, tag);
@@ -324,8 +329,10 @@ static enum MHD_Result get_user(service_t *s, struct MHD_Connection *c, req_t *r
     if (inm != NULL && none_match(inm, tag))
       ret = not_modified(c, r, tag);
     else
-      ret = respond(c, r, MHD_HTTP_OK, "application/json", buf, vlen, MHD_HTTP_HEADER_ETAG, tag,
-                    MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache", NULL);
+      ret =
+          respond(c, r, MHD_HTTP_OK,
+                  &(hdrs_t){.ctype = "application/json", .cache_control = "no-cache", .etag = tag},
+                  buf, vlen);
   }
   if (buf != stackbuf) {
     if (s->cache != NULL)
@@ -357,7 +364,7 @@ static enum MHD_Result put_user(service_t *s, struct MHD_Connection *c, req_t *r
     atomic_fetch_add_explicit(&s->metrics.db_errors, 1, memory_order_relaxed);
     return respond_error(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, err, NULL);
   }
-  return respond(c, r, created ? MHD_HTTP_CREATED : MHD_HTTP_NO_CONTENT, NULL, "", 0, NULL);
+  return respond(c, r, created ? MHD_HTTP_CREATED : MHD_HTTP_NO_CONTENT, &(hdrs_t){0}, "", 0);
 }
 
 static enum MHD_Result delete_user(service_t *s, struct MHD_Connection *c, req_t *r)
@@ -371,22 +378,20 @@ static enum MHD_Result delete_user(service_t *s, struct MHD_Connection *c, req_t
     atomic_fetch_add_explicit(&s->metrics.db_errors, 1, memory_order_relaxed);
     return respond_error(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, err, NULL);
   }
-  return respond(c, r, MHD_HTTP_NO_CONTENT, NULL, "", 0, NULL);
+  return respond(c, r, MHD_HTTP_NO_CONTENT, &(hdrs_t){0}, "", 0);
 }
 
 /* -------------------------------------------------- health and metrics */
 
 static enum MHD_Result healthz(service_t *s, struct MHD_Connection *c, req_t *r)
 {
+  const hdrs_t h = {.ctype = "text/plain", .cache_control = "no-store"};
   if (s->cache == NULL)
-    return respond(c, r, MHD_HTTP_OK, "text/plain", "ok (no cache)\n", 14,
-                   MHD_HTTP_HEADER_CACHE_CONTROL, "no-store", NULL);
+    return respond(c, r, MHD_HTTP_OK, &h, "ok (no cache)\n", 14);
   if (cdcache_fresh(s->cache, NULL) == 0)
-    return respond(c, r, MHD_HTTP_OK, "text/plain", "ok\n", 3, MHD_HTTP_HEADER_CACHE_CONTROL,
-                   "no-store", NULL);
+    return respond(c, r, MHD_HTTP_OK, &h, "ok\n", 3);
   static const char stale[] = "stale: the change stream has not answered within max_stale_ms\n";
-  return respond(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain", stale, sizeof stale - 1,
-                 MHD_HTTP_HEADER_CACHE_CONTROL, "no-store", NULL);
+  return respond(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, &h, stale, sizeof stale - 1);
 }
 
 static enum MHD_Result metrics(service_t *s, struct MHD_Connection *c, req_t *r)
@@ -395,8 +400,10 @@ static enum MHD_Result metrics(service_t *s, struct MHD_Connection *c, req_t *r)
   char *text = metrics_render(&s->metrics, s->cache, s->sub, &len);
   if (text == NULL)
     return respond_error(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory", NULL);
-  enum MHD_Result ret = respond(c, r, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text,
-                                len, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store", NULL);
+  enum MHD_Result ret = respond(
+      c, r, MHD_HTTP_OK,
+      &(hdrs_t){.ctype = "text/plain; version=0.0.4; charset=utf-8", .cache_control = "no-store"},
+      text, len);
   free(text);
   return ret;
 }
@@ -552,9 +559,9 @@ int service_start(service_t *s, const service_config_t *cfg, char *err, size_t e
       on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
       (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
-      (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
-      MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped,
-      NULL, MHD_OPTION_END);
+      (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+      MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+      MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
   if (s->daemon == NULL) {
     snprintf(err, errcap, "cannot start the HTTP server on %s:%u", cfg->bind, cfg->port);
     return -1;

@@ -163,6 +163,8 @@ static int req(instance_t *in, const char *method, const char *path, const char 
                const char *body, http_resp_t *out)
 {
   http_resp_t r;
+  if (out != NULL)
+    memset(out, 0, sizeof *out);
   if (httpc_request(&in->c, method, path, headers, body, body != NULL ? strlen(body) : 0, &r) != 0)
     return 0;
   int st = r.status;
