@@ -10,6 +10,7 @@
 #
 # BUILD_DIR (default build/release, as `./run.sh build` makes it) holds the
 # built tree.  Knobs (environment): DEMO_SECONDS (wrk run length, 10),
+# DEMO_WARMUP (the first run, from empty caches, 5),
 # DEMO_DOCS (documents, 10000), DEMO_CONNECTIONS (wrk connections over the
 # 3 instances, 48), DEMO_WRITES (writes timed in step 2, 500),
 # DEMO_THREADS (HTTP threads per instance, 2), ZIPF_S (0.99).
@@ -25,6 +26,7 @@ seconds=${DEMO_SECONDS:-10}
 docs=${DEMO_DOCS:-10000}
 conns=${DEMO_CONNECTIONS:-48}
 writes=${DEMO_WRITES:-500}
+warmup=${DEMO_WARMUP:-5}
 threads=${DEMO_THREADS:-2}
 for f in "$server" "$example" "$driver"; do
   [ -x "$f" ] || { echo "demo: $f not built (./run.sh build, or pass BUILD_DIR)" >&2; exit 1; }
@@ -84,17 +86,17 @@ db_reads() { # summed cdcache_http_db_reads_total of the instances in $1
   echo $total
 }
 
-run_wrk() { # run_wrk LABEL PORTS
+run_wrk() { # run_wrk LABEL PORTS SECONDS
   first=$(echo "$2" | cut -d, -f1)
   before=$(db_reads "$2")
-  out=$(INSTANCES=$2 ZIPF_N=$docs wrk -t3 -c"$conns" -d"${seconds}s" --timeout 5s \
+  out=$(INSTANCES=$2 ZIPF_N=$docs wrk -t3 -c"$conns" -d"${3}s" --timeout 5s \
     -s "$here/zipf.lua" "http://127.0.0.1:$first/")
   after=$(db_reads "$2")
   line=$(echo "$out" | grep '^wrk-result')
   reqs=$(echo "$line" | sed 's/.*requests=\([0-9]*\).*/\1/')
   echo "$line" | awk -v label="$1" -v reads=$((after - before)) -v reqs="$reqs" '{
     for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-    printf "%-9s %9.0f req/s   p50 %7.3f ms   p99 %7.3f ms   db reads/request %.4f   (%d requests, %d errors)\n",
+    printf "%-18s %7.0f req/s   p50 %7.3f ms   p99 %7.3f ms   db reads/request %.4f   (%d requests, %d errors)\n",
       label, v["rps"], v["p50_ms"], v["p99_ms"], reads / reqs, reqs, v["errors"] }'
 }
 
@@ -103,9 +105,10 @@ start_instances cache
 cache_ports=$ports
 "$driver" load "$(echo "$cache_ports" | cut -d, -f1)" "$docs"
 echo "-- 1. throughput and latency"
-run_wrk "cache" "$cache_ports"
+run_wrk "cache, cold (${warmup}s)" "$cache_ports" "$warmup"
+run_wrk "cache, warm" "$cache_ports" "$seconds"
 start_instances nocache --no-cache
-run_wrk "no-cache" "$ports"
+run_wrk "no-cache" "$ports" "$seconds"
 for n in 1 2 3; do
   eval "kill \$pid_nocache$n"
 done
@@ -119,4 +122,6 @@ url="http://127.0.0.1:$2/users/42"
 etag=$(curl -s -D - -o /dev/null "$url" | awk 'tolower($1) == "etag:" { print $2 }' | tr -d '\r')
 echo "\$ curl -si $url  # ETag: $etag"
 echo "\$ curl -si -H 'If-None-Match: $etag' $url"
-curl -si -H "If-None-Match: $etag" "$url" | tr -d '\r'
+resp=$(curl -si -H "If-None-Match: $etag" "$url" | tr -d '\r')
+echo "$resp"
+echo "$resp" | head -n1 | grep -q '^HTTP/1.1 304 ' || { echo "demo: expected a 304" >&2; exit 1; }
