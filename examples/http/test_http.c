@@ -345,6 +345,12 @@ static void test_etag_and_if_none_match(void)
   CU_ASSERT_EQUAL_FATAL(req(&inst[C], "GET", "/users/200", NULL, NULL, &r2), 200);
   CU_ASSERT_STRING_EQUAL(r2.etag, tag);
   httpc_resp_free(&r2);
+  /* HEAD: the same headers, no body. */
+  CU_ASSERT_EQUAL_FATAL(req(&inst[B], "HEAD", "/users/200", NULL, NULL, &r2), 200);
+  CU_ASSERT_STRING_EQUAL(r2.etag, tag);
+  CU_ASSERT_EQUAL(r2.body_len, 0u);
+  CU_ASSERT(r2.content_length > 0);
+  httpc_resp_free(&r2);
 
   char h[256];
   /* Matching lists: prefix + tag + suffix ("*" matches any current value). */
