@@ -474,6 +474,11 @@ typedef struct cdcache_cdc_event {
  * waits, no change is applied and the cache fails closed past its bound).
  */
 #define CDCACHE_CDC_NOT_MINE 1
+/* A libmongoc log handler (mongoc_log_func_t) cast to this type, so that
+ * this header needs no libmongoc header; cdcache casts it back before
+ * every call. */
+typedef void (*cdcache_mongoc_log_fn)(void);
+
 typedef int (*cdcache_cdc_key_fn)(void *ctx, const cdcache_cdc_event_t *ev,
                                   cdcache_cdc_sink_t *sink);
 
@@ -537,14 +542,25 @@ typedef struct cdcache_cdc_config {
    * the cache's log callback.  The library never prints. */
   cdcache_log_fn log;
   void *log_ctx;
-  /* Non-zero: route libmongoc's process-wide log handler to this
-   * subscription's log callback (mongoc_log_set_handler) while it runs;
-   * at stop the handler goes back to libmongoc's default.  Default 0:
+  /* Non-zero: libmongoc's messages about this subscription's client go
+   * to this subscription's log callback while it runs.  libmongoc's log
+   * handler is process-wide, so cdcache installs a router
+   * (mongoc_log_set_handler) while any subscription routes: messages
+   * from a routing subscription's thread go to its log, every other
+   * message to mongoc_log_prev (below).  When the last routing
+   * subscription stops, mongoc_log_prev is installed again.  Default 0:
    * libmongoc's logging is left as the host set it. */
   int route_mongoc_log;
   /* Optional eviction observer (cdcache_cdc_evict_fn). */
   cdcache_cdc_evict_fn on_evict;
   void *on_evict_ctx;
+  /* With route_mongoc_log: the libmongoc log handler the host installed
+   * (its mongoc_log_func_t, cast to cdcache_mongoc_log_fn, and its user
+   * data), which libmongoc gives no way to read.  NULL (default):
+   * libmongoc's default handler.  The first routing subscription's pair
+   * is the one used and put back. */
+  cdcache_mongoc_log_fn mongoc_log_prev;
+  void *mongoc_log_prev_ctx;
 } cdcache_cdc_config_t;
 
 /* libmongoc's rescan delay after a lost server, and the margin that

@@ -7,6 +7,8 @@
 
 #include <CUnit/Basic.h>
 #include <math.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -695,6 +697,35 @@ static void test_missing_field_logged_once_per_namespace_per_minute(void)
   cdcache_close(cache);
 }
 
+/* A resume token longer than the stats buffer (tokens embed the
+ * documentKey) is shown truncated, not as "". */
+static void test_long_resume_token_truncated_not_lost(void)
+{
+  cdcache__cdc_stats_t s;
+  CU_ASSERT_EQUAL_FATAL(cdcache__stats_init(&s), 0);
+  char *hex = malloc(3001);
+  memset(hex, 'a', 3000);
+  hex[3000] = '\0';
+  bson_t *tok = BCON_NEW("_data", BCON_UTF8(hex));
+  cdcache__stats_token(&s, tok);
+  cdcache_cdc_stats_t out = {.struct_size = sizeof out};
+  cdcache__stats_snapshot(&s, &out, 0, CDCACHE__FRESH_FOREVER);
+  CU_ASSERT_EQUAL(strlen(out.resume_token), CDCACHE_CDC_TOKEN_MAX - 1);
+  CU_ASSERT(strncmp(out.resume_token, "{ \"_data\" : \"aaaa", 17) == 0);
+  bson_destroy(tok);
+  /* a short one after it is shown whole */
+  tok = BCON_NEW("_data", BCON_UTF8("8263"));
+  cdcache__stats_token(&s, tok);
+  cdcache__stats_snapshot(&s, &out, 0, CDCACHE__FRESH_FOREVER);
+  CU_ASSERT_STRING_EQUAL(out.resume_token, "{ \"_data\" : \"8263\" }");
+  bson_destroy(tok);
+  cdcache__stats_token(&s, NULL);
+  cdcache__stats_snapshot(&s, &out, 0, CDCACHE__FRESH_FOREVER);
+  CU_ASSERT_STRING_EQUAL(out.resume_token, "");
+  free(hex);
+  cdcache__stats_destroy(&s);
+}
+
 static void test_malformed_events(void)
 {
   cdcache_t *cache = open_cache();
@@ -763,6 +794,142 @@ static void test_key_callback(void)
   cdcache_cdc_stats(sub, &st);
   CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_UNMAPPABLE], 1);
   cdcache__cdc_destroy(sub);
+  cdcache_close(cache);
+}
+
+/* ----------------------------------------------- libmongoc log routing */
+
+typedef struct logsink {
+  pthread_mutex_t mu;
+  int lines;
+  int initiator_lines; /* "Using custom stream initiator" */
+  int host_lines;      /* the test's own mongoc_log() */
+} logsink_t;
+
+static void sink_log(void *ctx, int level, const char *msg)
+{
+  logsink_t *k = ctx;
+  (void)level;
+  pthread_mutex_lock(&k->mu);
+  k->lines++;
+  if (strstr(msg, "stream initiator"))
+    k->initiator_lines++;
+  if (strstr(msg, "from the host"))
+    k->host_lines++;
+  pthread_mutex_unlock(&k->mu);
+}
+
+static void host_mongoc_log(mongoc_log_level_t level, const char *domain, const char *message,
+                            void *user_data)
+{
+  (void)level;
+  (void)domain;
+  logsink_t *k = user_data;
+  pthread_mutex_lock(&k->mu);
+  k->lines++;
+  if (strstr(message, "stream initiator"))
+    k->initiator_lines++;
+  if (strstr(message, "from the host"))
+    k->host_lines++;
+  pthread_mutex_unlock(&k->mu);
+}
+
+static int sink_get(logsink_t *k, int which)
+{
+  pthread_mutex_lock(&k->mu);
+  int v = which == 0 ? k->lines : which == 1 ? k->initiator_lines : k->host_lines;
+  pthread_mutex_unlock(&k->mu);
+  return v;
+}
+
+static bool wait_initiator_line(logsink_t *k)
+{
+  for (int i = 0; i < 500 && sink_get(k, 1) == 0; i++)
+    usleep(10000);
+  return sink_get(k, 1) > 0;
+}
+
+/*
+ * Two subscriptions route libmongoc's log while the host has its own
+ * handler: each gets its own client's lines, the host keeps getting the
+ * rest while they run, and its handler is back when the last one stops
+ * (before: the last to route took every line, and stop installed
+ * libmongoc's default handler, which prints).
+ */
+static void test_mongoc_log_routing_chains_and_restores(void)
+{
+  static const cdcache_cdc_rule_t rule = {"app.users", "user:{_id}"};
+  logsink_t host = {.mu = PTHREAD_MUTEX_INITIALIZER};
+  logsink_t a = {.mu = PTHREAD_MUTEX_INITIALIZER}, b = {.mu = PTHREAD_MUTEX_INITIALIZER};
+  cdcache_t *ca = open_cache(), *cb = open_cache();
+  cdcache_cdc_t *sa = NULL, *sb = NULL;
+  cdcache_cdc_config_t cfg;
+
+  mongoc_log_set_handler(host_mongoc_log, &host);
+  cdcache_cdc_config_init(&cfg);
+  cfg.uri = "mongodb://127.0.0.1:1/?directConnection=true";
+  cfg.rules = &rule;
+  cfg.n_rules = 1;
+  cfg.route_mongoc_log = 1;
+  cfg.mongoc_log_prev = (cdcache_mongoc_log_fn)host_mongoc_log;
+  cfg.mongoc_log_prev_ctx = &host;
+  cfg.log = sink_log;
+  cfg.log_ctx = &a;
+  CU_ASSERT_EQUAL_FATAL(cdcache_cdc_start(ca, &cfg, &sa), 0);
+  cfg.log_ctx = &b;
+  CU_ASSERT_EQUAL_FATAL(cdcache_cdc_start(cb, &cfg, &sb), 0);
+  CU_ASSERT(wait_initiator_line(&a));
+  CU_ASSERT(wait_initiator_line(&b));
+  CU_ASSERT_EQUAL(sink_get(&a, 1), 1); /* one client each, its own line */
+  CU_ASSERT_EQUAL(sink_get(&b, 1), 1);
+  CU_ASSERT_EQUAL(sink_get(&host, 1), 0);
+  mongoc_log(MONGOC_LOG_LEVEL_WARNING, "test", "a line from the host");
+  CU_ASSERT_EQUAL(sink_get(&host, 2), 1);
+  CU_ASSERT_EQUAL(sink_get(&a, 2) + sink_get(&b, 2), 0);
+  CU_ASSERT_EQUAL(cdcache_cdc_stop(sa), 0);
+  mongoc_log(MONGOC_LOG_LEVEL_WARNING, "test", "a line from the host");
+  CU_ASSERT_EQUAL(sink_get(&host, 2), 2);
+  CU_ASSERT_EQUAL(cdcache_cdc_stop(sb), 0);
+  mongoc_log(MONGOC_LOG_LEVEL_WARNING, "test", "a line from the host");
+  CU_ASSERT_EQUAL(sink_get(&host, 2), 3);
+  CU_ASSERT_EQUAL(sink_get(&a, 2) + sink_get(&b, 2), 0);
+  mongoc_log_set_handler(mongoc_log_default_handler, NULL);
+  cdcache_close(ca);
+  cdcache_close(cb);
+}
+
+/* A start whose thread cannot be created fails and changes nothing: the
+ * cache keeps serving (before: failed closed for good). */
+static void test_start_without_thread_changes_nothing(void)
+{
+  static const cdcache_cdc_rule_t rule = {"app.users", "user:{_id}"};
+  cdcache_t *cache = open_cache();
+  cdcache_cdc_t *sub = NULL;
+  cdcache_cdc_config_t cfg;
+  pthread_attr_t old, huge;
+  put(cache, "user:1");
+  cdcache_cdc_config_init(&cfg);
+  cfg.uri = "mongodb://127.0.0.1:1/?directConnection=true";
+  cfg.rules = &rule;
+  cfg.n_rules = 1;
+  cfg.log = count_log;
+  /* every new thread asks for a 64 TiB stack: pthread_create fails */
+  CU_ASSERT_EQUAL_FATAL(pthread_getattr_default_np(&old), 0);
+  pthread_attr_init(&huge);
+  pthread_attr_setstacksize(&huge, (size_t)1 << 46);
+  CU_ASSERT_EQUAL_FATAL(pthread_setattr_default_np(&huge), 0);
+  int rc = cdcache_cdc_start(cache, &cfg, &sub);
+  CU_ASSERT_EQUAL(pthread_setattr_default_np(&old), 0);
+  pthread_attr_destroy(&huge);
+  pthread_attr_destroy(&old);
+  CU_ASSERT_EQUAL(rc, CDCACHE_ENOMEM);
+  CU_ASSERT_PTR_NULL(sub);
+  CU_ASSERT(has(cache, "user:1"));
+  CU_ASSERT_EQUAL(cdcache_fresh(cache, NULL), 0);
+  CU_ASSERT_EQUAL(cdcache_put(cache, "user:2", 6, "v", 1, CDCACHE_TTL_DEFAULT), 0);
+  /* and a later start works (nothing left attached) */
+  CU_ASSERT_EQUAL(cdcache_cdc_start(cache, &cfg, &sub), 0);
+  CU_ASSERT_EQUAL(cdcache_cdc_stop(sub), 0);
   cdcache_close(cache);
 }
 
@@ -856,6 +1023,7 @@ int main(void)
   CU_add_test(s, "template_render", test_template_render);
   CU_add_test(s, "apply_events", test_apply_events);
   CU_add_test(s, "nested_id_event_evicts_app_key", test_nested_id_event_evicts_app_key);
+  CU_add_test(s, "long_resume_token_truncated_not_lost", test_long_resume_token_truncated_not_lost);
   CU_add_test(s, "namespace_events_flush_only_what_rules_cover",
               test_namespace_events_flush_only_what_rules_cover);
   CU_add_test(s, "missing_field_logged_once_per_namespace_per_minute",
@@ -863,6 +1031,9 @@ int main(void)
   CU_add_test(s, "malformed_events", test_malformed_events);
   CU_add_test(s, "key_callback", test_key_callback);
   CU_add_test(s, "refused_settings", test_refused_settings);
+  CU_add_test(s, "mongoc_log_routing_chains_and_restores",
+              test_mongoc_log_routing_chains_and_restores);
+  CU_add_test(s, "start_without_thread_changes_nothing", test_start_without_thread_changes_nothing);
   CU_add_test(s, "names", test_names);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
