@@ -521,9 +521,11 @@ static void test_bad_requests_get_4xx(void)
   CU_ASSERT_EQUAL(req(c, "DELETE", "/healthz", NULL, NULL, NULL), 405);
   CU_ASSERT_EQUAL(req(c, "PUT", "/metrics", NULL, "{}", NULL), 405);
   /* Malformed requests libmicrohttpd refuses itself. */
-  /* A request line that is not HTTP: cut, answered 400 or not at all. */
-  static const char garbage[] = "HELLO\r\n\r\n";
-  int st = raw(garbage, sizeof garbage - 1);
+  /* A request line that is not HTTP: 400; a single word is cut
+   * without an answer (libmicrohttpd 0.9.75). */
+  static const char garbage[] = "HELLO WORLD\r\n\r\n", word[] = "HELLO\r\n\r\n";
+  CU_ASSERT_EQUAL(raw(garbage, sizeof garbage - 1), 400);
+  int st = raw(word, sizeof word - 1);
   CU_ASSERT(st == 400 || st == 0);
   static const char nohost[] = "GET /healthz HTTP/1.1\r\n\r\n";
   CU_ASSERT_EQUAL(raw(nohost, sizeof nohost - 1), 400);
