@@ -152,6 +152,16 @@ void cdcache__stats_snapshot(cdcache__cdc_stats_t *s, cdcache_cdc_stats_t *out, 
 mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_host_list_t *host,
                                         void *user_data, bson_error_t *error);
 
+/* The stream over a connected non-blocking socket fd (owned from now on;
+ * closed on destroy) whose waits also poll stop_fd.  NULL when out of
+ * memory (fd then still the caller's).  For the initiator and tests. */
+mongoc_stream_t *cdcache__net_stream_new(const cdcache_t *cache, int fd, int stop_fd);
+/* Connects to host (TCP or Unix socket) within connect_timeout_ms,
+ * interruptible by stop_fd.  0 and *fd_out a non-blocking socket, or an
+ * errno and a message in why. */
+int cdcache__net_connect(const mongoc_host_list_t *host, int stop_fd, int32_t connect_timeout_ms,
+                         int *fd_out, char *why, size_t why_len);
+
 /* -------------------------------------------------------------- stream.c */
 
 /* A warning about one namespace is logged at most once per this many ms
