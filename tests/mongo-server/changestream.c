@@ -32,6 +32,9 @@ typedef struct ms_cursor {
   int64_t last_used_us;
 } ms_cursor_t;
 
+_Thread_local bool ms_reply_was_cursor;
+_Thread_local bool ms_reply_was_cut;
+
 #define CURSOR_IDLE_US (600LL * 1000000)
 #define DEFAULT_FIRST_BATCH 101
 #define DEFAULT_AWAIT_MS 1000
@@ -303,6 +306,7 @@ static bool fill_batch(ms_cursor_t *c, batch_t *b, uint32_t limit, bool *closed,
   }
   if ((full || b->n >= limit) && c->pos < g_ms.last_seq) {
     g_ms.stat_replies_cut++;
+    ms_reply_was_cut = true;
     return true;
   }
   if (c->pending_invalidate && b->n < limit && !full) {
@@ -364,6 +368,7 @@ static void reply_cursor(bson_t *reply, int64_t id, const char *ns, const char *
                          const bson_t *batch, uint64_t pbrt)
 {
   bson_t cur;
+  ms_reply_was_cursor = true;
   BSON_APPEND_DOCUMENT_BEGIN(reply, "cursor", &cur);
   bson_append_array(&cur, batch_key, -1, batch);
   ms_token_append(&cur, "postBatchResumeToken", pbrt, false);

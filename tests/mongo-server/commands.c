@@ -1071,6 +1071,7 @@ static void cmd_stats(bson_t *reply)
   BSON_APPEND_INT64(reply, "partitionHeld", (int64_t)g_ms.stat_partition_held);
   BSON_APPEND_INT64(reply, "connectionsDropped", (int64_t)g_ms.stat_conns_dropped);
   BSON_APPEND_INT64(reply, "electionHellos", (int64_t)g_ms.stat_election_hellos);
+  BSON_APPEND_INT64(reply, "catchUpDelayed", (int64_t)g_ms.stat_catchup_delayed);
   size_t ncolls = 0;
   for (ms_coll_t *c = g_ms.colls; c; c = c->next) {
     ncolls++;
@@ -1186,6 +1187,7 @@ static void rules_clear_all(void)
   }
   g_ms.stall_until_us = 0;
   g_ms.partition_until_us = 0;
+  g_ms.catchup_delay_ms = 0;
   g_ms.election_until_us = 0;
   pthread_cond_broadcast(&g_ms.cond);
   pthread_mutex_unlock(&g_ms.mu);
@@ -1232,6 +1234,11 @@ static ms_action_t cmd_fault(ms_conn_t *conn, const bson_t *cmd, bson_t *reply)
     } else if (!strcmp(what, "partition")) {
       g_ms.partition_until_us = until;
       g_ms.stat_partition_ms += (uint64_t)ms;
+      g_ms.catchup_delay_ms = 0;
+      if (bson_iter_init_find(&it, cmd, "replyDelayMs") && BSON_ITER_HOLDS_NUMBER(&it)) {
+        int64_t d = bson_iter_as_int64(&it);
+        g_ms.catchup_delay_ms = d < 0 ? 0 : d > 10000 ? 10000 : d;
+      }
     } else {
       g_ms.election_until_us = until;
     }

@@ -130,6 +130,10 @@ struct ms_conn;
 void ms_cmd_aggregate(struct ms_conn *conn, const bson_t *cmd, const char *db, bson_t *reply);
 void ms_cmd_get_more(struct ms_conn *conn, const bson_t *cmd, const char *db, bson_t *reply);
 void ms_cmd_kill_cursors(const bson_t *cmd, const char *db, bson_t *reply);
+/* What the connection thread's last command answered: a cursor reply, and
+ * whether a limit cut it (set by changestream.c, read by server.c). */
+extern _Thread_local bool ms_reply_was_cursor;
+extern _Thread_local bool ms_reply_was_cut;
 void ms_cursors_invalidate_all(void);
 void ms_cursors_free_all(void);
 size_t ms_cursors_count(void);
@@ -204,6 +208,9 @@ typedef struct {
   int64_t stall_until_us; /* Monotonic microseconds; 0: no stall. */
   /* partition: change-stream connections get no answer until then. */
   int64_t partition_until_us;
+  /* After a partition with replyDelayMs: each cut change-stream reply
+   * waits this long (a slow catch-up), until a reply is not cut. */
+  int64_t catchup_delay_ms;
   /* election: hello says secondary, commands fail with 10107 / 11602. */
   int64_t election_until_us;
 
@@ -218,6 +225,7 @@ typedef struct {
   uint64_t stat_partition_held;  /* requests and replies held by a partition */
   uint64_t stat_conns_dropped;   /* connections closed by a fault */
   uint64_t stat_election_hellos; /* hello answered "secondary" */
+  uint64_t stat_catchup_delayed; /* cut replies delayed by replyDelayMs */
 
   pthread_mutex_t conn_mu;
   ms_conn_t *conns;

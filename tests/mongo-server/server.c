@@ -92,6 +92,26 @@ bool ms_wait_out_partition(ms_conn_t *c)
   return running;
 }
 
+/* The slow catch-up after a partition: a cut reply waits, a whole one
+ * ends the slow phase. */
+static void pace_catch_up(void)
+{
+  pthread_mutex_lock(&g_ms.mu);
+  if (g_ms.catchup_delay_ms > 0 && ms_reply_was_cursor &&
+      g_ms.partition_until_us <= ms_now_mono_us()) {
+    if (ms_reply_was_cut) {
+      int64_t until = ms_now_mono_us() + g_ms.catchup_delay_ms * 1000;
+      g_ms.stat_catchup_delayed++;
+      while (!g_ms.shutting_down && ms_now_mono_us() < until) {
+        ms_cond_wait_until(until);
+      }
+    } else {
+      g_ms.catchup_delay_ms = 0;
+    }
+  }
+  pthread_mutex_unlock(&g_ms.mu);
+}
+
 static bool is_change_stream_command(const ms_request_t *req)
 {
   bson_iter_t it;
@@ -139,11 +159,16 @@ static void *conn_main(void *arg)
       break;
     }
     bson_t reply = BSON_INITIALIZER;
+    ms_reply_was_cursor = false;
+    ms_reply_was_cut = false;
     ms_action_t act = ms_handle_command(c, &req, &reply);
     bool keep = act == MS_REPLY;
     /* A partition that began while the command ran holds its reply too. */
     if (keep && !ms_wait_out_partition(c)) {
       keep = false;
+    }
+    if (keep && c->change_stream) {
+      pace_catch_up();
     }
     if (keep && !req.more_to_come) {
       keep = ms_wire_reply(c->fd, &req, &reply);

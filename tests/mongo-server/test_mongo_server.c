@@ -1275,7 +1275,7 @@ static void test_fault_partition(void)
   bson_destroy(&reply);
   int64_t held0 = server_stat("partitionHeld");
   int64_t ms0 = server_stat("partitionMs");
-  CU_ASSERT(fault("{\"cdcacheFault\": \"partition\", \"ms\": 900}"));
+  CU_ASSERT(fault("{\"cdcacheFault\": \"partition\", \"ms\": 900, \"replyDelayMs\": 150}"));
   int64_t t0 = now_ms();
   bulk_insert("part", "p", 20, 0); /* writes go on */
   CU_ASSERT(now_ms() - t0 < 600);
@@ -1285,6 +1285,13 @@ static void test_fault_partition(void)
   CU_ASSERT(now_ms() - t0 >= 800);       /* held until the partition ended */
   CU_ASSERT_EQUAL(batch_len(&reply), 2); /* the backlog, cut */
   bson_destroy(&reply);
+  /* the catch-up is slow: each cut reply waits replyDelayMs */
+  int64_t t1 = now_ms();
+  CU_ASSERT(db_cmd(cs, "part", gm, &reply, &err));
+  CU_ASSERT_EQUAL(batch_len(&reply), 2);
+  CU_ASSERT(now_ms() - t1 >= 140);
+  bson_destroy(&reply);
+  CU_ASSERT(server_stat("catchUpDelayed") >= 2);
   CU_ASSERT(server_stat("partitionHeld") > held0);
   CU_ASSERT_EQUAL(server_stat("partitionMs"), ms0 + 900);
   bson_destroy(gm);
