@@ -37,7 +37,7 @@
 
 /* One event's fields, on the stack for one call (padding is harmless). */
 typedef struct decoded { // NOLINT(clang-analyzer-optin.performance.Padding)
-  int op; /* 0: an operation type we do not handle */
+  int op;                /* 0: an operation type we do not handle */
   const char *op_str;
   const char *db, *coll, *to_db, *to_coll;
   bson_t doc_key; /* static view into the event */
@@ -228,13 +228,13 @@ int cdcache_cdc_emit(cdcache_cdc_sink_t *sink, const void *key, size_t klen)
   return evict(sink, key, klen);
 }
 
-void cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why)
+int cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why)
 {
   int rc = cdcache_flush(sub->cache);
   if (rc != 0) {
     cdcache__cdc_log(sub, CDCACHE_LOG_ERROR, "cdc: flush (%s) failed: %s",
                      cdcache_cdc_flush_reason_name(reason), cdcache_strerror(rc));
-    return;
+    return rc;
   }
   cdcache__stats_flush(&sub->stats, reason);
   cdcache__cdc_log(sub,
@@ -245,6 +245,14 @@ void cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why)
                    why ? why : "");
   if (sub->on_evict)
     sub->on_evict(sub->on_evict_ctx, NULL, 0, "flush", cdcache_cdc_flush_reason_name(reason), -1);
+  return 0;
+}
+
+void cdcache__cdc_advance_cluster_time(cdcache_cdc_t *sub, uint64_t ct)
+{
+  /* The CDC thread is the only writer: load, compare, store is enough. */
+  if (ct > cdcache__cluster_time(sub->cache))
+    cdcache__set_cluster_time(sub->cache, ct);
 }
 
 /* Calls the key callback; returns its verdict (0 fine). */
@@ -285,7 +293,7 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
       (void)snprintf(why, sizeof why, "not a BSON document");
     cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, malformed_events), 1);
     cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: malformed event: %s", why);
-    cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, why);
+    (void)cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, why);
     return CDCACHE__APPLY_OK;
   }
   if (d.op == 0) {
@@ -310,8 +318,7 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
 
   /* Before evicting: a loader that misses after the eviction must read
    * with afterClusterTime at least this write's. */
-  if (d.cluster_time)
-    cdcache__set_cluster_time(sub->cache, d.cluster_time);
+  cdcache__cdc_advance_cluster_time(sub, d.cluster_time);
 
   switch (d.op) {
   case CDCACHE_CDC_OP_INSERT:
@@ -349,7 +356,7 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
                        ns);
     }
     if (unmappable)
-      cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, unmappable);
+      (void)cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, unmappable);
     break;
   }
   case CDCACHE_CDC_OP_DROP:
@@ -362,11 +369,12 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
       (void)snprintf(msg, sizeof msg, "rename of %s to %s.%s", ns, d.to_db, d.to_coll);
     else
       (void)snprintf(msg, sizeof msg, "%s of %s", d.op_str, ns);
-    cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_NAMESPACE, msg);
+    (void)cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_NAMESPACE, msg);
     break;
   }
   case CDCACHE_CDC_OP_INVALIDATE:
-    cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_INVALIDATE, "the change stream was invalidated");
+    (void)cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_INVALIDATE,
+                             "the change stream was invalidated");
     result = CDCACHE__APPLY_INVALIDATE;
     break;
   default:
