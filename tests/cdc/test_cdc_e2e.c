@@ -566,6 +566,31 @@ out:
   fx_end(&f);
 }
 
+/* 280 ChangeStreamFatalError (no label): the token is given up at once. */
+static void test_token_rejected_flushes(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, true))
+    return;
+  cfg_users(&f, &cfg);
+  if (!fx_start(&f, &cfg))
+    goto out;
+  put(&f, "keep");
+  int before = obs_count("*", "token_rejected");
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"failCommands\", \"failCommands\": [\"getMore\"], "
+                          "\"code\": 280, \"times\": 1}"));
+  CU_ASSERT(wait_flush(&f, "token_rejected", before));
+  CU_ASSERT(!has(&f, "keep"));
+  CU_ASSERT(tu_wait(pred_streaming, &f, 10000));
+  cdcache_cdc_stats_t st = stats_of(&f);
+  CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_TOKEN_REJECTED], 1);
+  CU_ASSERT(st.flushes[CDCACHE_CDC_FLUSH_ESTABLISHED] >= 2);
+  CU_ASSERT_EQUAL(tu_server_stat(f.w, "errorsSent"), 1);
+out:
+  fx_end(&f);
+}
+
 static void test_invalidate_flushes_and_reopens(void)
 {
   fx_t f;
@@ -1283,6 +1308,7 @@ int main(int argc, char **argv)
   CU_add_test(s, "resume_after_dropped_connection", test_resume_after_dropped_connection);
   CU_add_test(s, "reconnect_after_libmongoc_gives_up", test_reconnect_after_libmongoc_gives_up);
   CU_add_test(s, "history_lost_flushes_and_restarts", test_history_lost_flushes_and_restarts);
+  CU_add_test(s, "token_rejected_flushes", test_token_rejected_flushes);
   CU_add_test(s, "invalidate_flushes_and_reopens", test_invalidate_flushes_and_reopens);
   CU_add_test(s, "fail_closed_then_recover", test_fail_closed_then_recover);
   CU_add_test(s, "prompt_stop", test_prompt_stop);
