@@ -178,6 +178,7 @@ void cdcache__stats_snapshot(cdcache__cdc_stats_t *s, cdcache_cdc_stats_t *out, 
   tmp.keys_evicted = s->keys_evicted;
   memcpy(tmp.flushes, s->flushes, sizeof tmp.flushes);
   tmp.flushes_poison = s->flushes[CDCACHE_CDC_FLUSH_POISON];
+  tmp.resumes = s->resumes;
   tmp.reconnects = s->reconnects;
   tmp.malformed_events = s->malformed_events;
   tmp.ignored_events = s->ignored_events;
