@@ -107,6 +107,7 @@ typedef struct cdcache__cdc_stats {
   uint64_t flushes[CDCACHE_CDC_FLUSH_REASONS]; /* mu; by reason */
   uint64_t reconnects;                         /* mu */
   uint64_t resumes;                            /* mu */
+  uint64_t majority_gap_ms;                    /* mu */
   uint64_t malformed_events;                   /* mu */
   uint64_t ignored_events;                     /* mu */
   uint64_t key_errors;                         /* mu */
@@ -137,6 +138,7 @@ void cdcache__stats_applied(cdcache__cdc_stats_t *s, uint64_t cluster_time, int6
 void cdcache__stats_answered(cdcache__cdc_stats_t *s, uint64_t ms);
 void cdcache__stats_token(cdcache__cdc_stats_t *s, const bson_t *token);
 void cdcache__stats_error(cdcache__cdc_stats_t *s, const char *msg);
+void cdcache__stats_majority_gap(cdcache__cdc_stats_t *s, uint64_t gap_ms);
 /* Copies a snapshot into *out (struct_size respected); fresh_until and
  * now let it report FAILED_CLOSED. */
 void cdcache__stats_snapshot(cdcache__cdc_stats_t *s, cdcache_cdc_stats_t *out, uint64_t now_ms,

@@ -505,7 +505,8 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
     /* a missing field alone was logged (rate-limited) above: the flush
      * is not logged again for each event */
     if (unmappable)
-      (void)flush_cache(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, unmappable, other_error || !missing_field);
+      (void)flush_cache(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, unmappable,
+                        other_error || !missing_field);
     break;
   }
   case CDCACHE_CDC_OP_DROP:

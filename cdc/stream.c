@@ -513,6 +513,21 @@ static uint64_t timestamp_of(const bson_t *doc, const char *key)
   return ((uint64_t)t << 32) | i;
 }
 
+/* $clusterTime (the newest write the server knows) against operationTime
+ * (the majority commit point it read at): their gap, in whole seconds. */
+static void note_majority_gap(cdcache_cdc_t *sub, const bson_t *reply, uint64_t op_time)
+{
+  bson_iter_t it;
+  uint32_t t = 0, i = 0;
+  if (op_time == 0 || !bson_iter_init(&it, reply) ||
+      !bson_iter_find_descendant(&it, "$clusterTime.clusterTime", &it) ||
+      !BSON_ITER_HOLDS_TIMESTAMP(&it))
+    return;
+  bson_iter_timestamp(&it, &t, &i);
+  uint32_t op_secs = (uint32_t)(op_time >> 32);
+  cdcache__stats_majority_gap(&sub->stats, t > op_secs ? (uint64_t)(t - op_secs) * 1000u : 0);
+}
+
 /* Publishes the bound: fresh_until = vouched + max_stale_ms.  Not while a
  * reopen from now waits for its flush (the cache stays failed closed). */
 static void publish(cdcache_cdc_t *sub)
@@ -534,6 +549,7 @@ static void apm_succeeded(const mongoc_apm_command_succeeded_t *e)
     cdcache__reply_t r;
     r.stamp_ms = sub->apm_start_ms;
     r.op_time = timestamp_of(reply, "operationTime");
+    note_majority_gap(sub, reply, r.op_time);
     r.events = batch_count(reply);
     r.bytes = reply->len;
     r.is_getmore = getmore;

@@ -1126,6 +1126,58 @@ out:
   fx_end(&f);
 }
 
+static bool pred_gap_grew(void *ctx)
+{
+  return stats_of(ctx).majority_gap_ms >= 1000;
+}
+
+static bool pred_gap_gone(void *ctx)
+{
+  return stats_of(ctx).majority_gap_ms == 0;
+}
+
+/* Issue 11, item 8: the majority commit point stalls (writes acknowledged
+ * with w:1 go on, the stream is frozen at the majority point).  Nothing
+ * of those writes is delivered, so nothing is evicted, but the stats show
+ * the gap growing; when the point moves again the writes are delivered
+ * and evicted, and the gap closes. */
+static void test_majority_stall_is_visible(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, true))
+    return;
+  cfg_bound(&f, &cfg);
+  if (!fx_start(&f, &cfg))
+    goto out;
+  int seen = obs_count("user:8", NULL);
+  CU_ASSERT(insert_v(&f, "users", 8, 1));
+  CU_ASSERT(wait_evicted(&f, "user:8", seen)); /* the insert's event is in */
+  put(&f, "user:8");
+  seen = obs_count("user:8", NULL);
+  CU_ASSERT_EQUAL(stats_of(&f).majority_gap_ms, 0);
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"majorityStall\"}"));
+  CU_ASSERT(tu_server_stat(f.w, "majorityStalls") >= 1); /* the fault happened */
+  /* writes go on for 2.5 s: $clusterTime moves past the frozen point */
+  for (int i = 0; i < 25; i++) {
+    CU_ASSERT(tu_update_set(f.w, f.db, "users", 8, "v", 10 + i));
+    usleep(100000);
+  }
+  CU_ASSERT(tu_wait(pred_gap_grew, &f, 5000));
+  cdcache_cdc_stats_t st = stats_of(&f);
+  (void)printf("(gap %llu ms) ", (unsigned long long)st.majority_gap_ms);
+  /* the stream answered all along (empty replies at the majority point):
+   * the cache serves the value the majority has, not the w:1 writes */
+  CU_ASSERT(has(&f, "user:8"));
+  CU_ASSERT_EQUAL(obs_count("user:8", NULL), seen);
+  CU_ASSERT(!st.failed_closed);
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"off\"}"));
+  CU_ASSERT(wait_evicted(&f, "user:8", seen));
+  CU_ASSERT(tu_wait(pred_gap_gone, &f, 5000));
+out:
+  fx_end(&f);
+}
+
 /* ------------------------------------------------------- cdcache-watch */
 
 /* Reads one line from fd into buf within timeout_ms; false on timeout. */
@@ -1389,6 +1441,7 @@ int main(int argc, char **argv)
   CU_add_test(s, "failover_keeps_token", test_failover_keeps_token);
   CU_add_test(s, "poison_error", test_poison_error);
   CU_add_test(s, "resume_loop_backs_off", test_resume_loop_backs_off);
+  CU_add_test(s, "majority_stall_is_visible", test_majority_stall_is_visible);
   CU_add_test(s, "watch_blocked_consumer", test_watch_blocked_consumer);
 #undef CU_add_test
   setvbuf(stdout, NULL, _IONBF, 0);
