@@ -52,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 /* A loader's own failure code (handed through cdcache_get_or_load). */
@@ -182,6 +183,32 @@ static bool none_match(const char *hdr, const char *tag)
       return true;
     p = q + 1;
   }
+}
+
+/* Iterates the request's If-None-Match lines: a client (or a proxy
+ * merging requests) may send the header more than once, and the lines
+ * together form one list (RFC 9110 5.3). */
+typedef struct inm_scan {
+  const char *tag;
+  bool match;
+} inm_scan_t;
+
+static enum MHD_Result inm_line(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+  inm_scan_t *sc = cls;
+  if (strcasecmp(key, MHD_HTTP_HEADER_IF_NONE_MATCH) == 0 && value != NULL &&
+      none_match(value, sc->tag))
+    sc->match = true;
+  return sc->match ? MHD_NO : MHD_YES; /* MHD_NO: stop, found */
+}
+
+/* True when any If-None-Match line of the request matches tag. */
+static bool if_none_match(struct MHD_Connection *c, const char *tag)
+{
+  inm_scan_t sc = {.tag = tag};
+  MHD_get_connection_values(c, MHD_HEADER_KIND, inm_line, &sc);
+  return sc.match;
 }
 
 /* ------------------------------------------------------------ routing */
@@ -326,8 +353,7 @@ static enum MHD_Result get_user(service_t *s, struct MHD_Connection *c, req_t *r
   } else {
     char tag[35];
     etag_of(buf, vlen, tag);
-    const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
-    if (inm != NULL && none_match(inm, tag))
+    if (if_none_match(c, tag))
       ret = not_modified(c, r, tag);
     else
       ret =
