@@ -195,12 +195,15 @@ static void render_cdc(out_t *o, cdcache_cdc_t *sub)
         (double)s.lag_samples);
 }
 
-char *metrics_render(metrics_t *m, cdcache_t *cache, cdcache_cdc_t *sub, size_t *len)
+char *metrics_render(metrics_t *m, unsigned in_flight, cdcache_t *cache, cdcache_cdc_t *sub,
+                     size_t *len)
 {
   out_t o = {.buf = malloc(8192), .cap = 8192};
   if (o.buf == NULL)
     return NULL;
   render_http(&o, m);
+  gauge(&o, "cdcache_http_requests_in_flight",
+        "Requests received and not yet answered (this scrape included).", (double)in_flight);
   if (cache != NULL)
     render_cache(&o, cache);
   if (sub != NULL)

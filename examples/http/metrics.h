@@ -32,9 +32,11 @@ typedef struct metrics {
 void metrics_request(metrics_t *m, int route, int method, unsigned status, uint64_t ns);
 
 /* Renders the exposition (text format 0.0.4) into a malloc'd buffer:
- * the HTTP counters, and when cache is not NULL its stats, its freshness
+ * the HTTP counters, the requests in flight (in_flight, the scrape
+ * included), and when cache is not NULL its stats, its freshness
  * and, when sub is not NULL, the subscription's.  Returns NULL when out
  * of memory.  Thread-safe (cdcache_stats, cdcache_cdc_stats). */
-char *metrics_render(metrics_t *m, cdcache_t *cache, cdcache_cdc_t *sub, size_t *len);
+char *metrics_render(metrics_t *m, unsigned in_flight, cdcache_t *cache, cdcache_cdc_t *sub,
+                     size_t *len);
 
 #endif

@@ -54,6 +54,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 /* A loader's own failure code (handed through cdcache_get_or_load). */
 #define LOAD_EDB 1
@@ -63,6 +64,7 @@
 /* One request: owned by its connection's thread, from the first access
  * callback to the completion callback. */
 typedef struct req {
+  service_t *s;
   uint64_t t0_ns;
   int route, method;
   unsigned status; /* 0 until a response is queued */
@@ -104,6 +106,9 @@ static enum MHD_Result respond(struct MHD_Connection *c, req_t *r, unsigned stat
     MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, h->etag);
   if (h->allow != NULL)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, h->allow);
+  /* Draining: the client reconnects elsewhere for its next request. */
+  if (atomic_load_explicit(&r->s->draining, memory_order_relaxed))
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
   enum MHD_Result ret = MHD_queue_response(c, status, resp);
   MHD_destroy_response(resp);
   if (ret == MHD_YES)
@@ -413,6 +418,10 @@ static enum MHD_Result delete_user(service_t *s, struct MHD_Connection *c, req_t
 static enum MHD_Result healthz(service_t *s, struct MHD_Connection *c, req_t *r)
 {
   const hdrs_t h = {.ctype = "text/plain", .cache_control = "no-store"};
+  if (atomic_load_explicit(&s->draining, memory_order_relaxed)) {
+    static const char bye[] = "draining: shutting down\n";
+    return respond(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, &h, bye, sizeof bye - 1);
+  }
   if (s->cache == NULL)
     return respond(c, r, MHD_HTTP_OK, &h, "ok (no cache)\n", 14);
   if (cdcache_fresh(s->cache, NULL) == 0)
@@ -424,7 +433,7 @@ static enum MHD_Result healthz(service_t *s, struct MHD_Connection *c, req_t *r)
 static enum MHD_Result metrics(service_t *s, struct MHD_Connection *c, req_t *r)
 {
   size_t len;
-  char *text = metrics_render(&s->metrics, s->cache, s->sub, &len);
+  char *text = metrics_render(&s->metrics, service_in_flight(s), s->cache, s->sub, &len);
   if (text == NULL)
     return respond_error(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory", NULL);
   enum MHD_Result ret = respond(
@@ -506,7 +515,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     r = calloc(1, sizeof *r);
     if (r == NULL)
       return MHD_NO;
+    r->s = s;
     r->t0_ns = now_ns();
+    atomic_fetch_add_explicit(&s->in_flight, 1, memory_order_relaxed);
     r->route = ROUTE_OTHER;
     r->method = method_of(method);
     *con_cls = r;
@@ -553,6 +564,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     return;
   if (r->status != 0)
     metrics_request(&s->metrics, r->route, r->method, r->status, now_ns() - r->t0_ns);
+  atomic_fetch_sub_explicit(&s->in_flight, 1, memory_order_relaxed);
   free(r->id);
   free(r->body);
   free(r);
@@ -581,12 +593,14 @@ int service_start(service_t *s, const service_config_t *cfg, char *err, size_t e
   }
   s->max_body = cfg->max_body;
   s->max_key_len = cfg->max_key_len;
+  /* MHD_USE_ITC: MHD_quiesce_daemon needs it with internal threads. */
   s->daemon = MHD_start_daemon(
-      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, cfg->port, NULL, NULL,
-      on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
+      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC, cfg->port,
+      NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
       (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
-      (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+      (unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      (unsigned)cfg->max_conn_per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
       MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
       MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
   if (s->daemon == NULL) {
@@ -602,9 +616,29 @@ uint16_t service_port(const service_t *s)
   return di != NULL ? di->port : 0;
 }
 
+void service_drain_begin(service_t *s)
+{
+  atomic_store_explicit(&s->draining, true, memory_order_relaxed);
+  MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+  if (fd != MHD_INVALID_SOCKET) {
+    s->listen_fd = fd;
+    s->quiesced = true;
+  }
+}
+
+unsigned service_in_flight(const service_t *s)
+{
+  return atomic_load_explicit(&s->in_flight, memory_order_relaxed);
+}
+
 void service_stop(service_t *s)
 {
   if (s->daemon != NULL)
     MHD_stop_daemon(s->daemon);
   s->daemon = NULL;
+  /* A quiesced daemon leaves its listening socket to us, to close only
+   * after its threads are gone. */
+  if (s->quiesced)
+    close(s->listen_fd);
+  s->quiesced = false;
 }

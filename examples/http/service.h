@@ -10,6 +10,8 @@
 
 #include <cdcache.h>
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct service_config {
@@ -20,6 +22,7 @@ typedef struct service_config {
   unsigned max_connections; /* further connections are refused */
   size_t max_body;          /* longest PUT body, bytes */
   size_t max_key_len;       /* longest id (the cache's max_key_len) */
+  unsigned max_conn_per_ip; /* connections from one IP address beyond this are closed */
 } service_config_t;
 
 typedef struct service {
@@ -30,6 +33,16 @@ typedef struct service {
   store_t *store;
   size_t max_body;
   size_t max_key_len;
+  /* Set by service_drain_begin (main thread), read by the workers:
+   * relaxed (a flag; nothing else is published through it). */
+  _Atomic bool draining;
+  /* Requests whose headers reached the handler and whose completion
+   * callback has not run yet; workers add and subtract (relaxed). */
+  _Atomic unsigned in_flight;
+  /* The listening socket once service_drain_begin took it from the
+   * daemon (quiesced); main thread only.  Closed by service_stop. */
+  bool quiesced;
+  int listen_fd;
   /* Atomic counters (see metrics.h). */
   metrics_t metrics;
 } service_t;
@@ -43,6 +56,18 @@ int service_start(service_t *s, const service_config_t *cfg, char *err, size_t e
 
 /* The port the daemon listens on. */
 uint16_t service_port(const service_t *s);
+
+/*
+ * Begins a graceful shutdown: from now on /healthz answers 503 and every
+ * response carries "Connection: close"; the daemon stops accepting
+ * connections (MHD_quiesce_daemon; waiting clients stay in the listen
+ * backlog until service_stop closes it).  Requests already received go
+ * on.  Main thread only, once, after service_start succeeded.
+ */
+void service_drain_begin(service_t *s);
+
+/* Requests in flight (headers in, response not yet sent).  Thread-safe. */
+unsigned service_in_flight(const service_t *s);
 
 /* Stops the daemon: closes every connection and joins its threads. */
 void service_stop(service_t *s);

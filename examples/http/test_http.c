@@ -26,6 +26,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -78,6 +80,7 @@ static pid_t spawn(const char *name, char *const argv[], uint16_t *port)
 {
   char pf[256];
   snprintf(pf, sizeof pf, "%s/%s.port", dir, name);
+  unlink(pf); /* never read an earlier instance's port */
   pid_t pid = fork();
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
@@ -673,6 +676,153 @@ static void test_slow_and_excess_connections_are_cut(void)
   CU_ASSERT_EQUAL(req(c, "GET", "/healthz", NULL, NULL, NULL), 200);
 }
 
+/* A connection to port from source address src (any 127.x.y.z is a
+ * local address on Linux: another client IP), or -1. */
+static int dial_from(const char *src, uint16_t port)
+{
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
+  struct sockaddr_in me = {.sin_family = AF_INET},
+                     to = {.sin_family = AF_INET, .sin_port = htons(port)};
+  inet_pton(AF_INET, src, &me.sin_addr);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  struct timeval tv = {.tv_sec = IO_TIMEOUT_MS / 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (bind(fd, (struct sockaddr *)&me, sizeof me) != 0 ||
+      connect(fd, (struct sockaddr *)&to, sizeof to) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* True when the server has closed fd (EOF or reset), without waiting. */
+static bool closed_by_server(int fd)
+{
+  char b;
+  ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+static void test_one_address_cannot_take_every_slot(void)
+{
+  /* Clients that trickle a request head a byte at a time are not cut by
+   * the idle timeout; the per-address limit keeps one address from
+   * holding more than a few slots.  Limit 3, idle timeout 60 s: of 6
+   * slow connections from 127.0.0.2, exactly 3 stay, the others are
+   * closed at once, and 127.0.0.1 is still served. */
+  instance_t e = {.name = "E"};
+  CU_ASSERT_FATAL(start_instance(&e, "--max-connections-per-ip", "3", "--conn-timeout=60") == 0);
+  enum { SLOW = 6, LIMIT = 3 };
+  int fds[SLOW];
+  static const char head[] = "GET /users/1 HTTP/1.1\r\nHost: x\r\nX-a: ";
+  for (int i = 0; i < SLOW; i++) {
+    fds[i] = dial_from("127.0.0.2", e.port);
+    CU_ASSERT_FATAL(fds[i] >= 0);
+    send(fds[i], head, sizeof head - 1, MSG_NOSIGNAL);
+  }
+  int closed = 0;
+  for (uint64_t end = now_ms() + 10000; now_ms() < end; sleep_ms(50)) {
+    closed = 0;
+    for (int i = 0; i < SLOW; i++) {
+      send(fds[i], "a", 1, MSG_NOSIGNAL); /* a byte now and then */
+      closed += closed_by_server(fds[i]);
+    }
+    if (closed >= SLOW - LIMIT)
+      break;
+  }
+  CU_ASSERT_EQUAL(closed, SLOW - LIMIT);
+  /* Another address is served meanwhile. */
+  CU_ASSERT_EQUAL(req(&e, "GET", "/healthz", NULL, NULL, NULL), 200);
+  sleep_ms(300);
+  closed = 0;
+  for (int i = 0; i < SLOW; i++)
+    closed += closed_by_server(fds[i]);
+  CU_ASSERT_EQUAL(closed, SLOW - LIMIT); /* the 3 admitted ones are still held */
+  for (int i = 0; i < SLOW; i++)
+    close(fds[i]);
+  httpc_close(&e.c);
+  CU_ASSERT_EQUAL(stop(e.pid), 0);
+}
+
+/* Waits up to ms for pid to exit by itself: its exit status, or -1. */
+static int wait_exit(pid_t pid, unsigned ms)
+{
+  for (uint64_t end = now_ms() + ms; now_ms() < end; sleep_ms(10)) {
+    int st;
+    if (waitpid(pid, &st, WNOHANG) == pid)
+      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  }
+  return -1;
+}
+
+/* Starts a PUT of body on a new connection to in, sending its head and
+ * only the first half of the body, and waits until the service counts
+ * it in flight (with the /metrics request itself: 2).  Returns the fd. */
+static int half_put(instance_t *in, const char *id, const char *body)
+{
+  int fd = httpc_dial(in->port, IO_TIMEOUT_MS);
+  if (fd < 0)
+    return -1;
+  char head[256];
+  int n = snprintf(head, sizeof head,
+                   "PUT /users/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", id,
+                   strlen(body));
+  if (httpc_send_all(fd, head, (size_t)n) != 0 || httpc_send_all(fd, body, strlen(body) / 2) != 0) {
+    close(fd);
+    return -1;
+  }
+  for (uint64_t end = now_ms() + 10000; now_ms() < end; sleep_ms(20))
+    if (metric(in, "cdcache_http_requests_in_flight") >= 2)
+      return fd;
+  close(fd);
+  return -1;
+}
+
+static void test_sigterm_drains_requests_in_flight(void)
+{
+  instance_t d = {.name = "F"};
+  CU_ASSERT_FATAL(start_instance(&d, "--shutdown-grace", "60", NULL) == 0);
+  CU_ASSERT(wait_for(&d, "/healthz", 200, NULL, 20000) >= 0); /* the stream is up */
+  static const char body[] = "{\"drained\":\"yes\"}";
+  int fd = half_put(&d, "drain1", body);
+  CU_ASSERT_FATAL(fd >= 0);
+  kill(d.pid, SIGTERM);
+  sleep_ms(300);
+  /* Draining: /healthz says 503 on a kept-alive connection, and asks
+   * the client to close it; the process waits for the PUT. */
+  http_resp_t r;
+  CU_ASSERT_EQUAL(req(&d, "GET", "/healthz", NULL, NULL, &r), 503);
+  CU_ASSERT(r.closed);
+  httpc_resp_free(&r);
+  CU_ASSERT_EQUAL(waitpid(d.pid, NULL, WNOHANG), 0);
+  /* The rest of the body: the PUT is answered in full. */
+  CU_ASSERT_EQUAL(httpc_send_all(fd, body + strlen(body) / 2, strlen(body) - strlen(body) / 2), 0);
+  CU_ASSERT_EQUAL(httpc_read_response(fd, 0, &r), 0);
+  CU_ASSERT_EQUAL(r.status, 201);
+  CU_ASSERT(r.closed);
+  httpc_resp_free(&r);
+  close(fd);
+  /* Then it exits by itself, well before the grace period. */
+  CU_ASSERT_EQUAL(wait_exit(d.pid, 20000), 0);
+  CU_ASSERT(wait_for(&inst[A], "/users/drain1", 200, "yes", COHERENT_WITHIN_MS) >= 0);
+
+  /* The grace period bounds the wait: a PUT that never completes is cut
+   * after it (--shutdown-grace 1), and the exit is still clean. */
+  instance_t g = {.name = "G"};
+  CU_ASSERT_FATAL(start_instance(&g, "--shutdown-grace", "1", NULL) == 0);
+  fd = half_put(&g, "drain2", body);
+  CU_ASSERT_FATAL(fd >= 0);
+  uint64_t t0 = now_ms();
+  kill(g.pid, SIGTERM);
+  CU_ASSERT_EQUAL(wait_exit(g.pid, 20000), 0);
+  CU_ASSERT(now_ms() - t0 >= 900);
+  char b;
+  CU_ASSERT(recv(fd, &b, 1, 0) <= 0); /* cut, no response */
+  close(fd);
+}
+
 static void test_no_cache_reads_the_database_every_time(void)
 {
   instance_t d = {.name = "D"};
@@ -774,6 +924,9 @@ int main(int argc, char **argv)
     CU_add_test(s, "/metrics passes promtool", test_metrics_pass_promtool);
     CU_add_test(s, "bad requests get 4xx", test_bad_requests_get_4xx);
     CU_add_test(s, "slow and excess connections are cut", test_slow_and_excess_connections_are_cut);
+    CU_add_test(s, "one address cannot take every connection slot",
+                test_one_address_cannot_take_every_slot);
+    CU_add_test(s, "SIGTERM drains the requests in flight", test_sigterm_drains_requests_in_flight);
     CU_add_test(s, "--no-cache reads the database every time",
                 test_no_cache_reads_the_database_every_time);
     CU_add_test(s, "instances exit cleanly on SIGTERM", test_instances_exit_cleanly_on_sigterm);
