@@ -578,8 +578,26 @@ static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s)
   return strlen(s);
 }
 
+/*
+ * libmicrohttpd's log.  It is also the only place where libmicrohttpd
+ * 0.9.75 tells of the error answers it sends itself (431, 414, 413, 400
+ * for a malformed head or a missing Host): no callback reports them, and
+ * at the connection-closed notification MHD_CONNECTION_INFO_HTTP_STATUS is
+ * already 0.  transmit_error_response logs each with this format, the
+ * status code its first argument, so that line is what the
+ * cdcache_http_protocol_errors_total counter counts.
+ */
+static const char mhd_error_fmt[] = "Error processing request (HTTP response code is %u";
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+  service_t *s = cls;
+  if (strncmp(fmt, mhd_error_fmt, sizeof mhd_error_fmt - 1) == 0) {
+    va_list cp;
+    va_copy(cp, ap);
+    metrics_mhd_error(&s->metrics, va_arg(cp, unsigned));
+    va_end(cp);
+  }
   fprintf(stderr, "cdcache-http-example: libmicrohttpd: ");
   vfprintf(stderr, fmt, ap);
 }
@@ -596,7 +614,7 @@ int service_start(service_t *s, const service_config_t *cfg, char *err, size_t e
   /* MHD_USE_ITC: MHD_quiesce_daemon needs it with internal threads. */
   s->daemon = MHD_start_daemon(
       MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC, cfg->port,
-      NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
+      NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_SOCK_ADDR,
       (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
       (unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,

@@ -581,7 +581,15 @@ static void test_bad_requests_get_4xx(void)
   CU_ASSERT_EQUAL(req(c, "PATCH", "/users/1", NULL, "{}", NULL), 405);
   CU_ASSERT_EQUAL(req(c, "DELETE", "/healthz", NULL, NULL, NULL), 405);
   CU_ASSERT_EQUAL(req(c, "PUT", "/metrics", NULL, "{}", NULL), 405);
-  /* Malformed requests libmicrohttpd refuses itself. */
+  /* Malformed requests libmicrohttpd refuses itself (and /metrics
+   * counts them apart: cdcache_http_protocol_errors_total). */
+  static const char *const pe[] = {"cdcache_http_protocol_errors_total{code=\"400\"}",
+                                   "cdcache_http_protocol_errors_total{code=\"413\"}",
+                                   "cdcache_http_protocol_errors_total{code=\"414\"}",
+                                   "cdcache_http_protocol_errors_total{code=\"431\"}"};
+  double pe0[4];
+  for (int i = 0; i < 4; i++)
+    pe0[i] = metric(c, pe[i]) < 0 ? 0 : metric(c, pe[i]); /* absent until counted */
   /* A request line that is not HTTP: 400; a single word is cut
    * without an answer (libmicrohttpd 0.9.75). */
   static const char garbage[] = "HELLO WORLD\r\n\r\n", word[] = "HELLO\r\n\r\n";
@@ -605,6 +613,18 @@ static void test_bad_requests_get_4xx(void)
   st = raw(huge, (size_t)n);
   CU_ASSERT(st >= 400 && st < 500); /* 431 */
   free(huge);
+  static const char hugecl[] = "PUT /users/1 HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                               "99999999999999999999999\r\n\r\n";
+  CU_ASSERT_EQUAL(raw(hugecl, sizeof hugecl - 1), 413);
+  /* Two 400s at least (garbage, no Host; the one-word line may be cut
+   * without one), and one each of 413, 414, 431. */
+  double pe1[4];
+  for (int i = 0; i < 4; i++)
+    pe1[i] = metric(c, pe[i]);
+  CU_ASSERT(pe1[0] - pe0[0] >= 2 && pe1[0] - pe0[0] <= 3);
+  CU_ASSERT_EQUAL(pe1[1] - pe0[1], 1);
+  CU_ASSERT_EQUAL(pe1[2] - pe0[2], 1);
+  CU_ASSERT_EQUAL(pe1[3] - pe0[3], 1);
   /* The instance still serves. */
   CU_ASSERT_EQUAL(req(c, "GET", "/users/6", NULL, NULL, NULL), 200);
 }
