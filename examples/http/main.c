@@ -6,7 +6,9 @@
  * cache's CDC subscription evicts what every write changed, on every
  * instance.  service.c has the routes and HTTP caching, store.c the
  * MongoDB side, metrics.c the /metrics page.  This file: flags, start-up
- * in dependency order, and shutdown in reverse on SIGINT/SIGTERM.
+ * in dependency order, and on SIGINT/SIGTERM a drain (requests in flight
+ * answered, for at most --shutdown-grace seconds), then shutdown in
+ * reverse order.
  */
 #include "service.h"
 

@@ -9,7 +9,8 @@
  *                       w: majority; 201 created, 204 replaced
  *   DELETE /users/{id}  delete it, w: majority; 204, or 404
  *   GET    /healthz     200 while the cache is fresh, 503 while it has
- *                       failed closed (cdcache_fresh)
+ *                       failed closed (cdcache_fresh) or the service is
+ *                       draining for shutdown
  *   GET    /metrics     Prometheus text format
  * HEAD works wherever GET does.  Writes never touch the cache: every
  * instance's CDC subscription evicts what changed, this one included.
@@ -22,7 +23,8 @@
  * from the in-memory cache (304, no body), and it is what keeps browsers
  * as fresh as the server: the server-side copy is evicted within
  * milliseconds of a write, where any max-age would let clients serve the
- * old value for that long.
+ * old value for that long.  Every If-None-Match line of a request counts
+ * (the lines form one list).
  *
  * Bad requests end in a 4xx and free everything: unknown routes (404),
  * unknown methods (405 with Allow), ids that are empty, not UTF-8,
@@ -32,13 +34,20 @@
  * libmicrohttpd itself answers malformed request lines and headers (400)
  * and request heads larger than the connection memory limit (414, 431),
  * closes connections idle for conn_timeout_s (a half-sent request
- * included) and refuses connections beyond max_connections.
+ * included), refuses connections beyond max_connections and closes those
+ * beyond max_conn_per_ip from one address; its own error answers are
+ * counted from its log (mhd_log).
+ *
+ * Shutdown: service_drain_begin makes /healthz answer 503 and every
+ * response carry "Connection: close", and quiesces the daemon (no new
+ * connection); the caller waits for service_in_flight() to reach 0 (or
+ * its grace period) before service_stop.
  *
  * Threads: libmicrohttpd's internal thread pool (cfg.threads threads,
  * each with its own epoll set) runs every callback here.  A request's
  * state (req_t) belongs to the connection's thread; the shared state is
- * the cache (thread-safe), the store's client pool (thread-safe) and the
- * metrics (atomics).
+ * the cache (thread-safe), the store's client pool (thread-safe), the
+ * metrics, the draining flag and the in-flight count (atomics).
  */
 #include "service.h"
 
@@ -595,6 +604,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
   if (strncmp(fmt, mhd_error_fmt, sizeof mhd_error_fmt - 1) == 0) {
     va_list cp;
     va_copy(cp, ap);
+    // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_copy is the line above
     metrics_mhd_error(&s->metrics, va_arg(cp, unsigned));
     va_end(cp);
   }
