@@ -274,13 +274,15 @@ int main(int argc, char **argv)
   clock_gettime(CLOCK_MONOTONIC, &end);
   end.tv_sec += (time_t)grace_s;
   for (;;) {
-    unsigned left = service_in_flight(&s);
+    unsigned left = service_pending(&s);
     clock_gettime(CLOCK_MONOTONIC, &now);
     bool late = now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec);
     if (left == 0)
       break;
     if (late) {
-      fprintf(stderr, "cdcache-http-example: %u requests still in flight after %u s: closing\n",
+      fprintf(stderr,
+              "cdcache-http-example: %u requests or new connections still pending after "
+              "%u s: closing\n",
               left, grace_s);
       break;
     }

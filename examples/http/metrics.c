@@ -225,8 +225,8 @@ static void render_cdc(out_t *o, cdcache_cdc_t *sub)
         (double)s.lag_samples);
 }
 
-char *metrics_render(metrics_t *m, unsigned in_flight, cdcache_t *cache, cdcache_cdc_t *sub,
-                     size_t *len)
+char *metrics_render(metrics_t *m, unsigned in_flight, unsigned fresh_conns, cdcache_t *cache,
+                     cdcache_cdc_t *sub, size_t *len)
 {
   out_t o = {.buf = malloc(8192), .cap = 8192};
   if (o.buf == NULL)
@@ -234,6 +234,9 @@ char *metrics_render(metrics_t *m, unsigned in_flight, cdcache_t *cache, cdcache
   render_http(&o, m);
   gauge(&o, "cdcache_http_requests_in_flight",
         "Requests received and not yet answered (this scrape included).", (double)in_flight);
+  gauge(&o, "cdcache_http_connections_waiting",
+        "Connections accepted whose first request has not reached the service yet.",
+        (double)fresh_conns);
   if (cache != NULL)
     render_cache(&o, cache);
   if (sub != NULL)

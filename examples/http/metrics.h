@@ -39,10 +39,10 @@ void metrics_mhd_error(metrics_t *m, unsigned status);
 
 /* Renders the exposition (text format 0.0.4) into a malloc'd buffer:
  * the HTTP counters, the requests in flight (in_flight, the scrape
- * included), and when cache is not NULL its stats, its freshness
- * and, when sub is not NULL, the subscription's.  Returns NULL when out
- * of memory.  Thread-safe (cdcache_stats, cdcache_cdc_stats). */
-char *metrics_render(metrics_t *m, unsigned in_flight, cdcache_t *cache, cdcache_cdc_t *sub,
-                     size_t *len);
+ * included), the connections without a first request yet (fresh_conns), and when cache is not NULL
+ * its stats, its freshness and, when sub is not NULL, the subscription's.  Returns NULL when out of
+ * memory.  Thread-safe (cdcache_stats, cdcache_cdc_stats). */
+char *metrics_render(metrics_t *m, unsigned in_flight, unsigned fresh_conns, cdcache_t *cache,
+                     cdcache_cdc_t *sub, size_t *len);
 
 #endif

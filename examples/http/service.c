@@ -70,6 +70,11 @@
 /* How long a GET waits for another request's load of the same key. */
 #define FILL_WAIT_MS 5000u
 
+/* One connection (its socket context): owned by its thread. */
+typedef struct conn {
+  bool fresh; /* no request of it has reached on_request yet */
+} conn_t;
+
 /* One request: owned by its connection's thread, from the first access
  * callback to the completion callback. */
 typedef struct req {
@@ -442,7 +447,9 @@ static enum MHD_Result healthz(service_t *s, struct MHD_Connection *c, req_t *r)
 static enum MHD_Result metrics(service_t *s, struct MHD_Connection *c, req_t *r)
 {
   size_t len;
-  char *text = metrics_render(&s->metrics, service_in_flight(s), s->cache, s->sub, &len);
+  char *text = metrics_render(&s->metrics, service_in_flight(s),
+                              atomic_load_explicit(&s->fresh_conns, memory_order_relaxed), s->cache,
+                              s->sub, &len);
   if (text == NULL)
     return respond_error(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory", NULL);
   enum MHD_Result ret = respond(
@@ -527,6 +534,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     r->s = s;
     r->t0_ns = now_ns();
     atomic_fetch_add_explicit(&s->in_flight, 1, memory_order_relaxed);
+    /* The connection's first request: no longer waiting (after the add
+     * above, so that service_pending never dips to 0 in between). */
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_t *cn = ci != NULL ? ci->socket_context : NULL;
+    if (cn != NULL && cn->fresh) {
+      cn->fresh = false;
+      atomic_fetch_sub_explicit(&s->fresh_conns, 1, memory_order_relaxed);
+    }
     r->route = ROUTE_OTHER;
     r->method = method_of(method);
     *con_cls = r;
@@ -580,6 +596,28 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
   *con_cls = NULL;
 }
 
+/* Connection start and end: tracks the connections that have not
+ * brought a first request yet (service_pending, for the drain). */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+  service_t *s = cls;
+  conn_t *cn = *socket_context;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    cn = calloc(1, sizeof *cn);
+    if (cn == NULL)
+      return; /* not tracked: a drain may not wait for it */
+    cn->fresh = true;
+    atomic_fetch_add_explicit(&s->fresh_conns, 1, memory_order_relaxed);
+    *socket_context = cn;
+  } else if (cn != NULL) {
+    if (cn->fresh)
+      atomic_fetch_sub_explicit(&s->fresh_conns, 1, memory_order_relaxed);
+    free(cn);
+    *socket_context = NULL;
+  }
+}
+
 /* Leaves the path as sent: decode_id decodes (and refuses %00, which
  * libmicrohttpd's own unescaping would silently turn into a shorter id). */
 static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s)
@@ -630,7 +668,8 @@ int service_start(service_t *s, const service_config_t *cfg, char *err, size_t e
       (unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
       (unsigned)cfg->max_conn_per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
       MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-      MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
+      MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped,
+      NULL, MHD_OPTION_END);
   if (s->daemon == NULL) {
     snprintf(err, errcap, "cannot start the HTTP server on %s:%u", cfg->bind, cfg->port);
     return -1;
@@ -657,6 +696,12 @@ void service_drain_begin(service_t *s)
 unsigned service_in_flight(const service_t *s)
 {
   return atomic_load_explicit(&s->in_flight, memory_order_relaxed);
+}
+
+unsigned service_pending(const service_t *s)
+{
+  return atomic_load_explicit(&s->in_flight, memory_order_relaxed) +
+         atomic_load_explicit(&s->fresh_conns, memory_order_relaxed);
 }
 
 void service_stop(service_t *s)

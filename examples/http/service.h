@@ -39,6 +39,10 @@ typedef struct service {
   /* Requests whose headers reached the handler and whose completion
    * callback has not run yet; workers add and subtract (relaxed). */
   _Atomic unsigned in_flight;
+  /* Connections accepted whose first request has not reached the handler
+   * yet (its head is still arriving, or waits for a busy worker thread);
+   * workers add and subtract (relaxed). */
+  _Atomic unsigned fresh_conns;
   /* The listening socket once service_drain_begin took it from the
    * daemon (quiesced); main thread only.  Closed by service_stop. */
   bool quiesced;
@@ -68,6 +72,12 @@ void service_drain_begin(service_t *s);
 
 /* Requests in flight (headers in, response not yet sent).  Thread-safe. */
 unsigned service_in_flight(const service_t *s);
+
+/* What a drain waits for: the requests in flight plus the connections
+ * accepted whose first request has not reached the handler yet.  (A
+ * kept-alive connection that has been answered before is not counted:
+ * nothing tells whether a next request is coming.)  Thread-safe. */
+unsigned service_pending(const service_t *s);
 
 /* Stops the daemon: closes every connection and joins its threads. */
 void service_stop(service_t *s);

@@ -811,6 +811,17 @@ static void test_sigterm_drains_requests_in_flight(void)
   static const char body[] = "{\"drained\":\"yes\"}";
   int fd = half_put(&d, "drain1", body);
   CU_ASSERT_FATAL(fd >= 0);
+  /* And a connection whose request head is still arriving (it has not
+   * reached the service: libmicrohttpd reports a request once its head
+   * is in), accepted before the SIGTERM. */
+  int fd2 = httpc_dial(d.port, IO_TIMEOUT_MS);
+  CU_ASSERT_FATAL(fd2 >= 0);
+  static const char head1[] = "GET /users/drain1 HTTP/1.1\r\nHo", head2[] = "st: x\r\n\r\n";
+  CU_ASSERT_EQUAL(httpc_send_all(fd2, head1, sizeof head1 - 1), 0);
+  bool waiting = false;
+  for (uint64_t end = now_ms() + 10000; now_ms() < end && !waiting; sleep_ms(20))
+    waiting = metric(&d, "cdcache_http_connections_waiting") >= 1;
+  CU_ASSERT_FATAL(waiting);
   kill(d.pid, SIGTERM);
   sleep_ms(300);
   /* Draining: /healthz says 503 on a kept-alive connection, and asks
@@ -827,6 +838,16 @@ static void test_sigterm_drains_requests_in_flight(void)
   CU_ASSERT(r.closed);
   httpc_resp_free(&r);
   close(fd);
+  /* Still waiting for the other connection's request: it is answered. */
+  sleep_ms(300);
+  CU_ASSERT_EQUAL(waitpid(d.pid, NULL, WNOHANG), 0);
+  CU_ASSERT_EQUAL(httpc_send_all(fd2, head2, sizeof head2 - 1), 0);
+  CU_ASSERT_EQUAL(httpc_read_response(fd2, 0, &r), 0);
+  CU_ASSERT_EQUAL(r.status, 200);
+  CU_ASSERT_PTR_NOT_NULL(r.body != NULL ? strstr(r.body, "yes") : NULL);
+  CU_ASSERT(r.closed);
+  httpc_resp_free(&r);
+  close(fd2);
   /* Then it exits by itself, well before the grace period. */
   CU_ASSERT_EQUAL(wait_exit(d.pid, 20000), 0);
   CU_ASSERT(wait_for(&inst[A], "/users/drain1", 200, "yes", COHERENT_WITHIN_MS) >= 0);
