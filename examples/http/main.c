@@ -266,18 +266,25 @@ int main(int argc, char **argv)
   int sig;
   sigwait(&sigs, &sig);
   status = 0;
-  /* Drain: /healthz turns 503 (the load balancer routes elsewhere), no
-   * new connection is accepted, and the requests in flight get their
-   * answers, for at most grace_s seconds; a second signal cuts it short. */
+  /* Drain: /healthz turns 503 (the load balancer routes elsewhere);
+   * the connections already in the accept queue are taken (a worker busy
+   * with a slow request may not have accepted them yet), then no new
+   * connection is; the requests in flight get their answers.  All within
+   * grace_s seconds; a second signal cuts it short. */
   service_drain_begin(&s);
   struct timespec now, end;
   clock_gettime(CLOCK_MONOTONIC, &end);
   end.tv_sec += (time_t)grace_s;
+  bool accepting = true;
   for (;;) {
-    unsigned left = service_pending(&s);
     clock_gettime(CLOCK_MONOTONIC, &now);
     bool late = now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec);
-    if (left == 0)
+    if (accepting && (late || service_backlog(&s) == 0)) {
+      service_stop_accepting(&s);
+      accepting = false;
+    }
+    unsigned left = service_pending(&s);
+    if (!accepting && left == 0)
       break;
     if (late) {
       fprintf(stderr,

@@ -39,9 +39,12 @@
  * counted from its log (mhd_log).
  *
  * Shutdown: service_drain_begin makes /healthz answer 503 and every
- * response carry "Connection: close", and quiesces the daemon (no new
- * connection); the caller waits for service_in_flight() to reach 0 (or
- * its grace period) before service_stop.
+ * response carry "Connection: close"; the caller waits for the accept
+ * queue to empty (service_backlog: connections that arrived before the
+ * signal, which a worker busy with a slow request has not accepted yet),
+ * quiesces the daemon (service_stop_accepting), waits for
+ * service_pending() to reach 0, all within its grace period, and then
+ * calls service_stop.
  *
  * Threads: libmicrohttpd's internal thread pool (cfg.threads threads,
  * each with its own epoll set) runs every callback here.  A request's
@@ -56,6 +59,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -686,6 +690,24 @@ uint16_t service_port(const service_t *s)
 void service_drain_begin(service_t *s)
 {
   atomic_store_explicit(&s->draining, true, memory_order_relaxed);
+}
+
+unsigned service_backlog(const service_t *s)
+{
+  const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_LISTEN_FD);
+  struct tcp_info ti;
+  socklen_t len = sizeof ti;
+  /* On a listening socket Linux reports the accept queue's length in
+   * tcpi_unacked. */
+  if (di == NULL || di->listen_fd == MHD_INVALID_SOCKET ||
+      getsockopt(di->listen_fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+      ti.tcpi_state != TCP_LISTEN)
+    return 0;
+  return ti.tcpi_unacked;
+}
+
+void service_stop_accepting(service_t *s)
+{
   MHD_socket fd = MHD_quiesce_daemon(s->daemon);
   if (fd != MHD_INVALID_SOCKET) {
     s->listen_fd = fd;

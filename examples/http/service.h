@@ -63,12 +63,20 @@ uint16_t service_port(const service_t *s);
 
 /*
  * Begins a graceful shutdown: from now on /healthz answers 503 and every
- * response carries "Connection: close"; the daemon stops accepting
- * connections (MHD_quiesce_daemon; waiting clients stay in the listen
- * backlog until service_stop closes it).  Requests already received go
- * on.  Main thread only, once, after service_start succeeded.
+ * response carries "Connection: close".  Requests go on being accepted
+ * and served.  Main thread only, once, after service_start succeeded.
  */
 void service_drain_begin(service_t *s);
+
+/* Connections waiting in the listening socket's accept queue (Linux
+ * TCP_INFO), 0 when unknown.  Main thread only, before
+ * service_stop_accepting. */
+unsigned service_backlog(const service_t *s);
+
+/* The daemon stops accepting connections (MHD_quiesce_daemon); clients
+ * that connect later stay in the listen backlog until service_stop
+ * closes it, which resets them.  Main thread only, at most once. */
+void service_stop_accepting(service_t *s);
 
 /* Requests in flight (headers in, response not yet sent).  Thread-safe. */
 unsigned service_in_flight(const service_t *s);

@@ -865,6 +865,37 @@ static void test_sigterm_drains_requests_in_flight(void)
   char b;
   CU_ASSERT(recv(fd, &b, 1, 0) <= 0); /* cut, no response */
   close(fd);
+
+  /* A slow database at shutdown: one worker thread (--threads 1), busy
+   * with a read that waits out a 2.5 s stall, so a second client's
+   * connection waits in the accept queue, not yet accepted, when the
+   * SIGTERM comes.  Both get complete answers (404, or 503 if the read
+   * failed), none is cut. */
+  instance_t h = {.name = "H"};
+  CU_ASSERT_FATAL(start_instance(&h, "--no-cache", "--threads=1", "--shutdown-grace=30") == 0);
+  CU_ASSERT_EQUAL(req(&h, "GET", "/healthz", NULL, NULL, NULL), 200);
+  httpc_close(&h.c);
+  CU_ASSERT_FATAL(admin("{\"cdcacheFault\": \"stall\", \"ms\": 2500}"));
+  int q[2];
+  for (int i = 0; i < 2; i++) {
+    char rq[128];
+    int n = snprintf(rq, sizeof rq, "GET /users/drainq%d HTTP/1.1\r\nHost: x\r\n\r\n", i);
+    q[i] = httpc_dial(h.port, IO_TIMEOUT_MS);
+    CU_ASSERT_FATAL(q[i] >= 0);
+    CU_ASSERT_EQUAL(httpc_send_all(q[i], rq, (size_t)n), 0);
+    sleep_ms(300);
+  }
+  kill(h.pid, SIGTERM);
+  for (int i = 0; i < 2; i++) {
+    CU_ASSERT_EQUAL(httpc_read_response(q[i], 0, &r), 0);
+    CU_ASSERT(r.status == 404 || r.status == 503);
+    httpc_resp_free(&r);
+    close(q[i]);
+  }
+  CU_ASSERT_EQUAL(wait_exit(h.pid, 30000), 0);
+  /* The stall also cut the other instances' streams: wait them back. */
+  for (int i = 0; i < N_INST; i++)
+    CU_ASSERT(wait_for(&inst[i], "/healthz", 200, NULL, 30000) >= 0);
 }
 
 static void test_no_cache_reads_the_database_every_time(void)
