@@ -14,6 +14,7 @@ if(BUILD_TESTING)
   # End to end through libmongoc against the wire-protocol test server (or
   # a real replica set when CDCACHE_TEST_MONGODB_URI is set).
   add_executable(test_cdc_e2e tests/cdc/test_cdc_e2e.c tests/cdc/cdc_testutil.c)
+  target_link_libraries(test_cdc_e2e PRIVATE cdcache_splitproxy)
   # The stream contract of netstream.c, its poll and connect (no server).
   add_executable(test_netstream tests/cdc/test_netstream.c)
   foreach(t test_cdc_unit test_cdc_e2e test_netstream)
@@ -38,4 +39,9 @@ if(BUILD_TESTING)
   add_test(NAME cdc_e2e COMMAND test_cdc_e2e
     --server "${CDCACHE_CDC_SERVER}" --watch $<TARGET_FILE:cdcache-watch>)
   set_tests_properties(cdc_e2e PROPERTIES LABELS "cdc" TIMEOUT 600)
+  # The same suite with every reply delivered in pieces (tests/splitproxy).
+  add_test(NAME cdc_e2e_split COMMAND test_cdc_e2e
+    --server "${CDCACHE_CDC_SERVER}" --watch $<TARGET_FILE:cdcache-watch>)
+  set_tests_properties(cdc_e2e_split PROPERTIES LABELS "cdc" TIMEOUT 600
+    ENVIRONMENT "CDCACHE_E2E_SPLIT=1414")
 endif()

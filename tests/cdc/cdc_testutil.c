@@ -39,6 +39,11 @@ bool tu_wait(bool (*pred)(void *), void *ctx, uint32_t timeout_ms)
 
 int tu_server_start(const char *path, int oplog_size, tu_server_t *s)
 {
+  return tu_server_start_args(path, oplog_size, NULL, s);
+}
+
+int tu_server_start_args(const char *path, int oplog_size, const char *const *extra, tu_server_t *s)
+{
   char portfile[128], oplog[32];
   memset(s, 0, sizeof *s);
   (void)snprintf(s->dir, sizeof s->dir, "/tmp/cdc-e2e-XXXXXX");
@@ -52,8 +57,11 @@ int tu_server_start(const char *path, int oplog_size, tu_server_t *s)
   if (s->pid == 0) {
     /* never outlive the test, even when it is killed */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
-    execl(path, path, "--port", "0", "--port-file", portfile, "--oplog-size", oplog, "--quiet",
-          (char *)NULL);
+    const char *argv[24] = {path,     "--port",       "0",   "--port-file",
+                            portfile, "--oplog-size", oplog, "--quiet"};
+    for (int i = 0, n = 8; extra && extra[i] && n < 23; i++)
+      argv[n++] = extra[i];
+    execv(path, (char *const *)argv);
     _exit(127);
   }
   uint64_t deadline = tu_now_ms() + 10000;

@@ -20,6 +20,10 @@ typedef struct tu_server {
 /* Starts path --port 0 --port-file F --quiet [--oplog-size N]; waits (at
  * most 10 s) for the port.  Returns 0 or -1. */
 int tu_server_start(const char *path, int oplog_size, tu_server_t *s);
+/* The same with extra arguments (NULL-terminated; NULL: none), e.g.
+ * {"--hello-pad", "1300", NULL}. */
+int tu_server_start_args(const char *path, int oplog_size, const char *const *extra,
+                         tu_server_t *s);
 /* SIGTERM, then SIGKILL after 5 s; reaps the child. */
 void tu_server_stop(tu_server_t *s);
 
