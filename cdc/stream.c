@@ -538,8 +538,8 @@ static int make_client(cdcache_cdc_t *sub)
     return CDCACHE_EMONGO;
   }
   mongoc_client_set_error_api(sub->client, MONGOC_ERROR_API_VERSION_2);
-  if (!mongoc_uri_get_tls(sub->uri))
-    mongoc_client_set_stream_initiator(sub->client, cdcache__net_initiator, sub);
+  /* plain TCP, Unix sockets and TLS alike (netstream.c wraps TLS) */
+  mongoc_client_set_stream_initiator(sub->client, cdcache__net_initiator, sub);
   cbs = mongoc_apm_callbacks_new();
   mongoc_apm_set_command_started_cb(cbs, apm_started);
   mongoc_apm_set_command_succeeded_cb(cbs, apm_succeeded);
