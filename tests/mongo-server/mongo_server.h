@@ -221,6 +221,7 @@ typedef struct {
   /* Evidence that a fault happened (cdcacheStats). */
   uint64_t stat_replies_cut;     /* cursor replies stopped by batchSize or 16 MiB, more left */
   uint64_t stat_errors_sent;     /* error replies of faults (rules, election, poison) */
+  uint64_t stat_stall_ms;        /* stall time asked for, in total */
   uint64_t stat_partition_ms;    /* partition time asked for, in total */
   uint64_t stat_partition_held;  /* requests and replies held by a partition */
   uint64_t stat_conns_dropped;   /* connections closed by a fault */

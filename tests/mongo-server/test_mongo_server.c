@@ -935,10 +935,13 @@ static void test_fault_invalidate(void)
   bson_destroy(inv);
 }
 
+static int64_t server_stat(const char *name);
+
 static void test_fault_stall(void)
 {
   bson_error_t err;
   bson_t *ping = BCON_NEW("ping", BCON_INT32(1));
+  int64_t stalled = server_stat("stallMs");
   CU_ASSERT(fault("{\"cdcacheFault\": \"stall\", \"ms\": 600}"));
   int64_t t0 = now_ms();
   CU_ASSERT(mongoc_client_command_simple(reader, "admin", ping, NULL, NULL, &err));
@@ -947,6 +950,7 @@ static void test_fault_stall(void)
   t0 = now_ms();
   CU_ASSERT(mongoc_client_command_simple(reader, "admin", ping, NULL, NULL, &err));
   CU_ASSERT(now_ms() - t0 < 450);
+  CU_ASSERT_EQUAL(server_stat("stallMs"), stalled + 600);
   bson_destroy(ping);
 }
 
