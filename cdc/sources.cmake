@@ -7,4 +7,5 @@ set(CDCACHE_CDC_SOURCES
   cdc/netstream.c
   cdc/bound.c
   cdc/stream.c
+  cdc/logroute.c
 )
