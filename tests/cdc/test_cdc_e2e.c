@@ -494,6 +494,8 @@ static void test_resume_after_dropped_connection(void)
   put(&f, "user:1");
   tu_admin(f.w, "{\"cdcacheFault\": \"dropConnections\"}");
   tu_wait(pred_connected, &f, 5000);
+  /* the fault happened: the server closed the stream's connection */
+  CU_ASSERT(tu_server_stat(f.w, "connectionsDropped") >= 1);
   CU_ASSERT(retry_update(&f, "users", 1, 2));
   CU_ASSERT(wait_evicted(&f, "user:1", 1));
   /* libmongoc resumed by itself: no flush, the other entry stays */
@@ -533,6 +535,8 @@ static void test_reconnect_after_libmongoc_gives_up(void)
                           "\"failCommands\": [\"getMore\"], "
                           "\"closeConnection\": true, \"times\": 1}"));
   CU_ASSERT(tu_wait(pred_reconnected, &f, 10000));
+  /* the getMore and both resume aggregates were hung up on */
+  CU_ASSERT(tu_server_stat(f.w, "connectionsDropped") >= 3);
   CU_ASSERT(retry_update(&f, "users", 1, 2));
   CU_ASSERT(wait_evicted(&f, "user:1", 1));
   CU_ASSERT(tu_wait(pred_streaming, &f, 10000));

@@ -852,9 +852,9 @@ static void *fault_main(void *arg)
     break;
   case F_PARTITION:
     /* The same, then a slow catch-up in cut replies (batch size 50,
-     * 10 ms apart): cut replies must not move the bound. */
+     * 20 ms apart): cut replies must not move the bound. */
     (void)snprintf(cmd, sizeof cmd,
-                   "{\"cdcacheFault\": \"partition\", \"ms\": %u, \"replyDelayMs\": 10}",
+                   "{\"cdcacheFault\": \"partition\", \"ms\": %u, \"replyDelayMs\": 20}",
                    cfg.max_stale_ms + 500);
     while (fault_nap(f, 800)) {
       if (fault_cmd(f, cmd))
@@ -918,7 +918,7 @@ static int parse_args(int argc, char **argv)
   cfg.servers = 3;
   cfg.ids = 50;
   cfg.cold = 16;
-  cfg.cold_period_ms = 4000;
+  cfg.cold_period_ms = 2500;
   cfg.lag_target_ms = 500;
   cfg.writers = 3;
   cfg.readers = 2;

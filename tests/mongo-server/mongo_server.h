@@ -209,7 +209,7 @@ typedef struct {
   /* partition: change-stream connections get no answer until then. */
   int64_t partition_until_us;
   /* After a partition with replyDelayMs: each cut change-stream reply
-   * waits this long (a slow catch-up), until a reply is not cut. */
+   * waits this long (a slow catch-up), until "off" or the next partition. */
   int64_t catchup_delay_ms;
   /* election: hello says secondary, commands fail with 10107 / 11602. */
   int64_t election_until_us;

@@ -1042,8 +1042,15 @@ static void test_getmore_wait_does_not_block(void)
   mongoc_change_stream_next(cs, &ev); /* Uses up the empty first batch. */
   waiter_t w = {cs, 0};
   pthread_t th;
+  int64_t waits0 = server_stat("getMoreWaits");
   pthread_create(&th, NULL, waiter_main, &w);
-  usleep(200000);
+  /* Ordered by the server's own counter, not a sleep: the getMore is
+   * waiting before the ping is sent. */
+  int64_t until = now_ms() + 1000;
+  while (server_stat("getMoreWaits") <= waits0 && now_ms() < until) {
+    usleep(2000);
+  }
+  CU_ASSERT(server_stat("getMoreWaits") > waits0);
   bson_t *ping = BCON_NEW("ping", BCON_INT32(1));
   bson_error_t err;
   int64_t t0 = now_ms();
