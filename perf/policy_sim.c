@@ -40,18 +40,24 @@
  *            the sketch.
  *   wtinylfu-hc  the same with Caffeine 2.7's hill climber sizing the
  *            window.
- *   s3lfu    S3-FIFO (S = 15%, ghost = 2 x capacity) plus a TinyLFU duel
+ *   s3lfu-exact  S3-FIFO (S = 15%, ghost = 2 x capacity) plus a TinyLFU duel
  *            at the ghost's door: a key whose hash is on the ghost enters
  *            M only if a count-min sketch counts it more often than the
  *            entry M's hand would evict; otherwise it starts over in S.
  *            The sketch is written by the writer alone: every miss
  *            increments it, and so does M's hand each time it finds an
  *            entry's frequency above 0 (a hit it observed), so hits write
- *            nothing but the entry's own 2-bit counter.  `s3lfu` is the
- *            shape cdcache builds: a sketch of capacity/4 words (2-4 bytes
- *            per entry) and the ghost as two rotating Bloom filters of 8
- *            bits per ghost key (2-4 bytes per entry); `s3lfu-exact` has an
- *            exact ghost and a Caffeine-sized sketch.
+ *            nothing but the entry's own 2-bit counter.  The sketch is
+ *            halved every 20 x capacity counts (it sees misses and the
+ *            hits the hand observes, about half of Caffeine's events, so
+ *            twice Caffeine's 10 x spans a similar stretch of requests).
+ *            This one has an exact ghost and a Caffeine-sized sketch.
+ *   allkeys-s3fifo  the same in the shape cdcache builds (shards/s3fifo.c):
+ *            a sketch of capacity/4 words, at least 64 (2-4 bytes per
+ *            entry; below 64 words a tiny cache's counters all saturate
+ *            and the duel turns every ghost hit away), and the ghost as
+ *            two rotating Bloom filters of 8 bits per ghost key (2-4
+ *            bytes per entry).
  *   s3fifo-hc  s3lfu with S sized by that hill climber (1%..50%).
  *
  * Options: --conf NAME=kind,small,thresh,ghost,fmax[,min,max,mghost,gfreq,
@@ -222,11 +228,14 @@ typedef struct pconf {
   int freq_max;     /* saturating counter's maximum (3 = 2 bits) */
   double small_min; /* adapt: bounds of S's share */
   double small_max;
-  int main_ghost; /* s3fifo: M's victims go on the ghost too */
-  int ghost_freq; /* s3fifo: frequency a key entering M from G starts with */
-  int s_duel;     /* s3lfu: S's unaccessed victim duels M's victim for a place in M */
-  int sketch_div; /* sketch words = pow2 >= capacity / sketch_div (0: 1) */
-  int bloom_bits; /* ghost as two rotating Bloom filters, bits per ghost entry (0: exact) */
+  int main_ghost;    /* s3fifo: M's victims go on the ghost too */
+  int ghost_freq;    /* s3fifo: frequency a key entering M from G starts with */
+  int s_duel;        /* s3lfu: S's unaccessed victim duels M's victim for a place in M */
+  int sketch_div;    /* sketch words = pow2 >= capacity / sketch_div (0: 1) */
+  int bloom_bits;    /* ghost as two rotating Bloom filters, bits per ghost entry (0: exact) */
+  int reset;         /* s3lfu: sketch halves every reset x capacity counts (0: 10) */
+  int count_promote; /* s3lfu: S's hit entry moving to M counts in the sketch */
+  int sketch_min;    /* s3lfu: the sketch's least number of words (0: 8) */
 } pconf_t;
 
 /* Count-min sketch, 4 rows of 4-bit counters (Caffeine's FrequencySketch
@@ -306,15 +315,16 @@ typedef struct pol {
   double hc_prev, hc_step;
 } pol_t;
 
-static void sketch_init(sketch_t *k, uint64_t cap, int div)
+static void sketch_init(sketch_t *k, uint64_t cap, int div, int minw)
 {
-  uint64_t w = 8;
+  uint64_t w = minw > 8 ? (uint64_t)minw : 8;
   while (w < cap / (uint64_t)(div > 0 ? div : 1))
     w <<= 1;
   k->t = calloc(w, sizeof *k->t);
   k->mask = w - 1;
   k->size = 0;
   k->sample = 10 * (cap < 8 ? 8 : cap);
+  (void)0;
 }
 
 static inline unsigned sketch_idx(const sketch_t *k, uint64_t h, int row, unsigned *shift)
@@ -367,13 +377,15 @@ static int pol_init(pol_t *p, const pconf_t *c, uint64_t cap)
   if (p->small_target < 1)
     p->small_target = 1;
   if (c->kind == P_S3LFU) {
-    sketch_init(&p->sk, p->cap, c->sketch_div);
+    sketch_init(&p->sk, p->cap, c->sketch_div, c->sketch_min);
+    if (c->reset > 0)
+      p->sk.sample = (uint64_t)c->reset * p->cap;
     p->hc_sample = 10 * p->cap;
     p->hc_step = 0.0625 * (double)p->cap;
     p->hc_prev = -1;
   }
   if (c->kind == P_WTINYLFU || c->kind == P_WTINYLFU_HC) {
-    sketch_init(&p->sk, p->cap, c->sketch_div);
+    sketch_init(&p->sk, p->cap, c->sketch_div, c->sketch_min);
     p->window_target = p->small_target;
     p->hc_sample = 10 * p->cap;
     p->hc_step = 0.0625 * (double)p->cap;
@@ -488,6 +500,8 @@ static void s3_evict(pol_t *p)
     if ((double)s->q[Q_A].len >= p->small_target || s->q[Q_B].len == 0) {
       uint32_t h = s->q[Q_A].head;
       if (s->n[h].freq >= p->c->move_thresh) {
+        if (p->c->count_promote)
+          sketch_inc(&p->sk, XXH3_64bits(&s->n[h].key, 8));
         s->n[h].freq = 0;
         q_move(s, h, Q_B);
         /* M grew by one: the total is unchanged, keep looking. */
@@ -733,15 +747,15 @@ static double run(const pconf_t *c, const uint64_t *ids, size_t n, uint64_t cap,
 /* name, kind, small, move_thresh, ghost, freq_max, small_min, small_max,
  * main_ghost, ghost_freq, s_duel, sketch_div, bloom_bits */
 static pconf_t CONFS[32] = {
-    {"lru", P_LRU, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-    {"clock", P_CLOCK, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-    {"s3fifo", P_S3FIFO, 0.10, 1, 0.9, 3, 0, 0, 0, 0, 0, 0, 0},
-    {"s3fifo-adapt", P_S3FIFO_ADAPT, 0.10, 1, 0.9, 3, 0.01, 0.9, 0, 0, 0, 0, 0},
-    {"s3fifo-hc", P_S3LFU, 0.10, 1, 1.5, 3, 0.01, 0.5, 0, 0, 0, 0, 0},
-    {"wtinylfu", P_WTINYLFU, 0.01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-    {"wtinylfu-hc", P_WTINYLFU_HC, 0.01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
-    {"s3lfu-exact", P_S3LFU, 0.15, 1, 2, 3, 0, 0, 0, 0, 0, 1, 0},
-    {"s3lfu", P_S3LFU, 0.15, 1, 2, 3, 0, 0, 0, 0, 0, 4, 8},
+    {"lru", P_LRU, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"clock", P_CLOCK, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"s3fifo", P_S3FIFO, 0.10, 1, 0.9, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"s3fifo-adapt", P_S3FIFO_ADAPT, 0.10, 1, 0.9, 3, 0.01, 0.9, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"s3fifo-hc", P_S3LFU, 0.10, 1, 1.5, 3, 0.01, 0.5, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"wtinylfu", P_WTINYLFU, 0.01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"wtinylfu-hc", P_WTINYLFU_HC, 0.01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {"s3lfu-exact", P_S3LFU, 0.15, 1, 2, 3, 0, 0, 0, 0, 0, 1, 0, 20, 0, 64},
+    {"allkeys-s3fifo", P_S3LFU, 0.15, 1, 2, 3, 0, 0, 0, 0, 0, 4, 8, 20, 0, 64},
 };
 static size_t NCONFS;
 
@@ -790,10 +804,10 @@ int main(int argc, char **argv)
       pconf_t *c = &CONFS[NCONFS++];
       char *spec = argv[++i], *eq = strchr(spec, '=');
       int kind = 0;
-      if (!eq ||
-          sscanf(eq + 1, "%d,%lf,%d,%lf,%d,%lf,%lf,%d,%d,%d,%d,%d", &kind, &c->small,
-                 &c->move_thresh, &c->ghost, &c->freq_max, &c->small_min, &c->small_max,
-                 &c->main_ghost, &c->ghost_freq, &c->s_duel, &c->sketch_div, &c->bloom_bits) < 5) {
+      if (!eq || sscanf(eq + 1, "%d,%lf,%d,%lf,%d,%lf,%lf,%d,%d,%d,%d,%d,%d,%d,%d", &kind,
+                        &c->small, &c->move_thresh, &c->ghost, &c->freq_max, &c->small_min,
+                        &c->small_max, &c->main_ghost, &c->ghost_freq, &c->s_duel, &c->sketch_div,
+                        &c->bloom_bits, &c->reset, &c->count_promote, &c->sketch_min) < 5) {
         usage();
         return 2;
       }
