@@ -53,7 +53,8 @@
  *            twice Caffeine's 10 x spans a similar stretch of requests).
  *            This one has an exact ghost and a Caffeine-sized sketch.
  *   allkeys-s3fifo  the same in the shape cdcache builds (shards/s3fifo.c):
- *            a sketch of capacity/4 words, at least 64 (2-4 bytes per
+ *            a sketch of capacity/4 words, at least 64, a key's four
+ *            counters in one 8-word block (2-4 bytes per
  *            entry; below 64 words a tiny cache's counters all saturate
  *            and the duel turns every ghost hit away), and the ghost as
  *            two rotating Bloom filters of 8 bits per ghost key (2-4
@@ -244,6 +245,7 @@ typedef struct sketch {
   uint64_t *t;
   uint64_t mask; /* words - 1 */
   uint64_t size, sample;
+  int block; /* a key's 4 counters in one 8-word block, as shards/s3fifo.c */
 } sketch_t;
 
 /* Ghost as two Bloom filters: inserts go to `cur`; when it has taken
@@ -335,12 +337,26 @@ static inline unsigned sketch_idx(const sketch_t *k, uint64_t h, int row, unsign
   return (unsigned)((x >> 16) & k->mask);
 }
 
+/* shards/s3fifo.c's layout: one spread of the hash picks an 8-word block
+ * (high bits) and, per row, a word in it and a 16-bit group (a byte of the
+ * low bits each). */
+static inline unsigned sketch_bidx(const sketch_t *k, uint64_t h, int row, unsigned *shift)
+{
+  uint64_t x = (uint32_t)h + 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  x ^= x >> 31;
+  unsigned b = (unsigned)(x >> (8 * row));
+  *shift = ((b >> 3) & 3u) * 16 + (unsigned)row * 4;
+  return (unsigned)((((x >> 32) & (k->mask >> 3)) << 3) + (b & 7u));
+}
+
 static unsigned sketch_freq(const sketch_t *k, uint64_t h)
 {
   unsigned f = 15;
   for (int r = 0; r < 4; r++) {
     unsigned sh;
-    unsigned i = sketch_idx(k, h, r, &sh);
+    unsigned i = k->block ? sketch_bidx(k, h, r, &sh) : sketch_idx(k, h, r, &sh);
     unsigned v = (unsigned)(k->t[i] >> sh) & 15;
     if (v < f)
       f = v;
@@ -353,7 +369,7 @@ static void sketch_inc(sketch_t *k, uint64_t h)
   int added = 0;
   for (int r = 0; r < 4; r++) {
     unsigned sh;
-    unsigned i = sketch_idx(k, h, r, &sh);
+    unsigned i = k->block ? sketch_bidx(k, h, r, &sh) : sketch_idx(k, h, r, &sh);
     if (((k->t[i] >> sh) & 15) != 15) {
       k->t[i] += 1ULL << sh;
       added = 1;
@@ -378,6 +394,7 @@ static int pol_init(pol_t *p, const pconf_t *c, uint64_t cap)
     p->small_target = 1;
   if (c->kind == P_S3LFU) {
     sketch_init(&p->sk, p->cap, c->sketch_div, c->sketch_min);
+    p->sk.block = c->sketch_div > 1; /* the shape cdcache builds */
     if (c->reset > 0)
       p->sk.sample = (uint64_t)c->reset * p->cap;
     p->hc_sample = 10 * p->cap;
