@@ -220,7 +220,7 @@ typedef enum {
   P_S3LFU,
 } pkind_t;
 
-typedef struct pconf {
+typedef struct pconf { // NOLINT(clang-analyzer-optin.performance.Padding): readability of the table
   const char *name;
   pkind_t kind;
   double small;     /* s3fifo: S's (initial) share; wtinylfu: window share */
@@ -852,7 +852,7 @@ int main(int argc, char **argv)
       for (files = list; files[nfiles]; nfiles++)
         ;
   }
-  int use[32];
+  int use[32] = {0};
   for (size_t c = 0; c < NCONFS; c++) {
     use[c] = 1;
     if (only && c > 0) { /* lru always runs: the reference */
