@@ -27,7 +27,7 @@ static uint32_t effective_ttl(const cdcache_t *c, uint32_t ttl_ms)
   return ttl_ms;
 }
 
-struct cdcache__entry *cdcache__entry_new(cdcache_t *c, const void *key, size_t klen,
+struct cdcache__entry *cdcache__entry_new(cdcache_t *c, uint64_t h, const void *key, size_t klen,
                                           const void *val, size_t vlen, uint32_t ttl_ms,
                                           uint64_t now, struct cdcache_fill *fill)
 {
@@ -42,7 +42,7 @@ struct cdcache__entry *cdcache__entry_new(cdcache_t *c, const void *key, size_t 
     return NULL;
   atomic_init(&e->next, NULL);
   e->u.lru.prev = e->u.lru.next = NULL;
-  e->hash = (uint32_t)cdcache__hash(key, klen);
+  e->hash = (uint32_t)h;
   e->vlen = (uint32_t)vlen;
   e->klen = (uint16_t)klen;
   e->flags = flags;
@@ -118,7 +118,7 @@ int cdcache__lookup(cdcache_t *c, uint64_t h, const void *key, size_t klen, void
 
 int cdcache__get(cdcache_t *c, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
 {
-  uint64_t h = cdcache__hash(key, klen);
+  uint64_t h = cdcache__hash(c->secret, key, klen);
   int rc = lookup(c, h, key, klen, buf, cap, vlen);
   cdcache__count(c, cdcache__tstats_get(c), rc == CDCACHE_ENOENT ? CTR_MISSES : CTR_HITS);
   return rc;
@@ -134,7 +134,7 @@ void cdcache__after_write(cdcache_t *c, struct cdcache__shard *s, struct cdcache
 int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, size_t vlen,
                  uint32_t ttl_ms)
 {
-  uint64_t h = cdcache__hash(key, klen);
+  uint64_t h = cdcache__hash(c->secret, key, klen);
   struct cdcache__shard *s = cdcache__shard_of(c, h);
   uint64_t now = cdcache__now_ms(c);
   if (!cdcache__fresh(c, now))
@@ -142,41 +142,53 @@ int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, si
   /* Throttle first, so the bytes this put adds find the backlog small. */
   if (cdcache__throttle_needed(c))
     cdcache__throttle(c, s);
-  struct cdcache__entry *e = cdcache__entry_new(c, key, klen, val, vlen, ttl_ms, now, NULL);
+  struct cdcache__entry *e = cdcache__entry_new(c, h, key, klen, val, vlen, ttl_ms, now, NULL);
   if (e == NULL)
     return CDCACHE_ENOMEM;
   struct cdcache__tstats *t = cdcache__tstats_get(c);
+  struct cdcache__shard_report rep = {0};
   struct cdcache__retired r;
   pthread_mutex_lock(&s->lock);
-  int rc = cdcache__shard_install(c, s, e, h, now, NULL, t);
+  int rc = cdcache__shard_install(c, s, e, h, now, NULL, &rep);
   if (rc == 0) {
-    cdcache__count(c, t, CTR_PUTS);
-    cdcache__shard_sweep(c, s, now, NULL, t);
+    cdcache__shard_sweep(c, s, now, NULL, &rep);
+  } else {
+    /* The put failed, but the database moved on: a fill of the key in
+     * flight read the older value and must not be cached. */
+    struct cdcache__entry *ph = cdcache__shard_find(s, h, key, klen);
+    if (ph != NULL && (ph->flags & CDCACHE__E_PLACEHOLDER))
+      cdcache__shard_unlink(c, s, ph, WHY_REPLACED, &rep);
   }
   cdcache__retire_take(c, s, &r, false);
   pthread_mutex_unlock(&s->lock);
-  if (rc != 0)
+  if (rc == 0)
+    cdcache__count(c, t, CTR_PUTS);
+  else
     cdcache__entry_free(c, e);
+  cdcache__account(c, t, &rep);
   cdcache__after_write(c, s, &r);
   return rc;
 }
 
 int cdcache__remove(cdcache_t *c, const void *key, size_t klen, bool invalidation)
 {
-  uint64_t h = cdcache__hash(key, klen);
+  uint64_t h = cdcache__hash(c->secret, key, klen);
   struct cdcache__shard *s = cdcache__shard_of(c, h);
   struct cdcache__tstats *t = cdcache__tstats_get(c);
+  struct cdcache__shard_report rep = {0};
   struct cdcache__retired r;
   int rc = CDCACHE_ENOENT;
   pthread_mutex_lock(&s->lock);
   struct cdcache__entry *e = cdcache__shard_find(s, h, key, klen);
   if (e != NULL) {
-    cdcache__shard_unlink(c, s, e, invalidation ? WHY_INVALIDATED : WHY_DELETED, t);
-    cdcache__count(c, t, invalidation ? CTR_INVALIDATIONS : CTR_DELETES);
+    cdcache__shard_unlink(c, s, e, invalidation ? WHY_INVALIDATED : WHY_DELETED, &rep);
     rc = 0;
   }
   cdcache__retire_take(c, s, &r, false);
   pthread_mutex_unlock(&s->lock);
+  if (rc == 0)
+    cdcache__count(c, t, invalidation ? CTR_INVALIDATIONS : CTR_DELETES);
+  cdcache__account(c, t, &rep);
   cdcache__after_write(c, s, &r);
   return rc;
 }
@@ -188,12 +200,38 @@ int cdcache__flush(cdcache_t *c)
   for (uint32_t i = 0; i < c->nshards; i++) {
     struct cdcache__shard *s = &c->shards[i];
     struct cdcache__retired r;
+    struct cdcache__shard_report rep = {0};
     pthread_mutex_lock(&s->lock);
-    cdcache__shard_clear(c, s, t);
+    cdcache__shard_clear(c, s, &rep);
     cdcache__retire_take(c, s, &r, true);
     pthread_mutex_unlock(&s->lock);
     cdcache__retire_submit(c, &r);
   }
   cdcache__count(c, t, CTR_FLUSHES);
   return 0;
+}
+
+void cdcache__account(cdcache_t *c, struct cdcache__tstats *t,
+                      const struct cdcache__shard_report *rep)
+{
+  if (rep->evicted != 0)
+    cdcache__count_n(c, t, CTR_EVICTIONS, rep->evicted);
+  if (rep->expired != 0)
+    cdcache__count_n(c, t, CTR_EXPIRATIONS, rep->expired);
+  if (__builtin_expect(rep->long_chains == 0, 1))
+    return;
+  cdcache__count_n(c, t, CTR_LONG_CHAINS, rep->long_chains);
+  uint64_t now = cdcache__now_ms(c);
+  uint64_t last = atomic_load_explicit(&c->chain_log_ms, memory_order_relaxed);
+  if (last != UINT64_MAX && now - last < CDCACHE__CHAIN_LOG_INTERVAL_MS && now >= last)
+    return;
+  if (!atomic_compare_exchange_strong_explicit(&c->chain_log_ms, &last, now, memory_order_relaxed,
+                                               memory_order_relaxed))
+    return; /* another thread logs this interval */
+  uint64_t v[CTR__COUNT];
+  cdcache__tstats_sum(c, v);
+  cdcache__log(c, CDCACHE_LOG_WARNING,
+               "hash chains of %u or more entries (%llu inserts so far): hostile keys or a "
+               "broken random source",
+               (unsigned)CDCACHE__CHAIN_TRIPWIRE, (unsigned long long)v[CTR_LONG_CHAINS]);
 }

@@ -14,6 +14,7 @@
 #define CDCACHE_CACHE_H
 
 #include "cache_internal.h"
+#include "hash.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -52,6 +53,7 @@ enum cdcache__ctr {
   CTR_STALE_REJECTED,
   CTR_LOADS,
   CTR_LOAD_WAITS,
+  CTR_LONG_CHAINS,
   CTR__COUNT
 };
 
@@ -60,8 +62,8 @@ enum cdcache__ctr {
  * of the stats load them relaxed. */
 struct cdcache__tstats {
   _Atomic uint64_t v[CTR__COUNT]; /* Synchronization: atomic, relaxed; one writer */
-  struct cdcache__tstats *next; /* Synchronization: registry mutex; read-only once linked */
-  void *raw;                    /* read-only: what to free (aligned allocation) */
+  struct cdcache__tstats *next;   /* Synchronization: registry mutex; read-only once linked */
+  void *raw;                      /* read-only: what to free (aligned allocation) */
   bool owned;                     /* Synchronization: registry mutex */
 } __attribute__((aligned(CDCACHE__CACHELINE)));
 
@@ -164,17 +166,27 @@ struct cdcache__list {
   uint64_t bytes; /* sum of the entries' charges */
 };
 
+/*
+ * Three cache lines at least: what every reader loads (read-only after
+ * open), the lock, and what writers change under it.  Keeping the lock
+ * off the readers' line means a write does not invalidate the line every
+ * get loads.
+ */
 struct cdcache__shard {
-  pthread_mutex_t lock;
+  /* Read-mostly line. */
   /* Synchronization: read-only after open (the array); its slots are
    * RCU-published like entry->next. */
   _Atomic(struct cdcache__entry *) *buckets;
   uint64_t mask;        /* read-only after open */
   uint64_t cap_entries; /* read-only after open: this shard's share */
   uint64_t cap_bytes;   /* read-only after open: its share of live bytes, 0 = none */
+
+  pthread_mutex_t lock __attribute__((aligned(CDCACHE__CACHELINE)));
+
+  /* Written by writers, under the lock. */
   /* Synchronization: shard lock.  [0]: entries without a TTL (and every
    * entry under allkeys-lru); [1]: entries with a TTL under volatile-lru. */
-  struct cdcache__list lists[2];
+  struct cdcache__list lists[2] __attribute__((aligned(CDCACHE__CACHELINE)));
   uint64_t sweep_cursor; /* Synchronization: shard lock */
   uint64_t n_ttl;        /* Synchronization: shard lock: live entries with a TTL */
   /* Synchronization: shard lock.  Unlinked entries waiting for a batch to
@@ -195,8 +207,11 @@ struct cdcache__shard {
 struct cdcache_fill {
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  int refs;     /* Synchronization: mu */
-  bool done;    /* Synchronization: mu */
+  int refs;  /* Synchronization: mu */
+  bool done; /* Synchronization: mu */
+  /* Synchronization: mu.  Set when a later caller took the key over after
+   * fill_timeout_ms: waiters stop waiting and retry. */
+  bool taken_over;
   int result;   /* Synchronization: mu (meaningful once done) */
   void *val;    /* Synchronization: mu (written before done, then read-only) */
   size_t vlen;  /* Synchronization: mu, as val */
@@ -230,6 +245,8 @@ struct cdcache {               // NOLINT(clang-analyzer-optin.performance.Paddin
   struct cdcache__shard *shards; /* read-only pointer; see the shard */
   void *shards_raw;              /* read-only: what to free (aligned allocation) */
   void *self_raw;                /* read-only: what to free for this handle */
+  /* read-only after open: this cache's hash key (hash.h), from getrandom() */
+  unsigned char secret[CDCACHE__SECRET_SIZE];
 
   /* Read-mostly line: loaded on every hit. */
   /* Synchronization: atomic; the CDC thread stores (release), readers load
@@ -238,7 +255,13 @@ struct cdcache {               // NOLINT(clang-analyzer-optin.performance.Paddin
   /* Synchronization: atomic.  Advanced by flush (seq_cst) before it clears
    * the shards; fills compare it under the shard lock at completion. */
   _Atomic uint64_t epoch;
-  _Atomic uint64_t cluster_time; /* Synchronization: atomic, relaxed */
+
+  /* Written on every change event by the CDC thread: a line of its own,
+   * away from fresh_until. */
+  _Atomic uint64_t cluster_time __attribute__((aligned(CDCACHE__CACHELINE))); /* atomic, relaxed */
+  /* Synchronization: atomic (CAS).  Cache clock of the last long-chain
+   * warning; UINT64_MAX before the first.  Rate-limits the tripwire's log. */
+  _Atomic uint64_t chain_log_ms;
 
   /* Written by writers and the reclaimer. */
   /* Synchronization: atomic, relaxed (a gauge; the throttle rereads it). */
@@ -254,6 +277,12 @@ struct cdcache {               // NOLINT(clang-analyzer-optin.performance.Paddin
 /* Bumped in every child after fork() (pthread_atfork).  Relaxed loads. */
 extern _Atomic uint32_t cdcache__fork_gen;
 
+/* cache.c: what one entry of max_key_len and max_value_len may be
+ * charged: its size plus the allocator's rounding (16-byte bins; whole
+ * pages for mmap'd chunks; size classes up to a quarter apart in
+ * jemalloc-like allocators).  Each shard's byte share holds at least this. */
+uint64_t cdcache__max_entry_charge(const cdcache_config_t *cfg);
+
 /* clock.c */
 uint64_t cdcache__coarse_ms(void);
 uint64_t cdcache__coarse_resolution_ms(void);
@@ -264,15 +293,6 @@ void cdcache__default_allocator(cdcache_allocator_t *a);
 void *cdcache__alloc_aligned(const cdcache_allocator_t *a, size_t size, void **raw);
 void cdcache__free_aligned(const cdcache_allocator_t *a, void *raw, size_t size);
 size_t cdcache__charge(const cdcache_t *cache, void *ptr, size_t size);
-
-/* Hash of a key: XXH3-64 (libxxhash, inlined).  Top bits pick the shard,
- * low bits the bucket. */
-#define XXH_INLINE_ALL
-#include <xxhash.h>
-static inline uint64_t cdcache__hash(const void *key, size_t klen)
-{
-  return XXH3_64bits(key, klen);
-}
 
 static inline struct cdcache__shard *cdcache__shard_of(const cdcache_t *c, uint64_t h)
 {

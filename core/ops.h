@@ -7,7 +7,7 @@
 #include "reclaim.h"
 
 /* access.c */
-struct cdcache__entry *cdcache__entry_new(cdcache_t *c, const void *key, size_t klen,
+struct cdcache__entry *cdcache__entry_new(cdcache_t *c, uint64_t h, const void *key, size_t klen,
                                           const void *val, size_t vlen, uint32_t ttl_ms,
                                           uint64_t now, struct cdcache_fill *fill);
 void cdcache__entry_free(cdcache_t *c, struct cdcache__entry *e);
@@ -24,13 +24,28 @@ int cdcache__remove(cdcache_t *c, const void *key, size_t klen, bool invalidatio
 int cdcache__flush(cdcache_t *c);
 /* After a write: submit the shard's retire batch, throttle if needed. */
 void cdcache__after_write(cdcache_t *c, struct cdcache__shard *s, struct cdcache__retired *r);
+/* Counts into this thread's block t, or into the cache's shared fallback
+ * block (atomic adds) when the thread has none (t NULL). */
+static inline void cdcache__count_n(cdcache_t *c, struct cdcache__tstats *t, enum cdcache__ctr ctr,
+                                    uint64_t n)
+{
+  if (__builtin_expect(t != NULL, 1)) {
+    uint64_t v = atomic_load_explicit(&t->v[ctr], memory_order_relaxed);
+    atomic_store_explicit(&t->v[ctr], v + n, memory_order_relaxed);
+  } else {
+    atomic_fetch_add_explicit(&c->tstats.fallback.v[ctr], n, memory_order_relaxed);
+  }
+}
 static inline void cdcache__count(cdcache_t *c, struct cdcache__tstats *t, enum cdcache__ctr ctr)
 {
-  if (__builtin_expect(t != NULL, 1))
-    cdcache__ctr_inc(t, ctr);
-  else
-    cdcache__ctr_add(c, ctr, 1);
+  cdcache__count_n(c, t, ctr, 1);
 }
+/* No lock held: counts what a shard operation reported, and logs long
+ * chains (at most once per CDCACHE__CHAIN_LOG_INTERVAL_MS). */
+struct cdcache__shard_report;
+void cdcache__account(cdcache_t *c, struct cdcache__tstats *t,
+                      const struct cdcache__shard_report *rep);
+#define CDCACHE__CHAIN_LOG_INTERVAL_MS 10000u
 
 /* fill.c */
 int cdcache__get_or_load(cdcache_t *c, const void *key, size_t klen, cdcache_loader_fn loader,

@@ -150,6 +150,25 @@ void cdcache__throttle(cdcache_t *c, struct cdcache__shard *s)
     barrier();
 }
 
+void cdcache__retire_drain_forked(cdcache_t *c)
+{
+  barrier();
+  for (uint32_t i = 0; i < c->nshards; i++) {
+    struct cdcache__retired r;
+    struct cdcache__shard *s = &c->shards[i];
+    /* Held by a thread of the parent at the fork: its lists may be half
+     * updated; leave them (the child's copy leaks, nothing worse). */
+    if (pthread_mutex_trylock(&s->lock) != 0)
+      continue;
+    cdcache__retire_take(c, s, &r, true);
+    pthread_mutex_unlock(&s->lock);
+    if (r.list != NULL) {
+      urcu_bp_synchronize_rcu();
+      free_list(c, r.list, r.bytes);
+    }
+  }
+}
+
 void cdcache__retire_drain_all(cdcache_t *c)
 {
   for (uint32_t i = 0; i < c->nshards; i++) {

@@ -25,6 +25,10 @@ bool cdcache__throttle_needed(const cdcache_t *c);
 /* No lock held, not in a read-side section: submit s's list and wait
  * until every queued batch is freed. */
 void cdcache__throttle(cdcache_t *c, struct cdcache__shard *s);
+/* In a child forked through cdcache_fork_*(), closing a handle from
+ * before the fork: wait for the batches call_rcu inherited (they may name
+ * c), then free the retire lists of the shards whose lock is free. */
+void cdcache__retire_drain_forked(cdcache_t *c);
 /* No lock held: free every retired entry of every shard (close, tests). */
 void cdcache__retire_drain_all(cdcache_t *c);
 

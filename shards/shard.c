@@ -141,7 +141,7 @@ static _Atomic(struct cdcache__entry *) *link_to(struct cdcache__shard *s,
 }
 
 void cdcache__shard_unlink(cdcache_t *c, struct cdcache__shard *s, struct cdcache__entry *e,
-                           enum cdcache__why why, struct cdcache__tstats *t)
+                           enum cdcache__why why, struct cdcache__shard_report *rep)
 {
   _Atomic(struct cdcache__entry *) *link = link_to(s, e);
   /* P2: readers on e still follow e->next, which stays as it is. */
@@ -160,16 +160,12 @@ void cdcache__shard_unlink(cdcache_t *c, struct cdcache__shard *s, struct cdcach
     atomic_store_explicit(&s->n_entries,
                           atomic_load_explicit(&s->n_entries, memory_order_relaxed) - 1,
                           memory_order_relaxed);
-    switch (why) {
-    case WHY_EVICTED:
-      cdcache__ctr_inc(t, CTR_EVICTIONS);
-      break;
-    case WHY_EXPIRED:
-      cdcache__ctr_inc(t, CTR_EXPIRATIONS);
-      break;
-    default:
-      break;
-    }
+    /* Reported to the caller, which counts: the shard calls nothing
+     * above it. */
+    if (why == WHY_EVICTED)
+      rep->evicted++;
+    else if (why == WHY_EXPIRED)
+      rep->expired++;
   }
   atomic_store_explicit(&s->n_bytes,
                         atomic_load_explicit(&s->n_bytes, memory_order_relaxed) - charge,
@@ -182,6 +178,9 @@ void cdcache__shard_unlink(cdcache_t *c, struct cdcache__shard *s, struct cdcach
 /*
  * The CLOCK hand: returns the entry to evict from l (never `skip`), or
  * NULL when l holds nothing else.  *why tells eviction from expiry.
+ * Readers may set reference bits again behind the hand while it walks
+ * (they take no lock), so after two laps it stops giving second chances
+ * and takes the oldest entry: a victim is always found when there is one.
  */
 static struct cdcache__entry *pick_victim(const cdcache_t *c, struct cdcache__list *l,
                                           const struct cdcache__entry *skip, uint64_t now,
@@ -205,6 +204,12 @@ static struct cdcache__entry *pick_victim(const cdcache_t *c, struct cdcache__li
     list_remove(l, e);
     list_append(l, e);
   }
+  for (e = l->head; e != NULL; e = e->u.lru.next) {
+    if (e != skip) {
+      *why = cdcache__expired(c, e, now) ? WHY_EXPIRED : WHY_EVICTED;
+      return e;
+    }
+  }
   return NULL;
 }
 
@@ -223,20 +228,31 @@ static bool over_capacity(const struct cdcache__shard *s, int64_t add_entries, u
 /* Unlinks expired entries from the head of list l until one is not. */
 static void drop_expired_heads(cdcache_t *c, struct cdcache__shard *s, struct cdcache__list *l,
                                const struct cdcache__entry *skip, uint64_t now,
-                               struct cdcache__tstats *t)
+                               struct cdcache__shard_report *rep)
 {
   struct cdcache__entry *e;
   while ((e = l->head) != NULL && e != skip && cdcache__expired(c, e, now))
-    cdcache__shard_unlink(c, s, e, WHY_EXPIRED, t);
+    cdcache__shard_unlink(c, s, e, WHY_EXPIRED, rep);
 }
 
 int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcache__entry *ne,
                            uint64_t h, uint64_t now, const struct cdcache_fill *own,
-                           struct cdcache__tstats *t)
+                           struct cdcache__shard_report *rep)
 {
   const bool is_ph = (ne->flags & CDCACHE__E_PLACEHOLDER) != 0;
   uint64_t charge = cdcache__entry_charge(c, ne);
-  struct cdcache__entry *old = cdcache__shard_find(s, h, cdcache__entry_key(ne), ne->klen);
+  /* Find the key's entry, measuring the chain on the way (the tripwire). */
+  struct cdcache__entry *old = NULL;
+  uint64_t chain = 0;
+  for (struct cdcache__entry *e =
+           atomic_load_explicit(&s->buckets[h & s->mask], memory_order_relaxed);
+       e != NULL; e = atomic_load_explicit(&e->next, memory_order_relaxed), chain++) {
+    if (e->hash == (uint32_t)h && e->klen == ne->klen &&
+        cdcache__key_eq(cdcache__entry_key(e), cdcache__entry_key(ne), ne->klen)) {
+      old = e;
+      break;
+    }
+  }
   const bool old_live = old != NULL && !(old->flags & CDCACHE__E_PLACEHOLDER);
   const int64_t add_entries = (is_ph ? 0 : 1) - (old_live ? 1 : 0);
   const uint64_t old_charge = old != NULL ? cdcache__entry_charge(c, old) : 0;
@@ -244,27 +260,25 @@ int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcach
   if (over_capacity(s, add_entries, charge, old_charge)) {
     if (c->cfg.policy == CDCACHE_NOEVICTION) {
       /* Only expired entries may go; if that is not enough, change nothing. */
-      cdcache__shard_sweep(c, s, now, old, t);
-      drop_expired_heads(c, s, &s->lists[0], old, now, t);
+      cdcache__shard_sweep(c, s, now, old, rep);
+      drop_expired_heads(c, s, &s->lists[0], old, now, rep);
       if (over_capacity(s, add_entries, charge, old_charge))
         return CDCACHE_EFULL;
     } else {
-      struct cdcache__list *l =
-          &s->lists[c->cfg.policy == CDCACHE_VOLATILE_LRU ? 1 : 0];
+      struct cdcache__list *l = &s->lists[c->cfg.policy == CDCACHE_VOLATILE_LRU ? 1 : 0];
       /* What eviction could free at most (the list, less the entry being
        * replaced): when even that is not enough, fail before evicting. */
       const bool old_in_l = old_live && list_of(s, old) == l;
       const int64_t can_entries = (int64_t)l->len - (old_in_l ? 1 : 0);
       const uint64_t can_bytes = l->bytes - (old_in_l ? old_charge : 0);
-      if (over_capacity(s, (add_entries) - can_entries, charge,
-                        old_charge + can_bytes))
+      if (over_capacity(s, (add_entries)-can_entries, charge, old_charge + can_bytes))
         return CDCACHE_EFULL;
       while (over_capacity(s, add_entries, charge, old_charge)) {
         enum cdcache__why why;
         struct cdcache__entry *v = pick_victim(c, l, old, now, &why);
         if (v == NULL)
           return CDCACHE_EFULL; /* not reached: the floor check above */
-        cdcache__shard_unlink(c, s, v, why, t);
+        cdcache__shard_unlink(c, s, v, why, rep);
       }
     }
   }
@@ -295,6 +309,8 @@ int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcach
     atomic_store_explicit(&ne->next, atomic_load_explicit(head, memory_order_relaxed),
                           memory_order_relaxed);
     atomic_store_explicit(head, ne, memory_order_release);
+    if (chain >= CDCACHE__CHAIN_TRIPWIRE)
+      rep->long_chains++;
   }
   if (!is_ph) {
     list_append(list_of(s, ne), ne);
@@ -312,7 +328,7 @@ int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcach
 }
 
 void cdcache__shard_sweep(cdcache_t *c, struct cdcache__shard *s, uint64_t now,
-                          const struct cdcache__entry *skip, struct cdcache__tstats *t)
+                          const struct cdcache__entry *skip, struct cdcache__shard_report *rep)
 {
   if (s->n_ttl == 0)
     return;
@@ -322,17 +338,17 @@ void cdcache__shard_sweep(cdcache_t *c, struct cdcache__shard *s, uint64_t now,
     while (e != NULL) {
       struct cdcache__entry *next = atomic_load_explicit(&e->next, memory_order_relaxed);
       if (e != skip && !(e->flags & CDCACHE__E_PLACEHOLDER) && cdcache__expired(c, e, now))
-        cdcache__shard_unlink(c, s, e, WHY_EXPIRED, t);
+        cdcache__shard_unlink(c, s, e, WHY_EXPIRED, rep);
       e = next;
     }
   }
 }
 
-void cdcache__shard_clear(cdcache_t *c, struct cdcache__shard *s, struct cdcache__tstats *t)
+void cdcache__shard_clear(cdcache_t *c, struct cdcache__shard *s, struct cdcache__shard_report *rep)
 {
   for (uint64_t b = 0; b <= s->mask; b++) {
     struct cdcache__entry *e;
     while ((e = atomic_load_explicit(&s->buckets[b], memory_order_relaxed)) != NULL)
-      cdcache__shard_unlink(c, s, e, WHY_FLUSHED, t);
+      cdcache__shard_unlink(c, s, e, WHY_FLUSHED, rep);
   }
 }

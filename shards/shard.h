@@ -40,6 +40,21 @@ static inline bool cdcache__expired(const cdcache_t *c, const struct cdcache__en
   return (e->flags & CDCACHE__E_TTL) && now + c->clock_slack_ms >= cdcache__entry_expiry(e);
 }
 
+/*
+ * What a shard operation did, for its caller to count and log: the shard
+ * never calls up into counters or logging.  The caller zeroes it.
+ */
+struct cdcache__shard_report {
+  uint64_t evicted;     /* live entries evicted for room */
+  uint64_t expired;     /* expired entries reclaimed */
+  uint64_t long_chains; /* inserts into a chain already CDCACHE__CHAIN_TRIPWIRE long */
+};
+
+/* A chain this long is abnormal: with at most two entries per bucket on
+ * average and an unpredictable hash, a chain of 16 has odds of about
+ * 4e-10 per bucket.  Inserting into one counts in the report. */
+#define CDCACHE__CHAIN_TRIPWIRE CDCACHE_CHAIN_TRIPWIRE
+
 /* Why an entry leaves the table (which counter it bumps). */
 enum cdcache__why {
   WHY_REPLACED,
@@ -57,7 +72,7 @@ enum cdcache__why {
  * unless why is WHY_FILLED.
  */
 void cdcache__shard_unlink(cdcache_t *c, struct cdcache__shard *s, struct cdcache__entry *e,
-                           enum cdcache__why why, struct cdcache__tstats *t);
+                           enum cdcache__why why, struct cdcache__shard_report *rep);
 
 /*
  * Shard lock held.  Makes room for and links ne (a value entry or a
@@ -68,15 +83,16 @@ void cdcache__shard_unlink(cdcache_t *c, struct cdcache__shard *s, struct cdcach
  */
 int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcache__entry *ne,
                            uint64_t h, uint64_t now, const struct cdcache_fill *own,
-                           struct cdcache__tstats *t);
+                           struct cdcache__shard_report *rep);
 
 /* Shard lock held.  Reclaims expired entries in the next few buckets,
  * except `skip` (an entry the caller is about to replace; may be NULL). */
 void cdcache__shard_sweep(cdcache_t *c, struct cdcache__shard *s, uint64_t now,
-                          const struct cdcache__entry *skip, struct cdcache__tstats *t);
+                          const struct cdcache__entry *skip, struct cdcache__shard_report *rep);
 
 /* Shard lock held.  Unlinks every entry and placeholder (flush). */
-void cdcache__shard_clear(cdcache_t *c, struct cdcache__shard *s, struct cdcache__tstats *t);
+void cdcache__shard_clear(cdcache_t *c, struct cdcache__shard *s,
+                          struct cdcache__shard_report *rep);
 
 /* The bytes an entry is charged (what the allocator handed out). */
 static inline uint64_t cdcache__entry_charge(const cdcache_t *c, struct cdcache__entry *e)
