@@ -16,18 +16,28 @@
  *     are evicted too: an application may have cached the absence.
  *   drop, rename, dropDatabase: no documentKey, so everything of the
  *     namespace may be stale: the whole cache is flushed (reason
- *     "namespace").  The key callback still sees the event first.
- *   invalidate: the cursor is dead; flush (reason "invalidate") and let
- *     the stream loop reopen with startAfter.
- *   any other operation type (createIndexes, modify, ... with expanded
- *     events): changes no document; counted as ignored.
+ *     "namespace") when a rule covers the namespace (for a rename, the
+ *     source or the target), or when the key callback, which sees the
+ *     event first, does not call cdcache_cdc_not_mine().  A drop or
+ *     rename nothing covers flushes nothing.
+ *   events on the temporary collections $out and mapReduce write into
+ *     (tmp.agg_out.*, tmp.mr.*) are ignored: no application key can
+ *     depend on them (unless a rule names such a collection exactly, or
+ *     the scope is exactly it: then it is an ordinary collection).  The rename that ends such a job
+ * (a temporary collection renamed over its target) is judged by its target. invalidate: the cursor
+ * is dead; flush (reason "invalidate") and let the stream loop reopen with startAfter. any other
+ * operation type (createIndexes, modify, ... with expanded events): changes no document; counted as
+ * ignored.
  *
  * Failure is always on the side of evicting more: an event that cannot
  * be decoded, a template field missing from the documentKey, a value that
- * cannot be rendered, or a key callback that returns non-zero flushes the
- * whole cache (reason "unmappable"), is counted and logged, and the
- * stream goes on.  Duplicate delivery (after a resume) only evicts again,
- * which is harmless.
+ * cannot be rendered, or a key callback that fails flushes the whole
+ * cache (reason "unmappable"), is counted and logged, and the stream goes
+ * on.  A template field missing from the documentKey usually means a rule
+ * that does not fit the collection (every event then flushes): it is
+ * counted every time but logged once per namespace per minute
+ * (CDCACHE__LOGLIMIT_MS), with the number of occurrences held back.  Duplicate delivery (after a
+ * resume) only evicts again, which is harmless.
  */
 #include "cdc_internal.h"
 
@@ -37,7 +47,7 @@
 
 /* One event's fields, on the stack for one call (padding is harmless). */
 typedef struct decoded { // NOLINT(clang-analyzer-optin.performance.Padding)
-  int op; /* 0: an operation type we do not handle */
+  int op;                /* 0: an operation type we do not handle */
   const char *op_str;
   const char *db, *coll, *to_db, *to_coll;
   bson_t doc_key; /* static view into the event */
@@ -54,6 +64,8 @@ struct cdcache_cdc_sink {
   const char *op_name;
   const char *ns;
   int64_t commit_ms; /* -1 unknown */
+  uint64_t evicted;  /* keys this event evicted */
+  bool not_mine;     /* the key callback called cdcache_cdc_not_mine */
 };
 
 static const char *const op_names[] = {"unknown", "insert", "update",       "replace",   "delete",
@@ -216,6 +228,7 @@ static int evict(cdcache_cdc_sink_t *sk, const void *key, size_t klen)
     return rc;
   }
   cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, keys_evicted), 1);
+  sk->evicted++;
   if (sub->on_evict)
     sub->on_evict(sub->on_evict_ctx, key, klen, sk->op_name, sk->ns, lag_now(sk->commit_ms));
   return 0;
@@ -228,7 +241,66 @@ int cdcache_cdc_emit(cdcache_cdc_sink_t *sink, const void *key, size_t klen)
   return evict(sink, key, klen);
 }
 
-void cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why)
+int cdcache_cdc_not_mine(cdcache_cdc_sink_t *sink)
+{
+  if (!sink)
+    return CDCACHE_EINVAL;
+  sink->not_mine = true;
+  return 0;
+}
+
+/* FNV-1a over two strings, for the rate limit's slots. */
+static uint64_t hash2(const char *a, const char *b)
+{
+  uint64_t h = 14695981039346656037ull;
+  for (const char *p = a; *p; p++)
+    h = (h ^ (unsigned char)*p) * 1099511628211ull;
+  h = (h ^ 0xffu) * 1099511628211ull;
+  for (const char *p = b; *p; p++)
+    h = (h ^ (unsigned char)*p) * 1099511628211ull;
+  return h | 1u; /* 0 marks a free slot */
+}
+
+/*
+ * Whether a warning of this kind about this namespace may be logged now
+ * (at most once per CDCACHE__LOGLIMIT_MS).  *held receives how many were
+ * held back since the last one logged.  Slots are a small set-associative
+ * table: with more namespaces failing at once than it holds, the one
+ * logged longest ago is forgotten and may log again early (a bound on
+ * the rate, not a promise of silence).  CDC thread.
+ */
+static bool log_due(cdcache_cdc_t *sub, const char *kind, const char *ns, uint64_t *held)
+{
+  uint64_t h = hash2(kind, ns);
+  uint64_t now = cdcache__now_ms(sub->cache);
+  size_t base = (size_t)(h % CDCACHE__LOGLIMIT_SLOTS) & ~(size_t)(CDCACHE__LOGLIMIT_WAYS - 1);
+  size_t victim = base;
+  *held = 0;
+  /* a set of CDCACHE__LOGLIMIT_WAYS slots: this message's, or the one
+   * logged longest ago */
+  for (size_t w = 0; w < CDCACHE__LOGLIMIT_WAYS; w++) {
+    size_t i = base + w;
+    if (sub->loglimit[i].hash == h) {
+      victim = i;
+      break;
+    }
+    if (sub->loglimit[i].last_ms < sub->loglimit[victim].last_ms)
+      victim = i;
+  }
+  if (sub->loglimit[victim].hash == h && now >= sub->loglimit[victim].last_ms &&
+      now - sub->loglimit[victim].last_ms < CDCACHE__LOGLIMIT_MS) {
+    sub->loglimit[victim].held++;
+    return false;
+  }
+  if (sub->loglimit[victim].hash == h)
+    *held = sub->loglimit[victim].held;
+  sub->loglimit[victim].hash = h;
+  sub->loglimit[victim].last_ms = now;
+  sub->loglimit[victim].held = 0;
+  return true;
+}
+
+static void flush_cache(cdcache_cdc_t *sub, int reason, const char *why, bool log)
 {
   int rc = cdcache_flush(sub->cache);
   if (rc != 0) {
@@ -237,14 +309,69 @@ void cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why)
     return;
   }
   cdcache__stats_flush(&sub->stats, reason);
-  cdcache__cdc_log(sub,
-                   reason == CDCACHE_CDC_FLUSH_ESTABLISHED || reason == CDCACHE_CDC_FLUSH_NAMESPACE
-                       ? CDCACHE_LOG_INFO
-                       : CDCACHE_LOG_WARNING,
-                   "cdc: flushed the whole cache (%s): %s", cdcache_cdc_flush_reason_name(reason),
-                   why ? why : "");
+  if (log)
+    cdcache__cdc_log(sub,
+                     reason == CDCACHE_CDC_FLUSH_ESTABLISHED ||
+                             reason == CDCACHE_CDC_FLUSH_NAMESPACE
+                         ? CDCACHE_LOG_INFO
+                         : CDCACHE_LOG_WARNING,
+                     "cdc: flushed the whole cache (%s): %s", cdcache_cdc_flush_reason_name(reason),
+                     why ? why : "");
   if (sub->on_evict)
     sub->on_evict(sub->on_evict_ctx, NULL, 0, "flush", cdcache_cdc_flush_reason_name(reason), -1);
+}
+
+void cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why)
+{
+  flush_cache(sub, reason, why, true);
+}
+
+/* tmp.agg_out.<uuid> ($out, $merge into a new collection), tmp.mr.*
+ * (mapReduce): written, renamed over the target, or dropped by the
+ * server; no application reads them... unless a rule names the
+ * collection exactly (a real collection that happens to use the
+ * prefix): then it is an ordinary collection. */
+static bool temp_coll(const cdcache_cdc_t *sub, const char *db, const char *coll)
+{
+  if (!coll || (strncmp(coll, "tmp.agg_out.", 12) != 0 && strncmp(coll, "tmp.mr.", 7) != 0))
+    return false;
+  for (size_t i = 0; i < sub->n_rules; i++) {
+    const cdcache__rule_t *r = &sub->rules[i];
+    if (r->ns_kind == CDCACHE__NS_EXACT && cdcache__rule_matches(r, db, coll))
+      return false;
+  }
+  /* a subscription scoped to exactly that collection watches it */
+  return !(sub->coll && strcmp(sub->coll, coll) == 0);
+}
+
+/* Whether a rule covers db.coll (coll NULL: any collection of db). */
+static bool rules_cover(const cdcache_cdc_t *sub, const char *db, const char *coll)
+{
+  if (!db)
+    return true; /* cannot tell: cover */
+  for (size_t i = 0; i < sub->n_rules; i++) {
+    const cdcache__rule_t *r = &sub->rules[i];
+    if (coll ? cdcache__rule_matches(r, db, coll)
+             : r->ns_kind == CDCACHE__NS_ALL || strcmp(r->db, db) == 0)
+      return true;
+  }
+  return false;
+}
+
+/* drop, rename, dropDatabase: whether a rule covers what it changed. */
+static bool ns_event_covered(const cdcache_cdc_t *sub, const decoded_t *d)
+{
+  switch (d->op) {
+  case CDCACHE_CDC_OP_DROP_DATABASE:
+    return rules_cover(sub, d->db, NULL);
+  case CDCACHE_CDC_OP_RENAME:
+    if (!d->to_db || !d->to_coll) /* target unknown: assume the worst */
+      return true;
+    return (!temp_coll(sub, d->db, d->coll) && rules_cover(sub, d->db, d->coll)) ||
+           rules_cover(sub, d->to_db, d->to_coll);
+  default:
+    return rules_cover(sub, d->db, d->coll);
+  }
 }
 
 /* Calls the key callback; returns its verdict (0 fine). */
@@ -288,7 +415,8 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
     cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, why);
     return CDCACHE__APPLY_OK;
   }
-  if (d.op == 0) {
+  if (d.op == 0 || (temp_coll(sub, d.db, d.coll) &&
+                    (d.op != CDCACHE_CDC_OP_RENAME || temp_coll(sub, d.to_db, d.to_coll)))) {
     cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, ignored_events), 1);
     cdcache__cdc_log(sub, CDCACHE_LOG_DEBUG, "cdc: ignored event of operation type \"%s\"",
                      d.op_str);
@@ -302,6 +430,8 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
   else
     ns[0] = '\0';
   sk.sub = sub;
+  sk.evicted = 0;
+  sk.not_mine = false;
   sk.op_name = cdcache_cdc_op_name(d.op);
   sk.ns = ns;
   sk.commit_ms = d.has_wall       ? d.wall_ms
@@ -319,6 +449,7 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
   case CDCACHE_CDC_OP_REPLACE:
   case CDCACHE_CDC_OP_DELETE: {
     const char *unmappable = NULL;
+    bool missing_field = false, other_error = false;
     for (size_t i = 0; i < sub->n_rules; i++) {
       const cdcache__rule_t *r = &sub->rules[i];
       size_t klen = 0;
@@ -332,32 +463,57 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
         continue;
       }
       if (rc != 0) {
+        uint64_t held = 0;
         cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, key_errors), 1);
-        unmappable = rc == CDCACHE_ENOENT ? "a template field is missing from documentKey"
-                                          : "a documentKey value cannot be rendered";
-        cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: rule %zu (%.*s) on %s: %s", i,
-                         (int)r->tmpl_len, r->tmpl, ns, unmappable);
+        if (rc == CDCACHE_ENOENT) {
+          unmappable = "a template field is missing from documentKey";
+          missing_field = true;
+          if (log_due(sub, "missing-field", ns, &held))
+            cdcache__cdc_log(sub, CDCACHE_LOG_WARNING,
+                             "cdc: rule %zu (%.*s) on %s: %s; every such event flushes the "
+                             "whole cache (a rule that does not fit the collection's "
+                             "documentKey?); %llu more since the last such line",
+                             i, (int)r->tmpl_len, r->tmpl, ns, unmappable,
+                             (unsigned long long)held);
+        } else {
+          unmappable = "a documentKey value cannot be rendered";
+          other_error = true;
+          cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: rule %zu (%.*s) on %s: %s", i,
+                           (int)r->tmpl_len, r->tmpl, ns, unmappable);
+        }
         continue;
       }
       if (klen == 0)
         continue;
       evict(&sk, sub->keybuf, klen);
     }
-    if (sub->key_fn && call_key_fn(sub, &sk, &d, data, len) != 0) {
-      unmappable = "the key callback failed";
-      cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: key callback failed on %s of %s", d.op_str,
-                       ns);
+    if (sub->key_fn) {
+      if (call_key_fn(sub, &sk, &d, data, len) != 0) {
+        unmappable = "the key callback failed";
+        other_error = true;
+        cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: key callback failed on %s of %s", d.op_str,
+                         ns);
+      }
     }
+    /* a missing field alone was logged (rate-limited) above: the flush
+     * is not logged again for each event */
     if (unmappable)
-      cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, unmappable);
+      flush_cache(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, unmappable, other_error || !missing_field);
     break;
   }
   case CDCACHE_CDC_OP_DROP:
   case CDCACHE_CDC_OP_RENAME:
   case CDCACHE_CDC_OP_DROP_DATABASE: {
     char msg[700];
-    if (sub->key_fn)
-      (void)call_key_fn(sub, &sk, &d, data, len); /* we flush anyway */
+    bool covered = ns_event_covered(sub, &d);
+    if (sub->key_fn && (call_key_fn(sub, &sk, &d, data, len) != 0 || !sk.not_mine))
+      covered = true;
+    if (!covered) {
+      cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, ignored_events), 1);
+      cdcache__cdc_log(sub, CDCACHE_LOG_DEBUG, "cdc: %s of %s: no rule covers it, nothing flushed",
+                       d.op_str, ns);
+      break;
+    }
     if (d.op == CDCACHE_CDC_OP_RENAME && d.to_db && d.to_coll)
       (void)snprintf(msg, sizeof msg, "rename of %s to %s.%s", ns, d.to_db, d.to_coll);
     else
@@ -373,6 +529,9 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
     break;
   }
 
-  cdcache__stats_applied(&sub->stats, d.cluster_time, lag_now(sk.commit_ms), sk.commit_ms >= 0);
+  /* a lag sample only for an event that evicted something: the figure
+   * is the invalidation lag a reader sees */
+  cdcache__stats_applied(&sub->stats, d.cluster_time, lag_now(sk.commit_ms),
+                         sk.commit_ms >= 0 && sk.evicted > 0);
   return result;
 }
