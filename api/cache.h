@@ -1,5 +1,5 @@
 /*
- * Private definitions of the cache core: the cache handle, entries, fills
+ * Private definitions of the cache (api/): the cache handle, entries, fills
  * and the counters.  Not installed; see cache_internal.h for what the CDC
  * consumer uses.
  *
