@@ -152,14 +152,14 @@ static int size_for(cdcache_t *c, const cdcache_config_t *cfg, uint64_t *live_sh
     c->tables_bytes += cdcache__shard_table_bytes(buckets_for(base + (i < extra)));
   *live_share = 0;
   if (cfg->max_bytes == 0) {
-    c->pending_cap = 64u << 20;
+    c->rec.pending_cap = 64u << 20;
     return 0;
   }
   if (cfg->max_bytes <= c->tables_bytes + sizeof *c)
     return CDCACHE_EINVAL;
   uint64_t budget = cfg->max_bytes - c->tables_bytes - sizeof *c;
-  c->pending_cap = budget / 8;
-  *live_share = (budget - c->pending_cap) / c->nshards;
+  c->rec.pending_cap = budget / 8;
+  *live_share = (budget - c->rec.pending_cap) / c->nshards;
   /* A share must take one largest entry, or such a put could never
    * succeed; a share of 0 would mean "no bound". */
   return *live_share < cdcache__max_entry_charge(cfg) ? CDCACHE_EINVAL : 0;
@@ -204,11 +204,16 @@ int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out)
   atomic_init(&c->epoch, 1);
   atomic_init(&c->cluster_time, 0);
   atomic_init(&c->chain_log_ms, UINT64_MAX);
-  atomic_init(&c->bytes_pending, 0);
+  atomic_init(&c->rec.bytes_pending, 0);
+  c->rec.alloc = &c->cfg.allocator;
+  c->shard_env = (struct cdcache__shard_env){.policy = c->cfg.policy,
+                                             .clock_slack_ms = c->clock_slack_ms,
+                                             .alloc = &c->cfg.allocator,
+                                             .rec = &c->rec};
   uint64_t base = cfg->max_entries / c->nshards, extra = cfg->max_entries % c->nshards;
-  c->retire_batch_bytes = c->pending_cap / ((uint64_t)4 * c->nshards);
-  if (c->retire_batch_bytes < 256)
-    c->retire_batch_bytes = 256;
+  c->rec.batch_bytes = c->rec.pending_cap / ((uint64_t)4 * c->nshards);
+  if (c->rec.batch_bytes < 256)
+    c->rec.batch_bytes = 256;
 
   int rc = CDCACHE_ENOMEM;
   if (pthread_mutex_init(&c->attach_mu, NULL) != 0)
@@ -220,11 +225,12 @@ int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out)
   uint32_t made = 0;
   for (; made < c->nshards; made++) {
     uint64_t share = base + (made < extra);
-    rc = cdcache__shard_init(c, &c->shards[made], share, live_share, buckets_for(share));
+    rc =
+        cdcache__shard_init(&c->shards[made], &c->shard_env, share, live_share, buckets_for(share));
     if (rc != 0)
       goto fail_shards;
   }
-  rc = cdcache__tstats_init(c);
+  rc = cdcache__tstats_init(&c->tstats, c->id, &c->cfg.allocator);
   if (rc != 0)
     goto fail_shards;
   *out = c;
@@ -232,7 +238,7 @@ int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out)
 
 fail_shards:
   while (made-- > 0)
-    cdcache__shard_destroy(c, &c->shards[made]);
+    cdcache__shard_destroy(&c->shards[made]);
   cdcache__free_aligned(&c->cfg.allocator, c->shards_raw,
                         sizeof(struct cdcache__shard) * c->nshards);
 fail_mu:
@@ -254,9 +260,9 @@ int cdcache__close(cdcache_t *c)
   if (!cdcache__forked(c)) {
     for (uint32_t i = 0; i < c->nshards; i++) {
       struct cdcache__shard_report rep = {0};
-      pthread_mutex_lock(&c->shards[i].lock);
-      cdcache__shard_clear(c, &c->shards[i], &rep);
-      pthread_mutex_unlock(&c->shards[i].lock);
+      cdcache__shard_lock(&c->shards[i]);
+      cdcache__shard_clear(&c->shards[i], &rep);
+      cdcache__shard_unlock(&c->shards[i]);
     }
     /* Frees every retired entry, and waits for the batches in flight. */
     cdcache__retire_drain_all(c);
@@ -270,8 +276,8 @@ int cdcache__close(cdcache_t *c)
   /* In a forked child no other thread exists: free what is linked; what
    * the parent's reclaimer thread held is not this process's to free. */
   for (uint32_t i = 0; i < c->nshards; i++)
-    cdcache__shard_destroy(c, &c->shards[i]);
-  cdcache__tstats_destroy(c);
+    cdcache__shard_destroy(&c->shards[i]);
+  cdcache__tstats_destroy(&c->tstats);
   cdcache__free_aligned(&c->cfg.allocator, c->shards_raw,
                         sizeof(struct cdcache__shard) * c->nshards);
   pthread_mutex_destroy(&c->attach_mu);
@@ -283,7 +289,7 @@ int cdcache__close(cdcache_t *c)
 int cdcache__stats(cdcache_t *c, cdcache_stats_t *st)
 {
   uint64_t v[CTR__COUNT];
-  cdcache__tstats_sum(c, v);
+  cdcache__tstats_sum(&c->tstats, v);
   cdcache_stats_t full;
   memset(&full, 0, sizeof full);
   full.hits = v[CTR_HITS];
@@ -302,7 +308,7 @@ int cdcache__stats(cdcache_t *c, cdcache_stats_t *st)
     full.entries += atomic_load_explicit(&c->shards[i].n_entries, memory_order_relaxed);
     full.bytes_live += atomic_load_explicit(&c->shards[i].n_bytes, memory_order_relaxed);
   }
-  full.bytes_pending_free = atomic_load_explicit(&c->bytes_pending, memory_order_relaxed);
+  full.bytes_pending_free = atomic_load_explicit(&c->rec.bytes_pending, memory_order_relaxed);
   full.bytes_tables = c->tables_bytes;
   full.shards = c->nshards;
   size_t n = st->struct_size < sizeof full ? st->struct_size : sizeof full;
@@ -312,6 +318,24 @@ int cdcache__stats(cdcache_t *c, cdcache_stats_t *st)
 }
 
 /* ------------------------------------------------ hooks for cdc/ */
+
+uint64_t cdcache__now_ms(const cdcache_t *c)
+{
+  if (c->cfg.clock != NULL)
+    return c->cfg.clock(c->cfg.clock_ctx);
+  return cdcache__coarse_ms();
+}
+
+void *cdcache__alloc(const cdcache_t *c, size_t size)
+{
+  return c->cfg.allocator.malloc(c->cfg.allocator.ctx, size);
+}
+
+void cdcache__free(const cdcache_t *c, void *ptr, size_t size)
+{
+  if (ptr != NULL)
+    c->cfg.allocator.free(c->cfg.allocator.ctx, ptr, size);
+}
 
 void cdcache__set_fresh_until(cdcache_t *c, uint64_t ms)
 {

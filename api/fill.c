@@ -141,7 +141,7 @@ static int fill_complete(cdcache_t *c, struct cdcache_fill *f, int rc, uint32_t 
 {
   struct cdcache_fill_key *fk = fk_of(f);
   struct cdcache__shard *s = cdcache__shard_of(c, f->hash);
-  struct cdcache__tstats *t = cdcache__tstats_get(c);
+  struct cdcache__tstats *t = cdcache__tstats_of(c);
   uint64_t now = cdcache__now_ms(c);
   struct cdcache__entry *ne = NULL;
   int out = rc;
@@ -153,24 +153,24 @@ static int fill_complete(cdcache_t *c, struct cdcache_fill *f, int rc, uint32_t 
   struct cdcache__retired r;
   struct cdcache__shard_report rep = {0};
   bool cached = false;
-  pthread_mutex_lock(&s->lock);
+  cdcache__shard_lock(s);
   if (rc == 0) {
-    if (f->dead || f->epoch != atomic_load_explicit(&c->epoch, memory_order_seq_cst) ||
+    if (f->link.dead || f->epoch != atomic_load_explicit(&c->epoch, memory_order_seq_cst) ||
         !cdcache__fresh(c, now)) {
       out = CDCACHE_ESTALE;
       cdcache__count(c, t, CTR_STALE_REJECTED);
     } else if (ne != NULL) {
-      out = cdcache__shard_install(c, s, ne, f->hash, now, f, &rep);
+      out = cdcache__shard_install(s, ne, f->hash, now, &f->link, &rep);
       if (out == 0) {
         ne = NULL;
         cached = true;
       }
     }
   }
-  if (f->ph != NULL) /* not replaced by the value: unlink the placeholder */
-    cdcache__shard_unlink(c, s, f->ph, WHY_FILLED, &rep);
-  cdcache__retire_take(c, s, &r, false);
-  pthread_mutex_unlock(&s->lock);
+  if (f->link.ph != NULL) /* not replaced by the value: unlink the placeholder */
+    cdcache__shard_unlink(s, f->link.ph, WHY_FILLED, &rep);
+  cdcache__shard_retire_take(s, &r, false);
+  cdcache__shard_unlock(s);
   if (cached)
     cdcache__count(c, t, CTR_PUTS);
   cdcache__account(c, t, &rep);
@@ -238,7 +238,7 @@ static enum miss_kind on_miss(cdcache_t *c, uint64_t h, const void *key, size_t 
 {
   struct cdcache__shard *s = cdcache__shard_of(c, h);
   uint64_t now = cdcache__now_ms(c);
-  struct cdcache__tstats *t = cdcache__tstats_get(c);
+  struct cdcache__tstats *t = cdcache__tstats_of(c);
   /* Allocate before locking; freed below if not needed. */
   struct cdcache_fill *nf = fill_new(c, h, key, klen, now, lease);
   struct cdcache__entry *ph =
@@ -247,7 +247,7 @@ static enum miss_kind on_miss(cdcache_t *c, uint64_t h, const void *key, size_t 
   struct cdcache__retired r;
   struct cdcache__shard_report rep = {0};
   struct cdcache_fill *stale = NULL; /* a fill past fill_timeout_ms, taken over */
-  pthread_mutex_lock(&s->lock);
+  cdcache__shard_lock(s);
   struct cdcache__entry *e = cdcache__shard_find(s, h, key, klen);
   if (e != NULL && !(e->flags & CDCACHE__E_PLACEHOLDER)) {
     *rc = cdcache__serve(c, e, buf, cap, vlen);
@@ -283,7 +283,7 @@ static enum miss_kind on_miss(cdcache_t *c, uint64_t h, const void *key, size_t 
     goto out;
   }
   /* A placeholder counts against the byte budget like any entry. */
-  *rc = cdcache__shard_install(c, s, ph, h, now, NULL, &rep);
+  *rc = cdcache__shard_install(s, ph, h, now, NULL, &rep);
   if (*rc != 0) {
     kind = MISS_ERR;
     goto out;
@@ -298,14 +298,14 @@ static enum miss_kind on_miss(cdcache_t *c, uint64_t h, const void *key, size_t 
     pthread_cond_broadcast(&stale->cv);
     pthread_mutex_unlock(&stale->mu);
   }
-  nf->ph = ph;
+  nf->link.ph = ph;
   *fp = nf;
   nf = NULL;
   ph = NULL;
   kind = MISS_LEAD;
 out:
-  cdcache__retire_take(c, s, &r, false);
-  pthread_mutex_unlock(&s->lock);
+  cdcache__shard_retire_take(s, &r, false);
+  cdcache__shard_unlock(s);
   cdcache__account(c, t, &rep);
   cdcache__entry_free(c, ph);
   if (nf != NULL)
@@ -319,7 +319,7 @@ static int lead(cdcache_t *c, struct cdcache_fill *f, const void *key, size_t kl
                 cdcache_loader_fn loader, void *ctx, uint32_t ttl_ms, void *buf, size_t cap,
                 size_t *vlen)
 {
-  cdcache__count(c, cdcache__tstats_get(c), CTR_LOADS);
+  cdcache__count(c, cdcache__tstats_of(c), CTR_LOADS);
   int lrc = loader(ctx, key, klen, f);
   if (lrc == 0 && f->val == NULL)
     lrc = CDCACHE_ELOADER;
@@ -353,7 +353,7 @@ int cdcache__get_or_load(cdcache_t *c, const void *key, size_t klen, cdcache_loa
     } else if (kind == MISS_BUSY) {
       rc = CDCACHE_EBUSY;
     } else if (kind == MISS_WAIT) {
-      cdcache__count(c, cdcache__tstats_get(c), CTR_LOAD_WAITS);
+      cdcache__count(c, cdcache__tstats_of(c), CTR_LOAD_WAITS);
       rc = fill_wait(f, timeout_ms, buf, cap, vlen);
       if (rc == FILL_RETRY)
         continue; /* a lease given up without a value: try again */
@@ -363,7 +363,7 @@ int cdcache__get_or_load(cdcache_t *c, const void *key, size_t klen, cdcache_loa
     break;
   }
   /* Exactly one of hits or misses per call. */
-  cdcache__count(c, cdcache__tstats_get(c), hit ? CTR_HITS : CTR_MISSES);
+  cdcache__count(c, cdcache__tstats_of(c), hit ? CTR_HITS : CTR_MISSES);
   return rc;
 }
 
@@ -389,7 +389,7 @@ int cdcache__get_lease(cdcache_t *c, const void *key, size_t klen, void *buf, si
       break;
     }
   }
-  cdcache__count(c, cdcache__tstats_get(c),
+  cdcache__count(c, cdcache__tstats_of(c),
                  (rc == 0 || rc == CDCACHE_ERANGE) ? CTR_HITS : CTR_MISSES);
   return rc;
 }

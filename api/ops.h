@@ -4,7 +4,6 @@
 #define CDCACHE_OPS_H
 
 #include "cache.h"
-#include "reclaim.h"
 
 /* access.c */
 struct cdcache__entry *cdcache__entry_new(cdcache_t *c, uint64_t h, const void *key, size_t klen,
@@ -24,21 +23,24 @@ int cdcache__remove(cdcache_t *c, const void *key, size_t klen, bool invalidatio
 int cdcache__flush(cdcache_t *c);
 /* After a write: submit the shard's retire batch, throttle if needed. */
 void cdcache__after_write(cdcache_t *c, struct cdcache__shard *s, struct cdcache__retired *r);
+/* No lock held, not in a read-side section: free s's retire list after a
+ * grace period of our own, and wait for the queued batches if the
+ * backlog is past three quarters of its cap. */
+void cdcache__throttle(cdcache_t *c, struct cdcache__shard *s);
+/* In a child forked through cdcache_fork_*(), closing a handle from
+ * before the fork: wait for the batches call_rcu inherited (they may name
+ * c), then free the retire lists of the shards whose lock is free. */
+void cdcache__retire_drain_forked(cdcache_t *c);
 /* Counts into this thread's block t, or into the cache's shared fallback
  * block (atomic adds) when the thread has none (t NULL). */
-static inline void cdcache__count_n(cdcache_t *c, struct cdcache__tstats *t, enum cdcache__ctr ctr,
-                                    uint64_t n)
+static inline void cdcache__count_add(cdcache_t *c, struct cdcache__tstats *t,
+                                      enum cdcache__ctr ctr, uint64_t n)
 {
-  if (__builtin_expect(t != NULL, 1)) {
-    uint64_t v = atomic_load_explicit(&t->v[ctr], memory_order_relaxed);
-    atomic_store_explicit(&t->v[ctr], v + n, memory_order_relaxed);
-  } else {
-    atomic_fetch_add_explicit(&c->tstats.fallback.v[ctr], n, memory_order_relaxed);
-  }
+  cdcache__count_n(&c->tstats, t, ctr, n);
 }
 static inline void cdcache__count(cdcache_t *c, struct cdcache__tstats *t, enum cdcache__ctr ctr)
 {
-  cdcache__count_n(c, t, ctr, 1);
+  cdcache__count_n(&c->tstats, t, ctr, 1);
 }
 /* No lock held: counts what a shard operation reported, and logs long
  * chains (at most once per CDCACHE__CHAIN_LOG_INTERVAL_MS). */

@@ -51,17 +51,18 @@ uint64_t cdcache__shard_table_bytes(uint64_t nbuckets)
   return nbuckets * sizeof(_Atomic(struct cdcache__entry *));
 }
 
-int cdcache__shard_init(cdcache_t *c, struct cdcache__shard *s, uint64_t cap_entries,
-                        uint64_t cap_bytes, uint64_t nbuckets)
+int cdcache__shard_init(struct cdcache__shard *s, const struct cdcache__shard_env *env,
+                        uint64_t cap_entries, uint64_t cap_bytes, uint64_t nbuckets)
 {
   memset(s, 0, sizeof *s);
-  s->buckets = cdcache__alloc(c, cdcache__shard_table_bytes(nbuckets));
+  s->env = env;
+  s->buckets = env->alloc->malloc(env->alloc->ctx, cdcache__shard_table_bytes(nbuckets));
   if (s->buckets == NULL)
     return CDCACHE_ENOMEM;
   for (uint64_t i = 0; i < nbuckets; i++)
     atomic_init(&s->buckets[i], NULL);
   if (pthread_mutex_init(&s->lock, NULL) != 0) {
-    cdcache__free(c, s->buckets, cdcache__shard_table_bytes(nbuckets));
+    env->alloc->free(env->alloc->ctx, s->buckets, cdcache__shard_table_bytes(nbuckets));
     s->buckets = NULL;
     return CDCACHE_ENOMEM;
   }
@@ -71,7 +72,12 @@ int cdcache__shard_init(cdcache_t *c, struct cdcache__shard *s, uint64_t cap_ent
   return 0;
 }
 
-void cdcache__shard_destroy(cdcache_t *c, struct cdcache__shard *s)
+static void free_entry(const struct cdcache__shard *s, struct cdcache__entry *e)
+{
+  s->env->alloc->free(s->env->alloc->ctx, e, cdcache__entry_size(e->flags, e->klen, e->vlen));
+}
+
+void cdcache__shard_destroy(struct cdcache__shard *s)
 {
   if (s->buckets == NULL)
     return;
@@ -80,12 +86,12 @@ void cdcache__shard_destroy(cdcache_t *c, struct cdcache__shard *s)
     while (e != NULL) {
       struct cdcache__entry *next = atomic_load_explicit(&e->next, memory_order_relaxed);
       if (e->flags & CDCACHE__E_PLACEHOLDER)
-        cdcache__entry_fill(e)->ph = NULL;
-      cdcache__free(c, e, cdcache__entry_size(e->flags, e->klen, e->vlen));
+        cdcache__entry_link(e)->ph = NULL;
+      free_entry(s, e);
       e = next;
     }
   }
-  cdcache__free(c, s->buckets, cdcache__shard_table_bytes(s->mask + 1));
+  s->env->alloc->free(s->env->alloc->ctx, s->buckets, cdcache__shard_table_bytes(s->mask + 1));
   s->buckets = NULL;
   pthread_mutex_destroy(&s->lock);
 }
@@ -140,16 +146,42 @@ static _Atomic(struct cdcache__entry *) *link_to(struct cdcache__shard *s,
   }
 }
 
-void cdcache__shard_unlink(cdcache_t *c, struct cdcache__shard *s, struct cdcache__entry *e,
+#ifdef CDCACHE_ASSERTS
+/* Debug: is e reachable from its bucket? */
+static bool linked(const struct cdcache__shard *s, const struct cdcache__entry *e)
+{
+  for (struct cdcache__entry *cur =
+           atomic_load_explicit(&s->buckets[e->hash & s->mask], memory_order_relaxed);
+       cur != NULL; cur = atomic_load_explicit(&cur->next, memory_order_relaxed))
+    if (cur == e)
+      return true;
+  return false;
+}
+#endif
+
+/* Shard lock held: e is unlinked; retire it. */
+static void retire(struct cdcache__shard *s, struct cdcache__entry *e, uint64_t charge)
+{
+  CDCACHE__ASSERT(!linked(s, e));
+  cdcache__retire(s->env->rec, &s->retired, e, charge);
+}
+
+static bool expired(const struct cdcache__shard *s, const struct cdcache__entry *e, uint64_t now)
+{
+  return cdcache__entry_expired(e, now, s->env->clock_slack_ms);
+}
+
+void cdcache__shard_unlink(struct cdcache__shard *s, struct cdcache__entry *e,
                            enum cdcache__why why, struct cdcache__shard_report *rep)
 {
+  CDCACHE__ASSERT_LOCKED(s);
   _Atomic(struct cdcache__entry *) *link = link_to(s, e);
   /* P2: readers on e still follow e->next, which stays as it is. */
   atomic_store_explicit(link, atomic_load_explicit(&e->next, memory_order_relaxed),
                         memory_order_release);
-  uint64_t charge = cdcache__entry_charge(c, e);
+  uint64_t charge = e->charge;
   if (e->flags & CDCACHE__E_PLACEHOLDER) {
-    struct cdcache_fill *f = cdcache__entry_fill(e);
+    struct cdcache__fill_link *f = cdcache__entry_link(e);
     f->ph = NULL;
     if (why != WHY_FILLED)
       f->dead = true;
@@ -170,7 +202,7 @@ void cdcache__shard_unlink(cdcache_t *c, struct cdcache__shard *s, struct cdcach
   atomic_store_explicit(&s->n_bytes,
                         atomic_load_explicit(&s->n_bytes, memory_order_relaxed) - charge,
                         memory_order_relaxed);
-  cdcache__retire(c, s, e, charge);
+  retire(s, e, charge);
 }
 
 /* ------------------------------------------------------------ eviction */
@@ -182,7 +214,7 @@ void cdcache__shard_unlink(cdcache_t *c, struct cdcache__shard *s, struct cdcach
  * (they take no lock), so after two laps it stops giving second chances
  * and takes the oldest entry: a victim is always found when there is one.
  */
-static struct cdcache__entry *pick_victim(const cdcache_t *c, struct cdcache__list *l,
+static struct cdcache__entry *pick_victim(const struct cdcache__shard *s, struct cdcache__list *l,
                                           const struct cdcache__entry *skip, uint64_t now,
                                           enum cdcache__why *why)
 {
@@ -192,7 +224,7 @@ static struct cdcache__entry *pick_victim(const cdcache_t *c, struct cdcache__li
     if (e == skip) {
       if (l->len == 1)
         return NULL;
-    } else if (cdcache__expired(c, e, now)) {
+    } else if (expired(s, e, now)) {
       *why = WHY_EXPIRED;
       return e;
     } else if (!atomic_load_explicit(&e->ref, memory_order_relaxed)) {
@@ -206,7 +238,7 @@ static struct cdcache__entry *pick_victim(const cdcache_t *c, struct cdcache__li
   }
   for (e = l->head; e != NULL; e = e->u.lru.next) {
     if (e != skip) {
-      *why = cdcache__expired(c, e, now) ? WHY_EXPIRED : WHY_EVICTED;
+      *why = expired(s, e, now) ? WHY_EXPIRED : WHY_EVICTED;
       return e;
     }
   }
@@ -226,21 +258,22 @@ static bool over_capacity(const struct cdcache__shard *s, int64_t add_entries, u
 }
 
 /* Unlinks expired entries from the head of list l until one is not. */
-static void drop_expired_heads(cdcache_t *c, struct cdcache__shard *s, struct cdcache__list *l,
+static void drop_expired_heads(struct cdcache__shard *s, struct cdcache__list *l,
                                const struct cdcache__entry *skip, uint64_t now,
                                struct cdcache__shard_report *rep)
 {
   struct cdcache__entry *e;
-  while ((e = l->head) != NULL && e != skip && cdcache__expired(c, e, now))
-    cdcache__shard_unlink(c, s, e, WHY_EXPIRED, rep);
+  while ((e = l->head) != NULL && e != skip && expired(s, e, now))
+    cdcache__shard_unlink(s, e, WHY_EXPIRED, rep);
 }
 
-int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcache__entry *ne,
-                           uint64_t h, uint64_t now, const struct cdcache_fill *own,
+int cdcache__shard_install(struct cdcache__shard *s, struct cdcache__entry *ne, uint64_t h,
+                           uint64_t now, const struct cdcache__fill_link *own,
                            struct cdcache__shard_report *rep)
 {
+  CDCACHE__ASSERT_LOCKED(s);
   const bool is_ph = (ne->flags & CDCACHE__E_PLACEHOLDER) != 0;
-  uint64_t charge = cdcache__entry_charge(c, ne);
+  uint64_t charge = ne->charge;
   /* Find the key's entry, measuring the chain on the way (the tripwire). */
   struct cdcache__entry *old = NULL;
   uint64_t chain = 0;
@@ -255,17 +288,17 @@ int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcach
   }
   const bool old_live = old != NULL && !(old->flags & CDCACHE__E_PLACEHOLDER);
   const int64_t add_entries = (is_ph ? 0 : 1) - (old_live ? 1 : 0);
-  const uint64_t old_charge = old != NULL ? cdcache__entry_charge(c, old) : 0;
+  const uint64_t old_charge = old != NULL ? old->charge : 0;
 
   if (over_capacity(s, add_entries, charge, old_charge)) {
-    if (c->cfg.policy == CDCACHE_NOEVICTION) {
+    if (s->env->policy == CDCACHE_NOEVICTION) {
       /* Only expired entries may go; if that is not enough, change nothing. */
-      cdcache__shard_sweep(c, s, now, old, rep);
-      drop_expired_heads(c, s, &s->lists[0], old, now, rep);
+      cdcache__shard_sweep(s, now, old, rep);
+      drop_expired_heads(s, &s->lists[0], old, now, rep);
       if (over_capacity(s, add_entries, charge, old_charge))
         return CDCACHE_EFULL;
     } else {
-      struct cdcache__list *l = &s->lists[c->cfg.policy == CDCACHE_VOLATILE_LRU ? 1 : 0];
+      struct cdcache__list *l = &s->lists[s->env->policy == CDCACHE_VOLATILE_LRU ? 1 : 0];
       /* What eviction could free at most (the list, less the entry being
        * replaced): when even that is not enough, fail before evicting. */
       const bool old_in_l = old_live && list_of(s, old) == l;
@@ -275,10 +308,10 @@ int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcach
         return CDCACHE_EFULL;
       while (over_capacity(s, add_entries, charge, old_charge)) {
         enum cdcache__why why;
-        struct cdcache__entry *v = pick_victim(c, l, old, now, &why);
+        struct cdcache__entry *v = pick_victim(s, l, old, now, &why);
         if (v == NULL)
           return CDCACHE_EFULL; /* not reached: the floor check above */
-        cdcache__shard_unlink(c, s, v, why, rep);
+        cdcache__shard_unlink(s, v, why, rep);
       }
     }
   }
@@ -296,14 +329,14 @@ int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcach
       if (old->flags & CDCACHE__E_TTL)
         s->n_ttl--;
     } else {
-      struct cdcache_fill *f = cdcache__entry_fill(old);
+      struct cdcache__fill_link *f = cdcache__entry_link(old);
       f->ph = NULL;
       if (f != own)
         f->dead = true;
     }
     atomic_store_explicit(&s->n_bytes, atomic_load_explicit(&s->n_bytes, memory_order_relaxed) - oc,
                           memory_order_relaxed);
-    cdcache__retire(c, s, old, oc);
+    retire(s, old, oc);
   } else {
     _Atomic(struct cdcache__entry *) *head = &s->buckets[h & s->mask];
     atomic_store_explicit(&ne->next, atomic_load_explicit(head, memory_order_relaxed),
@@ -327,9 +360,10 @@ int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcach
   return 0;
 }
 
-void cdcache__shard_sweep(cdcache_t *c, struct cdcache__shard *s, uint64_t now,
-                          const struct cdcache__entry *skip, struct cdcache__shard_report *rep)
+void cdcache__shard_sweep(struct cdcache__shard *s, uint64_t now, const struct cdcache__entry *skip,
+                          struct cdcache__shard_report *rep)
 {
+  CDCACHE__ASSERT_LOCKED(s);
   if (s->n_ttl == 0)
     return;
   for (int i = 0; i < SWEEP_BUCKETS; i++) {
@@ -337,18 +371,19 @@ void cdcache__shard_sweep(cdcache_t *c, struct cdcache__shard *s, uint64_t now,
     struct cdcache__entry *e = atomic_load_explicit(&s->buckets[b], memory_order_relaxed);
     while (e != NULL) {
       struct cdcache__entry *next = atomic_load_explicit(&e->next, memory_order_relaxed);
-      if (e != skip && !(e->flags & CDCACHE__E_PLACEHOLDER) && cdcache__expired(c, e, now))
-        cdcache__shard_unlink(c, s, e, WHY_EXPIRED, rep);
+      if (e != skip && !(e->flags & CDCACHE__E_PLACEHOLDER) && expired(s, e, now))
+        cdcache__shard_unlink(s, e, WHY_EXPIRED, rep);
       e = next;
     }
   }
 }
 
-void cdcache__shard_clear(cdcache_t *c, struct cdcache__shard *s, struct cdcache__shard_report *rep)
+void cdcache__shard_clear(struct cdcache__shard *s, struct cdcache__shard_report *rep)
 {
+  CDCACHE__ASSERT_LOCKED(s);
   for (uint64_t b = 0; b <= s->mask; b++) {
     struct cdcache__entry *e;
     while ((e = atomic_load_explicit(&s->buckets[b], memory_order_relaxed)) != NULL)
-      cdcache__shard_unlink(c, s, e, WHY_FLUSHED, rep);
+      cdcache__shard_unlink(s, e, WHY_FLUSHED, rep);
   }
 }

@@ -212,8 +212,7 @@ static void test_hit_path_fields_do_not_share_a_line_with_written_ones(void)
    * every change event. */
   CU_ASSERT_NOT_EQUAL(offsetof(struct cdcache, fresh_until) / L,
                       offsetof(struct cdcache, cluster_time) / L);
-  CU_ASSERT_NOT_EQUAL(offsetof(struct cdcache, fresh_until) / L,
-                      offsetof(struct cdcache, bytes_pending) / L);
+  CU_ASSERT_NOT_EQUAL(offsetof(struct cdcache, fresh_until) / L, offsetof(struct cdcache, rec) / L);
   CU_ASSERT_EQUAL(sizeof(struct cdcache__shard) % L, 0);
 }
 

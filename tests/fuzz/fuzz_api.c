@@ -658,6 +658,10 @@ static void op_put(struct input *in, bool bad)
   }
   struct capq q = capacity(ki, val_charge(ki, vlen, has_ttl));
   after_install(ki, rc, q, fb, val, vlen, has_ttl, ttl_ms(t), "put");
+  /* A put that finds no room still kills a fill of the key in flight,
+   * which read an older value: its placeholder is unlinked. */
+  if (rc == CDCACHE_EFULL && g.k[ki].ph != PH_NONE)
+    lease_killed_for_key(ki);
 }
 
 static void op_get(struct input *in)
