@@ -401,9 +401,11 @@ static enum MHD_Result put_user(service_t *s, struct MHD_Connection *c, req_t *r
     return respond_error(c, r, MHD_HTTP_CONTENT_TOO_LARGE, err, NULL);
   }
   bson_t doc;
-  if (store_doc_from_json(r->id, r->idlen, r->body != NULL ? r->body : "", r->body_len, &doc, err,
-                          sizeof err) != 0)
-    return respond_error(c, r, MHD_HTTP_BAD_REQUEST, err, NULL);
+  int bad = store_doc_from_json(r->id, r->idlen, r->body != NULL ? r->body : "", r->body_len, &doc,
+                                err, sizeof err);
+  if (bad != 0)
+    return respond_error(
+        c, r, bad == STORE_ENOMEM ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_REQUEST, err, NULL);
   bool created = false;
   atomic_fetch_add_explicit(&s->metrics.db_writes, 1, memory_order_relaxed);
   int rc = store_replace(s->store, r->id, r->idlen, &doc, &created, err, sizeof err);

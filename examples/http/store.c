@@ -140,30 +140,31 @@ static int cmp_keys(const void *a, const void *b)
 }
 
 /*
- * True when some document in doc, at any nesting level (through arrays
+ * Checks that no document in doc, at any nesting level (through arrays
  * too), holds the same field name twice.  libbson's JSON reader keeps both
  * copies of {"a":1,"a":2}, and what a later reader makes of them (first,
  * last, both) differs between drivers, so the service refuses them.  Each
  * document's names are sorted and compared neighbour to neighbour: n log n
  * in the body's size, which --max-body bounds.  The depth is bounded by
- * the JSON reader's own nesting limit.
+ * the JSON reader's own nesting limit.  Returns 0, -1 (a duplicate, named
+ * in err) or STORE_ENOMEM.
  */
-static bool has_duplicate_names(const bson_t *doc, bool is_array, char *err, size_t errcap)
+static int check_names(const bson_t *doc, bool is_array, char *err, size_t errcap)
 {
   bson_iter_t it;
   if (!bson_iter_init(&it, doc))
-    return false;
+    return 0;
   size_t n = 0, cap = 0;
   const char **keys = NULL;
-  bool dup = false;
-  while (!dup && bson_iter_next(&it)) {
+  int rc = 0;
+  while (rc == 0 && bson_iter_next(&it)) {
     if (!is_array) {
       if (n == cap) {
         size_t ncap = cap != 0 ? cap * 2 : 16;
         const char **nk = realloc(keys, ncap * sizeof *nk);
         if (nk == NULL) {
           set_err(err, errcap, "out of memory", "");
-          dup = true;
+          rc = STORE_ENOMEM;
           break;
         }
         keys = nk;
@@ -180,19 +181,19 @@ static bool has_duplicate_names(const bson_t *doc, bool is_array, char *err, siz
       else
         bson_iter_array(&it, &len, &data);
       if (bson_init_static(&sub, data, len))
-        dup = has_duplicate_names(&sub, BSON_ITER_HOLDS_ARRAY(&it), err, errcap);
+        rc = check_names(&sub, BSON_ITER_HOLDS_ARRAY(&it), err, errcap);
     }
   }
-  if (!dup && n > 1) {
+  if (rc == 0 && n > 1) {
     qsort(keys, n, sizeof *keys, cmp_keys);
-    for (size_t i = 1; i < n && !dup; i++)
+    for (size_t i = 1; i < n && rc == 0; i++)
       if (strcmp(keys[i - 1], keys[i]) == 0) {
         set_err(err, errcap, "duplicate field name in the body", keys[i]);
-        dup = true;
+        rc = -1;
       }
   }
   free(keys);
-  return dup;
+  return rc;
 }
 
 /*
@@ -253,9 +254,10 @@ int store_doc_from_json(const char *id, size_t idlen, const char *json, size_t j
     return -1;
   }
 
-  if (has_duplicate_names(&body, false, err, errcap)) {
+  int dup = check_names(&body, false, err, errcap);
+  if (dup != 0) {
     bson_destroy(&body);
-    return -1;
+    return dup;
   }
 
   bson_init(out);
