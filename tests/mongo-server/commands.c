@@ -1068,6 +1068,7 @@ static void cmd_stats(bson_t *reply)
   BSON_APPEND_INT64(reply, "majorityStalls", (int64_t)g_ms.stat_majority_stalls);
   BSON_APPEND_INT64(reply, "repliesCut", (int64_t)g_ms.stat_replies_cut);
   BSON_APPEND_INT64(reply, "errorsSent", (int64_t)g_ms.stat_errors_sent);
+  BSON_APPEND_INT64(reply, "stallMs", (int64_t)g_ms.stat_stall_ms);
   BSON_APPEND_INT64(reply, "partitionMs", (int64_t)g_ms.stat_partition_ms);
   BSON_APPEND_INT64(reply, "partitionHeld", (int64_t)g_ms.stat_partition_held);
   BSON_APPEND_INT64(reply, "connectionsDropped", (int64_t)g_ms.stat_conns_dropped);
@@ -1233,6 +1234,7 @@ static ms_action_t cmd_fault(ms_conn_t *conn, const bson_t *cmd, bson_t *reply)
     int64_t until = ms_now_mono_us() + ms * 1000;
     if (!strcmp(what, "stall")) {
       g_ms.stall_until_us = until;
+      g_ms.stat_stall_ms += (uint64_t)ms;
     } else if (!strcmp(what, "partition")) {
       g_ms.partition_until_us = until;
       g_ms.stat_partition_ms += (uint64_t)ms;
@@ -1390,6 +1392,15 @@ static void cmd_hello(ms_conn_t *conn, bool legacy, bson_t *reply)
   BSON_APPEND_INT32(reply, "minWireVersion", 0);
   BSON_APPEND_INT32(reply, "maxWireVersion", MS_MAX_WIRE_VERSION);
   BSON_APPEND_BOOL(reply, "readOnly", false);
+  if (g_ms.hello_pad > 0) {
+    /* a bigger handshake, as a large replica set or speculative
+     * authentication gives; clients ignore unknown fields */
+    char *pad = bson_malloc(g_ms.hello_pad + 1);
+    memset(pad, 'x', g_ms.hello_pad);
+    pad[g_ms.hello_pad] = '\0';
+    BSON_APPEND_UTF8(reply, "cdcachePadding", pad);
+    bson_free(pad);
+  }
   BSON_APPEND_DOUBLE(reply, "ok", 1.0);
 }
 
