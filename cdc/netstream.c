@@ -146,10 +146,12 @@ static int wait_fd(int fd, int stop_fd, short events, int64_t deadline)
   }
 }
 
+_Thread_local bool cdcache__net_abort_io;
+
 static bool stopped(const net_stream_t *s)
 {
   struct pollfd p = {s->stop_fd, POLLIN, 0};
-  return poll(&p, 1, 0) > 0;
+  return cdcache__net_abort_io || poll(&p, 1, 0) > 0;
 }
 
 static int ns_close(mongoc_stream_t *stream)

@@ -92,21 +92,18 @@ bool ms_wait_out_partition(ms_conn_t *c)
   return running;
 }
 
-/* The slow catch-up after a partition: a cut reply waits, a whole one
- * ends the slow phase. */
+/* The slow catch-up after a partition: every cut change-stream reply
+ * waits (of any connection: a stream resumed on a new one too), until
+ * "off" or the next partition. */
 static void pace_catch_up(void)
 {
   pthread_mutex_lock(&g_ms.mu);
-  if (g_ms.catchup_delay_ms > 0 && ms_reply_was_cursor &&
+  if (g_ms.catchup_delay_ms > 0 && ms_reply_was_cursor && ms_reply_was_cut &&
       g_ms.partition_until_us <= ms_now_mono_us()) {
-    if (ms_reply_was_cut) {
-      int64_t until = ms_now_mono_us() + g_ms.catchup_delay_ms * 1000;
-      g_ms.stat_catchup_delayed++;
-      while (!g_ms.shutting_down && ms_now_mono_us() < until) {
-        ms_cond_wait_until(until);
-      }
-    } else {
-      g_ms.catchup_delay_ms = 0;
+    int64_t until = ms_now_mono_us() + g_ms.catchup_delay_ms * 1000;
+    g_ms.stat_catchup_delayed++;
+    while (!g_ms.shutting_down && ms_now_mono_us() < until) {
+      ms_cond_wait_until(until);
     }
   }
   pthread_mutex_unlock(&g_ms.mu);
