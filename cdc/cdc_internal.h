@@ -265,15 +265,15 @@ struct cdcache_cdc {
   uint64_t apm_start_ms;  /* when it started (cache clock) */
   cdcache__bound_t bound; /* the staleness bound's evidence (bound.c) */
   uint64_t agg_op_time;   /* operationTime of the latest aggregate reply */
-  bool progress;          /* a getMore answered without error, not yet seen */
+  /* Poison detection: the token the last non-resumable error happened at
+   * (owned; NULL: none), its code, how many times in a row. */
+  bson_t *poison_token;
+  uint32_t poison_code;
+  uint32_t poison_count;
   /* Backoff: failures since the last progress; the cap's log line given. */
   uint32_t failures;
   bool backoff_cap_logged;
-  /* Poison detection: the last non-resumable error's code, how many times
-   * in a row, and the token it happened at (owned; NULL: none). */
-  uint32_t poison_code;
-  uint32_t poison_count;
-  bson_t *poison_token;
+  bool progress; /* a getMore answered without error, not yet seen */
   /* Rate limit of per-namespace warnings (event.c): a few slots keyed by
    * a hash of the message kind and namespace. */
   struct {

@@ -1276,7 +1276,7 @@ static void test_watch_blocked_consumer(void)
   }
   if (!fx_begin(&f, true))
     return;
-  int out[2], err[2];
+  int out[2] = {-1, -1}, err[2] = {-1, -1};
   CU_ASSERT_FATAL(pipe(out) == 0 && pipe(err) == 0);
   pid_t pid = spawn_watch(&f, out[1], err[1], out[0], err[0]);
   close(out[1]);
