@@ -689,7 +689,23 @@ typedef struct cdcache_cdc_stats {
    * does (connecting, streaming, backing off). */
   int failed_closed;
   uint64_t flushes_poison; /* CDCACHE_CDC_FLUSH_POISON */
+  /* Aggregates libmongoc started by itself inside one next() to resume
+   * the stream (a dropped connection, CursorNotFound, an election): the
+   * resumes the application never sees.  More than
+   * CDCACHE_CDC_RESUME_LOOP_MAX of them in one next() without a getMore
+   * answered in between is a loop without progress: the subscription
+   * gives the client up and backs off (counted in reconnects too). */
+  uint64_t resumes;
+  /* The latest stream reply's $clusterTime minus its operationTime, in
+   * ms (second resolution): how far the majority commit point the stream
+   * reads at trails the newest write the server knows.  Near 0 normally;
+   * it grows while the majority commit point stalls (writes acknowledged
+   * with w:1 that no majority has yet), and those writes are not
+   * delivered, so not evicted, until it moves. */
+  uint64_t majority_gap_ms;
 } cdcache_cdc_stats_t;
+
+#define CDCACHE_CDC_RESUME_LOOP_MAX 3
 
 /*
  * Fills *st (set st->struct_size first; fields past it are not written).

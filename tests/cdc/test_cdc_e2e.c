@@ -1112,6 +1112,100 @@ out:
   fx_end(&f);
 }
 
+/* Issue 11, item 3: every getMore answered CursorNotFound (43), which
+ * libmongoc resumes inside one next() with no delay, again and again.
+ * The hidden resumes are counted; past CDCACHE_CDC_RESUME_LOOP_MAX in one
+ * next() the client is given up and the subscription backs off (before:
+ * thousands of aggregates a second, stats silent); the bound stops
+ * moving; no flush (43 is resumable), and service returns after. */
+static void test_resume_loop_backs_off(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, true))
+    return;
+  cfg_bound(&f, &cfg);
+  if (!fx_start(&f, &cfg))
+    goto out;
+  put(&f, "keep");
+  cdcache_cdc_stats_t st0 = stats_of(&f);
+  int64_t err0 = tu_server_stat(f.w, "errorsSent");
+  uint64_t t0 = tu_now_ms();
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"poison\", \"code\": 43}"));
+  CU_ASSERT(tu_wait(pred_fresh_refused, &f, 1500 + 2000));
+  while (tu_now_ms() - t0 < 4000)
+    usleep(10000);
+  int64_t errors = tu_server_stat(f.w, "errorsSent") - err0;
+  cdcache_cdc_stats_t st = stats_of(&f);
+  (void)printf("(%lld errors in 4 s, %llu hidden resumes, %llu reconnects) ", (long long)errors,
+               (unsigned long long)(st.resumes - st0.resumes),
+               (unsigned long long)(st.reconnects - st0.reconnects));
+  CU_ASSERT(errors >= CDCACHE_CDC_RESUME_LOOP_MAX + 1); /* the fault happened */
+  CU_ASSERT(st.resumes - st0.resumes >= CDCACHE_CDC_RESUME_LOOP_MAX);
+  CU_ASSERT(st.reconnects - st0.reconnects >= 1); /* the loop was cut */
+  CU_ASSERT(errors <= 200);                       /* backing off, not hammering */
+  CU_ASSERT(st.failed_closed);
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"off\"}"));
+  CU_ASSERT(tu_wait(pred_streaming, &f, 15000));
+  st = stats_of(&f);
+  CU_ASSERT_EQUAL(total_flushes(&st), total_flushes(&st0)); /* lossless */
+  CU_ASSERT(has(&f, "keep"));
+out:
+  fx_end(&f);
+}
+
+static bool pred_gap_grew(void *ctx)
+{
+  return stats_of(ctx).majority_gap_ms >= 1000;
+}
+
+static bool pred_gap_gone(void *ctx)
+{
+  return stats_of(ctx).majority_gap_ms == 0;
+}
+
+/* Issue 11, item 8: the majority commit point stalls (writes acknowledged
+ * with w:1 go on, the stream is frozen at the majority point).  Nothing
+ * of those writes is delivered, so nothing is evicted, but the stats show
+ * the gap growing; when the point moves again the writes are delivered
+ * and evicted, and the gap closes. */
+static void test_majority_stall_is_visible(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, true))
+    return;
+  cfg_bound(&f, &cfg);
+  if (!fx_start(&f, &cfg))
+    goto out;
+  int seen = obs_count("user:8", NULL);
+  CU_ASSERT(insert_v(&f, "users", 8, 1));
+  CU_ASSERT(wait_evicted(&f, "user:8", seen)); /* the insert's event is in */
+  put(&f, "user:8");
+  seen = obs_count("user:8", NULL);
+  CU_ASSERT_EQUAL(stats_of(&f).majority_gap_ms, 0);
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"majorityStall\"}"));
+  CU_ASSERT(tu_server_stat(f.w, "majorityStalls") >= 1); /* the fault happened */
+  /* writes go on for 2.5 s: $clusterTime moves past the frozen point */
+  for (int i = 0; i < 25; i++) {
+    CU_ASSERT(tu_update_set(f.w, f.db, "users", 8, "v", 10 + i));
+    usleep(100000);
+  }
+  CU_ASSERT(tu_wait(pred_gap_grew, &f, 5000));
+  cdcache_cdc_stats_t st = stats_of(&f);
+  (void)printf("(gap %llu ms) ", (unsigned long long)st.majority_gap_ms);
+  /* the stream answered all along (empty replies at the majority point):
+   * the cache serves the value the majority has, not the w:1 writes */
+  CU_ASSERT(has(&f, "user:8"));
+  CU_ASSERT_EQUAL(obs_count("user:8", NULL), seen);
+  CU_ASSERT(!st.failed_closed);
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"off\"}"));
+  CU_ASSERT(wait_evicted(&f, "user:8", seen));
+  CU_ASSERT(tu_wait(pred_gap_gone, &f, 5000));
+out:
+  fx_end(&f);
+}
+
 /* ------------------------------------------------------- cdcache-watch */
 
 /* Reads one line from fd into buf within timeout_ms; false on timeout. */
@@ -1381,6 +1475,8 @@ int main(int argc, char **argv)
   CU_add_test(s, "catch_up_after_partition", test_catch_up_after_partition);
   CU_add_test(s, "failover_keeps_token", test_failover_keeps_token);
   CU_add_test(s, "poison_error", test_poison_error);
+  CU_add_test(s, "resume_loop_backs_off", test_resume_loop_backs_off);
+  CU_add_test(s, "majority_stall_is_visible", test_majority_stall_is_visible);
   CU_add_test(s, "watch_blocked_consumer", test_watch_blocked_consumer);
 #undef CU_add_test
   if (selected == 0) {

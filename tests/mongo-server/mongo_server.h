@@ -213,6 +213,14 @@ typedef struct {
   int64_t catchup_delay_ms;
   /* election: hello says secondary, commands fail with 10107 / 11602. */
   int64_t election_until_us;
+  /* majorityStall: the majority commit point frozen at (majority_seq,
+   * majority_ts) while writes go on (acknowledged as with w:1): change
+   * streams deliver nothing past it and operationTime stays there, while
+   * $clusterTime advances.  Cleared by "off". */
+  bool majority_stalled;
+  uint64_t majority_seq;
+  uint32_t majority_ts;
+  uint64_t stat_majority_stalls; /* majorityStall faults begun */
 
   uint64_t stat_events;
   uint64_t stat_commands;
@@ -234,6 +242,11 @@ typedef struct {
 } ms_server_t;
 
 extern ms_server_t g_ms;
+
+/* The newest event a change stream may see, and its time: the majority
+ * commit point (the last event, but during a majorityStall).  g_ms.mu. */
+uint64_t ms_visible_seq(void);
+uint32_t ms_visible_ts(void);
 
 int64_t ms_now_mono_us(void);
 /* Waits on g_ms.cond until the monotonic deadline; mu must be held. */
