@@ -17,7 +17,8 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 PKGS=(build-essential cmake pkg-config liburcu-dev libck-dev libcunit1-dev
       libmongoc-dev libbson-dev libxxhash-dev gnuplot-nox valgrind
       clang libclang-rt-14-dev
-      libmicrohttpd-dev prometheus wrk curl)
+      libmicrohttpd-dev prometheus wrk curl
+      stunnel4 openssl)
 
 deps() {
   local missing=()

@@ -192,8 +192,8 @@ bool cdcache__bound_flushed(cdcache__bound_t *b, uint64_t flush_start_ms);
 /* ----------------------------------------------------------- netstream.c */
 
 /*
- * The stream initiator installed on the subscription's client (plain TCP
- * and Unix sockets; TLS URIs keep libmongoc's own).  Every wait polls the
+ * The stream initiator installed on the subscription's client (plain TCP,
+ * Unix sockets, and TLS over them with options from the URI).  Every wait polls the
  * subscription's stop eventfd too, so a stop interrupts connect, read and
  * write at once.  user_data is the cdcache_cdc_t.
  */

@@ -660,8 +660,8 @@ static int make_client(cdcache_cdc_t *sub)
   primary = mongoc_read_prefs_new(MONGOC_READ_PRIMARY);
   mongoc_client_set_read_prefs(sub->client, primary);
   mongoc_read_prefs_destroy(primary);
-  if (!mongoc_uri_get_tls(sub->uri))
-    mongoc_client_set_stream_initiator(sub->client, cdcache__net_initiator, sub);
+  /* plain TCP, Unix sockets and TLS alike (netstream.c wraps TLS) */
+  mongoc_client_set_stream_initiator(sub->client, cdcache__net_initiator, sub);
   cbs = mongoc_apm_callbacks_new();
   mongoc_apm_set_command_started_cb(cbs, apm_started);
   mongoc_apm_set_command_succeeded_cb(cbs, apm_succeeded);

@@ -14,9 +14,12 @@ if(BUILD_TESTING)
   # End to end through libmongoc against the wire-protocol test server (or
   # a real replica set when CDCACHE_TEST_MONGODB_URI is set).
   add_executable(test_cdc_e2e tests/cdc/test_cdc_e2e.c tests/cdc/cdc_testutil.c)
+  target_link_libraries(test_cdc_e2e PRIVATE cdcache_splitproxy)
   # The stream contract of netstream.c, its poll and connect (no server).
   add_executable(test_netstream tests/cdc/test_netstream.c)
-  foreach(t test_cdc_unit test_cdc_e2e test_netstream)
+  # TLS through netstream.c: the test server behind stunnel4.
+  add_executable(test_cdc_tls tests/cdc/test_cdc_tls.c tests/cdc/cdc_testutil.c)
+  foreach(t test_cdc_unit test_cdc_e2e test_netstream test_cdc_tls)
     target_compile_definitions(${t} PRIVATE _GNU_SOURCE)
     target_compile_options(${t} PRIVATE ${CDCACHE_WARNINGS})
     target_include_directories(${t} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/core
@@ -56,4 +59,13 @@ if(BUILD_TESTING)
   add_test(NAME cdc_e2e_empty_filter_fails COMMAND sh -c
     "\"$1\" --only no_such_test; test $? -eq 2" sh $<TARGET_FILE:test_cdc_e2e>)
   set_tests_properties(cdc_e2e_empty_filter_fails PROPERTIES LABELS "cdc")
+  # Exit 77 (skipped) only when stunnel4 or openssl is missing; run.sh
+  # installs both.
+  add_test(NAME cdc_tls COMMAND test_cdc_tls --server "${CDCACHE_CDC_SERVER}")
+  set_tests_properties(cdc_tls PROPERTIES LABELS "cdc" TIMEOUT 300 SKIP_RETURN_CODE 77)
+  # The same suite with every reply delivered in pieces (tests/splitproxy).
+  add_test(NAME cdc_e2e_split COMMAND test_cdc_e2e
+    --server "${CDCACHE_CDC_SERVER}" --watch $<TARGET_FILE:cdcache-watch>)
+  set_tests_properties(cdc_e2e_split PROPERTIES LABELS "cdc" TIMEOUT 600 SKIP_RETURN_CODE 77
+    ENVIRONMENT "CDCACHE_E2E_SPLIT=1414")
 endif()

@@ -49,6 +49,10 @@ typedef struct plan {
 static const bench_impl_t *const synth_impls[] = {&impl_cdcache, &impl_mutex_lru, &impl_lfht_ref};
 static const bench_impl_t *const trace_impls[] = {&impl_cdcache, &impl_exact_lru, &impl_mutex_lru,
                                                   &impl_lfht_ref};
+/* zipf-stream measures hit ratio, not speed: the policies and exact LRU. */
+static const bench_impl_t *const zstream_impls[] = {&impl_cdcache, &impl_exact_lru};
+/* zipf-stream: requests per entry of capacity (10^7 at the default 10^5). */
+#define ZSTREAM_REQS_PER_ENTRY 100
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 /* --impls filter: NULL keeps every impl. */
@@ -145,6 +149,7 @@ static void take_medians(point_t *p)
       offsetof(result_t, p999_ns),
       offsetof(result_t, bytes_per_entry),
       offsetof(result_t, stats_bytes_per_entry),
+      offsetof(result_t, policy_bytes_per_entry),
       offsetof(result_t, live_entries),
       offsetof(result_t, preempt_per_sec),
       offsetof(result_t, retries),
@@ -168,10 +173,11 @@ static void usage(FILE *f)
           "                     [--impls LIST] [--json FILE] [--plot DIR] [--quiet]\n"
           "                     [--verbose]\n"
           "                     [WORKLOAD ...]\n"
-          "WORKLOAD: read-hit | zipf | write-heavy | trace:FILE[@SIZE] | cdc | scale\n"
+          "WORKLOAD: read-hit | zipf | write-heavy | trace:FILE[@SIZE] | zipf-stream |\n"
+          "          cdc | scale\n"
           "  SIZE is an entry count or a fraction of the trace's unique ids (0.01);\n"
           "  without @SIZE a trace runs at 0.01 and 0.1.\n"
-          "No WORKLOAD runs the default suite: read-hit zipf write-heavy cdc,\n"
+          "No WORKLOAD runs the default suite: read-hit zipf write-heavy zipf-stream cdc,\n"
           "scale up to 10^6 entries, every shared trace at 1%% and 10%%.\n"
           "Defaults: --threads 1,2 --seconds %.1f --capacity %llu --repeat %d,\n"
           "8-byte keys and values, impls cdcache,mutex-lru,lfht-ref (traces also\n"
@@ -265,6 +271,7 @@ int main(int argc, char **argv)
               .key_size = 8,
               .value_size = 8};
   bool w_read = false, w_zipf = false, w_write = false, w_cdc = false, w_scale = false, any = false;
+  bool w_zstream = false;
   uint64_t scale_max = 10000000ULL;
   trace_req_t treq[64];
   int ntreq = 0, cdc_child_fd = -1;
@@ -349,6 +356,8 @@ int main(int argc, char **argv)
       w_cdc = any = true;
     } else if (!strcmp(a, "scale")) {
       w_scale = any = true;
+    } else if (!strcmp(a, "zipf-stream")) {
+      w_zstream = any = true;
     } else if (!strncmp(a, "trace:", 6) && ntreq < 64) {
       any = true;
       const char *at = strrchr(a + 6, '@');
@@ -379,7 +388,7 @@ int main(int argc, char **argv)
     treq[i].path = p;
   }
   if (!any) { /* the default suite */
-    w_read = w_zipf = w_write = w_cdc = w_scale = true;
+    w_read = w_zipf = w_write = w_cdc = w_scale = w_zstream = true;
     scale_max = 1000000ULL;
     char *dir = trace_find_dir();
     char **list = dir ? trace_list(dir) : NULL;
@@ -456,6 +465,20 @@ int main(int argc, char **argv)
     }
   }
 
+  trace_t zt = {0};
+  if (w_zstream) {
+    uint64_t keys = o.capacity * 10; /* as the zipf workload: 10x the capacity */
+    if (trace_zipf(&zt, keys, 0.99, (size_t)(o.capacity * ZSTREAM_REQS_PER_ENTRY)) != 0) {
+      fprintf(stderr, "cdcache-bench: zipf-stream: out of memory\n");
+      free_run(&pl, traces, ntreq, treq, ntreq);
+      return 1;
+    }
+    char label[128];
+    snprintf(label, sizeof label, "trace:%s@%llu", zt.name, (unsigned long long)o.capacity);
+    plan_group(&pl, &o, label, WL_TRACE, zstream_impls, NELEM(zstream_impls), &one, 1, o.capacity,
+               &zt);
+  }
+
   uint64_t t_start = bench_now_ns();
   double busy0 = machine_busy_s(), own0 = own_cpu_s();
   for (size_t j = 0; j < pl.njobs; j++) {
@@ -507,6 +530,7 @@ int main(int argc, char **argv)
     for (size_t k = 0; k < nres; k++)
       if (!strcmp(res[k].impl, "exact-lru") && !strcmp(res[k].workload, res[i].workload))
         res[i].ref_miss_ratio = 1.0 - res[k].hit_ratio;
+    res[i].caffeine_miss_ratio = caffeine_miss_ratio(res[i].workload);
   }
 
   if (w_cdc) {
@@ -541,6 +565,7 @@ int main(int argc, char **argv)
            others > 0.05 ? ": the figures above are disturbed; rerun on a quiet machine" : "");
   }
   free_run(&pl, traces, ntreq, treq, ntreq);
+  trace_free(&zt);
   free(res);
   return 0;
 }

@@ -173,6 +173,8 @@ static void measure_memory(const bench_impl_t *impl, void *h, const opts_t *o, r
   int64_t self = impl->self_bytes(h);
   if (self >= 0)
     out->stats_bytes_per_entry = (double)self / (double)n - kv;
+  if (impl->policy_bytes != NULL)
+    out->policy_bytes_per_entry = (double)impl->policy_bytes(h) / (double)n;
 }
 
 int run_synthetic(const opts_t *o, const bench_impl_t *impl, wl_kind_t wl, unsigned threads,

@@ -6,6 +6,12 @@
  * commands, are skipped and say so).  Every wait polls with a bounded
  * deadline.
  *
+ * With CDCACHE_E2E_SPLIT=SEED (a number) every test runs through the
+ * splitproxy (tests/splitproxy): every server reply reaches libmongoc in
+ * 2 to 4 pieces cut at random offsets (half the time inside the 16-byte
+ * header), 0-15 ms apart - what a reply crossing a real network can look
+ * like.  ctest runs the suite both ways (cdc_e2e, cdc_e2e_split).
+ *
  * usage: test_cdc_e2e --server PATH --watch PATH [--only NAME]
  *
  * --only NAME (or CDC_E2E_ONLY=substring) runs the named test(s); a filter
@@ -15,6 +21,7 @@
  */
 #include "cdc_internal.h"
 #include "cdc_testutil.h"
+#include "splitproxy.h"
 
 #include <CUnit/Basic.h>
 #include <errno.h>
@@ -34,6 +41,7 @@
 static const char *g_server_path;
 static const char *g_watch_path;
 static const char *g_real_uri; /* CDCACHE_TEST_MONGODB_URI */
+static uint64_t g_split_seed;  /* CDCACHE_E2E_SPLIT; 0: no proxy */
 static int g_skipped;          /* tests that returned before testing anything */
 
 /* Exit status of a run in which tests were skipped and none failed:
@@ -112,6 +120,8 @@ static void quiet_log(void *ctx, int level, const char *msg)
 typedef struct fx {
   tu_server_t srv;
   bool have_server;
+  sp_proxy_t *proxy; /* CDCACHE_E2E_SPLIT: between the clients and srv */
+  char proxy_uri[128];
   const char *uri;
   mongoc_client_t *w;
   cdcache_t *cache;
@@ -150,6 +160,17 @@ static bool fx_begin(fx_t *f, bool fault_test)
     }
     f->have_server = true;
     f->uri = f->srv.uri;
+    if (g_split_seed) {
+      sp_rule_t r;
+      memset(&r, 0, sizeof r);
+      r.random = 1;
+      r.pause_ms = 15;
+      CU_ASSERT_FATAL(sp_start(0, f->srv.port, &r, g_split_seed + (uint64_t)g_dbseq++, &f->proxy) ==
+                      0);
+      (void)snprintf(f->proxy_uri, sizeof f->proxy_uri,
+                     "mongodb://127.0.0.1:%d/?directConnection=true", sp_port(f->proxy));
+      f->uri = f->proxy_uri;
+    }
     (void)snprintf(f->db, sizeof f->db, "app");
   }
   f->w = tu_client(f->uri);
@@ -173,6 +194,14 @@ static void fx_end(fx_t *f)
     if (g_real_uri && !f->have_server)
       tu_drop_database(f->w, f->db);
     mongoc_client_destroy(f->w);
+  }
+  if (f->proxy) {
+    sp_stats_t st;
+    sp_stats(f->proxy, &st);
+    (void)printf("(proxy: %llu replies, %llu in pieces) ", (unsigned long long)st.replies,
+                 (unsigned long long)st.split);
+    CU_ASSERT(st.split > 0 && st.split == st.replies);
+    sp_stop(f->proxy);
   }
   if (f->have_server)
     tu_server_stop(&f->srv);
@@ -1432,6 +1461,12 @@ int main(int argc, char **argv)
       only = argv[i + 1];
   }
   g_real_uri = getenv("CDCACHE_TEST_MONGODB_URI");
+  const char *split = getenv("CDCACHE_E2E_SPLIT");
+  if (split && *split)
+    g_split_seed = strtoull(split, NULL, 10);
+  if (g_split_seed)
+    (void)printf("cdc e2e: every reply in pieces through the splitproxy (seed %llu)\n",
+                 (unsigned long long)g_split_seed);
   if (g_real_uri && !*g_real_uri)
     g_real_uri = NULL;
   signal(SIGPIPE, SIG_IGN);

@@ -1392,6 +1392,15 @@ static void cmd_hello(ms_conn_t *conn, bool legacy, bson_t *reply)
   BSON_APPEND_INT32(reply, "minWireVersion", 0);
   BSON_APPEND_INT32(reply, "maxWireVersion", MS_MAX_WIRE_VERSION);
   BSON_APPEND_BOOL(reply, "readOnly", false);
+  if (g_ms.hello_pad > 0) {
+    /* a bigger handshake, as a large replica set or speculative
+     * authentication gives; clients ignore unknown fields */
+    char *pad = bson_malloc(g_ms.hello_pad + 1);
+    memset(pad, 'x', g_ms.hello_pad);
+    pad[g_ms.hello_pad] = '\0';
+    BSON_APPEND_UTF8(reply, "cdcachePadding", pad);
+    bson_free(pad);
+  }
   BSON_APPEND_DOUBLE(reply, "ok", 1.0);
 }
 

@@ -185,6 +185,7 @@ typedef struct {
   size_t oplog_cap;
   bool quiet;
   char set_name[64];
+  size_t hello_pad; /* --hello-pad: bytes of padding in every hello reply */
   uint32_t epoch;
 
   /* Everything below is guarded by mu, except the connection list. */
