@@ -304,15 +304,15 @@ struct cdcache_cdc {
   uint64_t resume_log_ms; /* cache clock of the last line */
   uint64_t resumes_held;  /* resumes not logged since */
   uint64_t agg_op_time;   /* operationTime of the latest aggregate reply */
-  bool progress;          /* a getMore answered without error, not yet seen */
+  /* Poison detection: the token the last non-resumable error happened at
+   * (owned; NULL: none), its code, how many times in a row. */
+  bson_t *poison_token;
+  uint32_t poison_code;
+  uint32_t poison_count;
   /* Backoff: failures since the last progress; the cap's log line given. */
   uint32_t failures;
   bool backoff_cap_logged;
-  /* Poison detection: the last non-resumable error's code, how many times
-   * in a row, and the token it happened at (owned; NULL: none). */
-  uint32_t poison_code;
-  uint32_t poison_count;
-  bson_t *poison_token;
+  bool progress; /* a getMore answered without error, not yet seen */
 
   cdcache__cdc_stats_t stats; /* its own mutex */
 };

@@ -1405,7 +1405,7 @@ static void test_watch_blocked_consumer(void)
    * 5000 events took longer than the 1.5 s this test gives them). */
   if (f.proxy)
     f.watch_uri = f.srv.uri;
-  int out[2], err[2];
+  int out[2] = {-1, -1}, err[2] = {-1, -1};
   CU_ASSERT_FATAL(pipe(out) == 0 && pipe(err) == 0);
   pid_t pid = spawn_watch(&f, out[1], err[1], out[0], err[0]);
   close(out[1]);
