@@ -6,7 +6,9 @@
  */
 #include "testutil.h"
 
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -139,6 +141,98 @@ static void test_a_child_forked_without_the_fork_calls_cannot_open(void)
   cdcache_close(c);
 }
 
+/* A pre-fork server's master keeps serving while it forks workers: one
+ * thread cycles through more caches than a thread keeps counter slots for
+ * (each switch hands a counter block back under the global live-cache
+ * mutex and a cache's registry mutex), another starts threads that use a
+ * cache and exit (the exit hands back under the same mutexes).  Every
+ * child forked with the fork calls must open, use and close a cache, and
+ * close the copied handles, within its alarm. */
+#define MASTER_CACHES 6
+static cdcache_t *master_caches[MASTER_CACHES];
+static atomic_int master_stop;
+
+static void *master_cycler(void *arg)
+{
+  (void)arg;
+  char buf[8];
+  size_t n;
+  for (unsigned i = 0; !atomic_load(&master_stop); i++)
+    (void)cdcache_get(master_caches[i % MASTER_CACHES], KEY("k"), buf, sizeof buf, &n);
+  return NULL;
+}
+
+static void *short_lived(void *arg)
+{
+  char buf[8];
+  size_t n;
+  (void)cdcache_get(arg, KEY("k"), buf, sizeof buf, &n);
+  return NULL;
+}
+
+static void *master_spawner(void *arg)
+{
+  (void)arg;
+  for (unsigned i = 0; !atomic_load(&master_stop); i++) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, short_lived, master_caches[i % MASTER_CACHES]) == 0)
+      pthread_join(t, NULL);
+  }
+  return NULL;
+}
+
+static void test_workers_forked_while_master_threads_use_caches_never_hang(void)
+{
+  for (int i = 0; i < MASTER_CACHES; i++) {
+    cdcache_config_t cfg;
+    cdcache_config_init(&cfg);
+    cfg.max_entries = 64;
+    master_caches[i] = test_open(&cfg);
+  }
+  atomic_store(&master_stop, 0);
+  pthread_t cyc, spawn;
+  CU_ASSERT_FATAL(pthread_create(&cyc, NULL, master_cycler, NULL) == 0);
+  CU_ASSERT_FATAL(pthread_create(&spawn, NULL, master_spawner, NULL) == 0);
+  int failed = 0;
+  for (int it = 0; it < 200 && failed == 0; it++) {
+    cdcache_fork_prepare();
+    pid_t pid = fork();
+    if (pid == 0) {
+      cdcache_fork_child();
+      alarm(20); /* a hang ends with SIGALRM; generous for a loaded machine */
+      cdcache_config_t cfg;
+      cdcache_config_init(&cfg);
+      cfg.max_entries = 16;
+      cdcache_t *c = NULL;
+      char buf[8];
+      size_t n = 0;
+      int bad = cdcache_open(&cfg, &c) != 0;
+      bad |= !bad && cdcache_put(c, KEY("a"), "b", 1, 0) != 0;
+      bad |=
+          !bad && (cdcache_get(c, KEY("a"), buf, sizeof buf, &n) != 0 || n != 1 || buf[0] != 'b');
+      bad |= c != NULL && cdcache_close(c) != 0;
+      for (int i = 0; i < MASTER_CACHES; i++)
+        bad |= cdcache_close(master_caches[i]) != 0;
+      _exit(bad);
+    }
+    cdcache_fork_parent();
+    CU_ASSERT_FATAL(pid > 0);
+    int status = 0;
+    CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      failed = 1;
+      printf("\n  fork %d: child %s %d\n", it, WIFSIGNALED(status) ? "killed by signal" : "exited",
+             WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+    }
+  }
+  CU_ASSERT_EQUAL(failed, 0);
+  atomic_store(&master_stop, 1);
+  pthread_join(cyc, NULL);
+  pthread_join(spawn, NULL);
+  for (int i = 0; i < MASTER_CACHES; i++)
+    cdcache_close(master_caches[i]);
+}
+
 /* Last: the handlers stay installed for the rest of the process. */
 static void test_installed_fork_handlers_let_a_plain_fork_child_use_caches(void)
 {
@@ -164,6 +258,8 @@ int main(void)
               test_a_child_forked_with_the_fork_calls_uses_new_caches);
   CU_add_test(s, "a child forked without the fork calls cannot open (no hang)",
               test_a_child_forked_without_the_fork_calls_cannot_open);
+  CU_add_test(s, "workers forked while master threads use caches never hang",
+              test_workers_forked_while_master_threads_use_caches_never_hang);
   CU_add_test(s, "installed fork handlers let a plain fork's child use caches",
               test_installed_fork_handlers_let_a_plain_fork_child_use_caches);
   return test_run();
