@@ -634,6 +634,7 @@ static mongoc_stream_t *wrap_tls(mongoc_stream_t *base, const mongoc_uri_t *uri,
  * only a failed stream) would lose: logged at most once per 10 s. */
 static void note_connect_failure(cdcache_cdc_t *sub, const char *why)
 {
+  (void)snprintf(sub->connect_why, sizeof sub->connect_why, "%s", why);
   uint64_t now = cdcache__now_ms(sub->cache);
   if (sub->connect_log_ms != 0 && now >= sub->connect_log_ms &&
       now - sub->connect_log_ms < CDCACHE__RESUME_LOG_MS)
@@ -695,7 +696,10 @@ mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_ho
   }
   if (mongoc_uri_get_tls(uri)) {
     mongoc_stream_t *tls = wrap_tls(s, uri, host, ct > 0 ? ct : 1000, error);
-    return tls != NULL ? tls : dead_stream(sub, EPROTO, error->message);
+    if (tls == NULL)
+      return dead_stream(sub, EPROTO, error->message);
+    s = tls;
   }
+  sub->connect_why[0] = '\0';
   return s; /* unbuffered: see the contract above */
 }
