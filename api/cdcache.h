@@ -459,11 +459,26 @@ typedef struct cdcache_cdc_event {
 /*
  * A key callback, called for every insert, update, replace and delete in
  * scope (after the rules' keys were evicted), and for drop, rename and
- * dropDatabase before the flush they cause.  It emits keys with
- * cdcache_cdc_emit().  Return 0; any other value means "I could not map
- * this change": the subscription then flushes the whole cache (reason
- * CDCACHE_CDC_FLUSH_UNMAPPABLE), because it cannot know what is stale.
+ * dropDatabase (before the flush they may cause).  It emits keys with
+ * cdcache_cdc_emit().  It returns:
+ *   0: mapped (for drop, rename and dropDatabase: "my keys may depend on
+ *      this namespace", so the whole cache is flushed, reason
+ *      CDCACHE_CDC_FLUSH_NAMESPACE);
+ *   CDCACHE_CDC_NOT_MINE: no key of the application depends on this
+ *      change (nothing more is evicted; a drop or rename no rule covers
+ *      then flushes nothing);
+ *   any other value: "I could not map this change": the subscription
+ *      flushes the whole cache (reason CDCACHE_CDC_FLUSH_UNMAPPABLE),
+ *      because it cannot know what is stale.
+ * It must not block (it runs on the subscription's thread; while it
+ * waits, no change is applied and the cache fails closed past its bound).
  */
+#define CDCACHE_CDC_NOT_MINE 1
+/* A libmongoc log handler (mongoc_log_func_t) cast to this type, so that
+ * this header needs no libmongoc header; cdcache casts it back before
+ * every call. */
+typedef void (*cdcache_mongoc_log_fn)(void);
+
 typedef int (*cdcache_cdc_key_fn)(void *ctx, const cdcache_cdc_event_t *ev,
                                   cdcache_cdc_sink_t *sink);
 
@@ -527,14 +542,25 @@ typedef struct cdcache_cdc_config {
    * the cache's log callback.  The library never prints. */
   cdcache_log_fn log;
   void *log_ctx;
-  /* Non-zero: route libmongoc's process-wide log handler to this
-   * subscription's log callback (mongoc_log_set_handler) while it runs;
-   * at stop the handler goes back to libmongoc's default.  Default 0:
+  /* Non-zero: libmongoc's messages about this subscription's client go
+   * to this subscription's log callback while it runs.  libmongoc's log
+   * handler is process-wide, so cdcache installs a router
+   * (mongoc_log_set_handler) while any subscription routes: messages
+   * from a routing subscription's thread go to its log, every other
+   * message to mongoc_log_prev (below).  When the last routing
+   * subscription stops, mongoc_log_prev is installed again.  Default 0:
    * libmongoc's logging is left as the host set it. */
   int route_mongoc_log;
   /* Optional eviction observer (cdcache_cdc_evict_fn). */
   cdcache_cdc_evict_fn on_evict;
   void *on_evict_ctx;
+  /* With route_mongoc_log: the libmongoc log handler the host installed
+   * (its mongoc_log_func_t, cast to cdcache_mongoc_log_fn, and its user
+   * data), which libmongoc gives no way to read.  NULL (default):
+   * libmongoc's default handler.  The first routing subscription's pair
+   * is the one used and put back. */
+  cdcache_mongoc_log_fn mongoc_log_prev;
+  void *mongoc_log_prev_ctx;
 } cdcache_cdc_config_t;
 
 /* libmongoc's rescan delay after a lost server, and the margin that
@@ -654,6 +680,12 @@ CDCACHE_EXTERN int cdcache_cdc_stats(cdcache_cdc_t *sub, cdcache_cdc_stats_t *st
  *   other decimal128: libbson's canonical string (bson_decimal128_to_string)
  *   ObjectId: 24 lowercase hex digits
  *   string: its bytes as is (binary-safe)
+ *   document, array: laid out as libbson's canonical extended JSON lays
+ *     them out, but every number inside, at any depth, renders as above:
+ *     {a: 1, b: "x"} and {a: NumberLong(1), b: "x"} both give
+ *     `{ "a" : 1, "b" : "x" }`, [1, NumberLong(2)] gives `[ 1, 2 ]`
+ *     (since 0.2; CHANGELOG.md); other values inside keep their extended
+ *     JSON; nesting deeper than 100 levels is CDCACHE_EINVAL
  *   anything else: the value's text in libbson's canonical extended JSON
  *     (bson_as_canonical_extended_json of the document, the text after
  *     `"NAME" : ` up to the closing ` }`), e.g. true -> `true`, a date ->

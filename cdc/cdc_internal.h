@@ -115,9 +115,12 @@ typedef struct cdcache__cdc_stats {
   uint32_t lag_n;                              /* mu; samples held, <= window */
   uint32_t lag_next;                           /* mu; next slot to write */
   /* mu; the token's raw BSON, rendered to JSON only when stats are read
-   * (rendering per event cost a quarter of the CDC thread's time). */
-  uint8_t token[CDCACHE_CDC_TOKEN_MAX];
-  uint32_t token_len;                     /* mu; 0: none, or too long to keep */
+   * (rendering per event cost a quarter of the CDC thread's time), in a
+   * buffer that grows to the longest token seen (bson_realloc: tokens
+   * embed the documentKey, so they have no useful bound). */
+  uint8_t *token;
+  uint32_t token_len;                     /* mu; 0: none */
+  uint32_t token_cap;                     /* mu; bytes at token */
   char last_error[CDCACHE_CDC_ERROR_MAX]; /* mu */
 } cdcache__cdc_stats_t;
 
@@ -151,6 +154,11 @@ mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_ho
 
 /* -------------------------------------------------------------- stream.c */
 
+/* A warning about one namespace is logged at most once per this many ms
+ * (event.c), in one of this many slots. */
+#define CDCACHE__LOGLIMIT_MS 60000u
+#define CDCACHE__LOGLIMIT_SLOTS 16u
+
 /* What applying one event asks of the stream loop. */
 enum { CDCACHE__APPLY_OK = 0, CDCACHE__APPLY_INVALIDATE = 1 };
 
@@ -170,6 +178,8 @@ struct cdcache_cdc {
   cdcache_log_fn log;
   void *log_ctx;
   int route_mongoc_log;
+  cdcache_mongoc_log_fn mongoc_log_prev; /* see cdcache_cdc_config_t */
+  void *mongoc_log_prev_ctx;
   cdcache_cdc_evict_fn on_evict;
   void *on_evict_ctx;
   uint32_t max_key_len; /* keys longer than this cannot be cached */
@@ -201,6 +211,13 @@ struct cdcache_cdc {
   uint64_t batch_ms;      /* start of the latest answered batch */
   uint64_t batch_left;    /* its events not yet applied */
   bool batch_new;         /* answered, freshness not yet advanced */
+  /* Rate limit of per-namespace warnings (event.c): a few slots keyed by
+   * a hash of the message kind and namespace. */
+  struct {
+    uint64_t hash;
+    uint64_t last_ms; /* cache clock of the last line logged */
+    uint64_t held;    /* occurrences not logged since */
+  } loglimit[CDCACHE__LOGLIMIT_SLOTS];
 
   cdcache__cdc_stats_t stats; /* its own mutex */
 };
@@ -209,6 +226,13 @@ struct cdcache_cdc {
  * thread, no lock held. */
 void cdcache__cdc_log(const cdcache_cdc_t *sub, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* logroute.c: routing libmongoc's process-wide log (see there).  on/off
+ * from start/stop (any thread); thread from the subscription's thread
+ * when it begins. */
+void cdcache__logroute_on(cdcache_cdc_t *sub);
+void cdcache__logroute_off(cdcache_cdc_t *sub);
+void cdcache__logroute_thread(cdcache_cdc_t *sub);
 
 /* Flushes the whole cache for reason, counts and logs it, tells the
  * observer.  CDC thread. */

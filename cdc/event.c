@@ -16,7 +16,14 @@
  *     are evicted too: an application may have cached the absence.
  *   drop, rename, dropDatabase: no documentKey, so everything of the
  *     namespace may be stale: the whole cache is flushed (reason
- *     "namespace").  The key callback still sees the event first.
+ *     "namespace") when a rule covers the namespace (for a rename, the
+ *     source or the target), or when the key callback, which sees the
+ *     event first, does not answer CDCACHE_CDC_NOT_MINE.  A drop or
+ *     rename nothing covers flushes nothing.
+ *   events on the temporary collections $out and mapReduce write into
+ *     (tmp.agg_out.*, tmp.mr.*) are ignored: no application key can
+ *     depend on them.  The rename that ends such a job (a temporary
+ *     collection renamed over its target) is judged by its target.
  *   invalidate: the cursor is dead; flush (reason "invalidate") and let
  *     the stream loop reopen with startAfter.
  *   any other operation type (createIndexes, modify, ... with expanded
@@ -24,10 +31,13 @@
  *
  * Failure is always on the side of evicting more: an event that cannot
  * be decoded, a template field missing from the documentKey, a value that
- * cannot be rendered, or a key callback that returns non-zero flushes the
- * whole cache (reason "unmappable"), is counted and logged, and the
- * stream goes on.  Duplicate delivery (after a resume) only evicts again,
- * which is harmless.
+ * cannot be rendered, or a key callback that fails flushes the whole
+ * cache (reason "unmappable"), is counted and logged, and the stream goes
+ * on.  A template field missing from the documentKey usually means a rule
+ * that does not fit the collection (every event then flushes): it is
+ * counted every time but logged once per namespace per minute
+ * (CDCACHE__LOGLIMIT_MS), with the number of occurrences held back.  Duplicate delivery (after a
+ * resume) only evicts again, which is harmless.
  */
 #include "cdc_internal.h"
 
@@ -37,7 +47,7 @@
 
 /* One event's fields, on the stack for one call (padding is harmless). */
 typedef struct decoded { // NOLINT(clang-analyzer-optin.performance.Padding)
-  int op; /* 0: an operation type we do not handle */
+  int op;                /* 0: an operation type we do not handle */
   const char *op_str;
   const char *db, *coll, *to_db, *to_coll;
   bson_t doc_key; /* static view into the event */
@@ -54,6 +64,7 @@ struct cdcache_cdc_sink {
   const char *op_name;
   const char *ns;
   int64_t commit_ms; /* -1 unknown */
+  uint64_t evicted;  /* keys this event evicted */
 };
 
 static const char *const op_names[] = {"unknown", "insert", "update",       "replace",   "delete",
@@ -216,6 +227,7 @@ static int evict(cdcache_cdc_sink_t *sk, const void *key, size_t klen)
     return rc;
   }
   cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, keys_evicted), 1);
+  sk->evicted++;
   if (sub->on_evict)
     sub->on_evict(sub->on_evict_ctx, key, klen, sk->op_name, sk->ns, lag_now(sk->commit_ms));
   return 0;
@@ -228,7 +240,45 @@ int cdcache_cdc_emit(cdcache_cdc_sink_t *sink, const void *key, size_t klen)
   return evict(sink, key, klen);
 }
 
-void cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why)
+/* FNV-1a over two strings, for the rate limit's slots. */
+static uint64_t hash2(const char *a, const char *b)
+{
+  uint64_t h = 14695981039346656037ull;
+  for (const char *p = a; *p; p++)
+    h = (h ^ (unsigned char)*p) * 1099511628211ull;
+  h = (h ^ 0xffu) * 1099511628211ull;
+  for (const char *p = b; *p; p++)
+    h = (h ^ (unsigned char)*p) * 1099511628211ull;
+  return h | 1u; /* 0 marks a free slot */
+}
+
+/*
+ * Whether a warning of this kind about this namespace may be logged now
+ * (at most once per CDCACHE__LOGLIMIT_MS).  *held receives how many were
+ * held back since the last one logged.  A slot taken by another message
+ * is reused (that message may then log again early: a bound on the rate,
+ * not a promise of silence).  CDC thread.
+ */
+static bool log_due(cdcache_cdc_t *sub, const char *kind, const char *ns, uint64_t *held)
+{
+  uint64_t h = hash2(kind, ns);
+  uint64_t now = cdcache__now_ms(sub->cache);
+  size_t i = (size_t)(h % CDCACHE__LOGLIMIT_SLOTS);
+  *held = 0;
+  if (sub->loglimit[i].hash == h && now - sub->loglimit[i].last_ms < CDCACHE__LOGLIMIT_MS &&
+      now >= sub->loglimit[i].last_ms) {
+    sub->loglimit[i].held++;
+    return false;
+  }
+  if (sub->loglimit[i].hash == h)
+    *held = sub->loglimit[i].held;
+  sub->loglimit[i].hash = h;
+  sub->loglimit[i].last_ms = now;
+  sub->loglimit[i].held = 0;
+  return true;
+}
+
+static void flush_cache(cdcache_cdc_t *sub, int reason, const char *why, bool log)
 {
   int rc = cdcache_flush(sub->cache);
   if (rc != 0) {
@@ -237,14 +287,59 @@ void cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why)
     return;
   }
   cdcache__stats_flush(&sub->stats, reason);
-  cdcache__cdc_log(sub,
-                   reason == CDCACHE_CDC_FLUSH_ESTABLISHED || reason == CDCACHE_CDC_FLUSH_NAMESPACE
-                       ? CDCACHE_LOG_INFO
-                       : CDCACHE_LOG_WARNING,
-                   "cdc: flushed the whole cache (%s): %s", cdcache_cdc_flush_reason_name(reason),
-                   why ? why : "");
+  if (log)
+    cdcache__cdc_log(sub,
+                     reason == CDCACHE_CDC_FLUSH_ESTABLISHED ||
+                             reason == CDCACHE_CDC_FLUSH_NAMESPACE
+                         ? CDCACHE_LOG_INFO
+                         : CDCACHE_LOG_WARNING,
+                     "cdc: flushed the whole cache (%s): %s", cdcache_cdc_flush_reason_name(reason),
+                     why ? why : "");
   if (sub->on_evict)
     sub->on_evict(sub->on_evict_ctx, NULL, 0, "flush", cdcache_cdc_flush_reason_name(reason), -1);
+}
+
+void cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why)
+{
+  flush_cache(sub, reason, why, true);
+}
+
+/* tmp.agg_out.<uuid> ($out, $merge into a new collection), tmp.mr.*
+ * (mapReduce): written, renamed over the target, or dropped by the
+ * server; no application reads them. */
+static bool temp_coll(const char *coll)
+{
+  return coll && (strncmp(coll, "tmp.agg_out.", 12) == 0 || strncmp(coll, "tmp.mr.", 7) == 0);
+}
+
+/* Whether a rule covers db.coll (coll NULL: any collection of db). */
+static bool rules_cover(const cdcache_cdc_t *sub, const char *db, const char *coll)
+{
+  if (!db)
+    return true; /* cannot tell: cover */
+  for (size_t i = 0; i < sub->n_rules; i++) {
+    const cdcache__rule_t *r = &sub->rules[i];
+    if (coll ? cdcache__rule_matches(r, db, coll)
+             : r->ns_kind == CDCACHE__NS_ALL || strcmp(r->db, db) == 0)
+      return true;
+  }
+  return false;
+}
+
+/* drop, rename, dropDatabase: whether a rule covers what it changed. */
+static bool ns_event_covered(const cdcache_cdc_t *sub, const decoded_t *d)
+{
+  switch (d->op) {
+  case CDCACHE_CDC_OP_DROP_DATABASE:
+    return rules_cover(sub, d->db, NULL);
+  case CDCACHE_CDC_OP_RENAME:
+    if (!d->to_db || !d->to_coll) /* target unknown: assume the worst */
+      return true;
+    return (!temp_coll(d->coll) && rules_cover(sub, d->db, d->coll)) ||
+           rules_cover(sub, d->to_db, d->to_coll);
+  default:
+    return rules_cover(sub, d->db, d->coll);
+  }
 }
 
 /* Calls the key callback; returns its verdict (0 fine). */
@@ -288,7 +383,7 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
     cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, why);
     return CDCACHE__APPLY_OK;
   }
-  if (d.op == 0) {
+  if (d.op == 0 || (temp_coll(d.coll) && (d.op != CDCACHE_CDC_OP_RENAME || temp_coll(d.to_coll)))) {
     cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, ignored_events), 1);
     cdcache__cdc_log(sub, CDCACHE_LOG_DEBUG, "cdc: ignored event of operation type \"%s\"",
                      d.op_str);
@@ -302,6 +397,7 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
   else
     ns[0] = '\0';
   sk.sub = sub;
+  sk.evicted = 0;
   sk.op_name = cdcache_cdc_op_name(d.op);
   sk.ns = ns;
   sk.commit_ms = d.has_wall       ? d.wall_ms
@@ -319,6 +415,7 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
   case CDCACHE_CDC_OP_REPLACE:
   case CDCACHE_CDC_OP_DELETE: {
     const char *unmappable = NULL;
+    bool missing_field = false, other_error = false;
     for (size_t i = 0; i < sub->n_rules; i++) {
       const cdcache__rule_t *r = &sub->rules[i];
       size_t klen = 0;
@@ -332,32 +429,58 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
         continue;
       }
       if (rc != 0) {
+        uint64_t held = 0;
         cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, key_errors), 1);
-        unmappable = rc == CDCACHE_ENOENT ? "a template field is missing from documentKey"
-                                          : "a documentKey value cannot be rendered";
-        cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: rule %zu (%.*s) on %s: %s", i,
-                         (int)r->tmpl_len, r->tmpl, ns, unmappable);
+        if (rc == CDCACHE_ENOENT) {
+          unmappable = "a template field is missing from documentKey";
+          missing_field = true;
+          if (log_due(sub, "missing-field", ns, &held))
+            cdcache__cdc_log(sub, CDCACHE_LOG_WARNING,
+                             "cdc: rule %zu (%.*s) on %s: %s; every such event flushes the "
+                             "whole cache (a rule that does not fit the collection's "
+                             "documentKey?); %llu more since the last such line",
+                             i, (int)r->tmpl_len, r->tmpl, ns, unmappable,
+                             (unsigned long long)held);
+        } else {
+          unmappable = "a documentKey value cannot be rendered";
+          other_error = true;
+          cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: rule %zu (%.*s) on %s: %s", i,
+                           (int)r->tmpl_len, r->tmpl, ns, unmappable);
+        }
         continue;
       }
       if (klen == 0)
         continue;
       evict(&sk, sub->keybuf, klen);
     }
-    if (sub->key_fn && call_key_fn(sub, &sk, &d, data, len) != 0) {
-      unmappable = "the key callback failed";
-      cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: key callback failed on %s of %s", d.op_str,
-                       ns);
+    if (sub->key_fn) {
+      int frc = call_key_fn(sub, &sk, &d, data, len);
+      if (frc != 0 && frc != CDCACHE_CDC_NOT_MINE) {
+        unmappable = "the key callback failed";
+        other_error = true;
+        cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: key callback failed on %s of %s", d.op_str,
+                         ns);
+      }
     }
+    /* a missing field alone was logged (rate-limited) above: the flush
+     * is not logged again for each event */
     if (unmappable)
-      cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, unmappable);
+      flush_cache(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, unmappable, other_error || !missing_field);
     break;
   }
   case CDCACHE_CDC_OP_DROP:
   case CDCACHE_CDC_OP_RENAME:
   case CDCACHE_CDC_OP_DROP_DATABASE: {
     char msg[700];
-    if (sub->key_fn)
-      (void)call_key_fn(sub, &sk, &d, data, len); /* we flush anyway */
+    bool covered = ns_event_covered(sub, &d);
+    if (sub->key_fn && call_key_fn(sub, &sk, &d, data, len) != CDCACHE_CDC_NOT_MINE)
+      covered = true;
+    if (!covered) {
+      cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, ignored_events), 1);
+      cdcache__cdc_log(sub, CDCACHE_LOG_DEBUG, "cdc: %s of %s: no rule covers it, nothing flushed",
+                       d.op_str, ns);
+      break;
+    }
     if (d.op == CDCACHE_CDC_OP_RENAME && d.to_db && d.to_coll)
       (void)snprintf(msg, sizeof msg, "rename of %s to %s.%s", ns, d.to_db, d.to_coll);
     else
@@ -373,6 +496,9 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
     break;
   }
 
-  cdcache__stats_applied(&sub->stats, d.cluster_time, lag_now(sk.commit_ms), sk.commit_ms >= 0);
+  /* a lag sample only for an event that evicted something: the figure
+   * is the invalidation lag a reader sees */
+  cdcache__stats_applied(&sub->stats, d.cluster_time, lag_now(sk.commit_ms),
+                         sk.commit_ms >= 0 && sk.evicted > 0);
   return result;
 }

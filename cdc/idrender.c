@@ -23,8 +23,17 @@
  * documented limit: MongoDB would call them equal).
  *
  * ObjectIds render as 24 lowercase hex digits and strings as their bytes.
- * Everything else (bool, date, binary, documents, ...) renders as its
- * text in libbson's canonical extended JSON: we render the one-element
+ * Documents and arrays render as libbson's canonical extended JSON lays
+ * them out (`{ "a" : 1, "b" : "x" }`, `[ 1, 2 ]`), except that every
+ * number inside them, at any depth, renders as it would at the top level
+ * (a bare canonical number, not `{ "$numberInt" : "1" }`): MongoDB
+ * compares embedded documents field by field, in order, with numbers
+ * compared by value, so `{a: 1}` and `{a: NumberLong(1)}` are one _id and
+ * must be one key.  Field names are JSON-escaped as libbson escapes them.
+ * Nesting deeper than CDCACHE__RENDER_MAX_DEPTH is refused (EINVAL): the
+ * renderer recurses, and a hostile 16 MiB document could nest millions of
+ * levels.  Everything else (bool, date, binary, ...) renders as its text
+ * in libbson's canonical extended JSON: we render the one-element
  * document {"": value} and cut the text between `{ "" : ` and ` }`.
  *
  * The internal entry point writes into a caller's buffer without a NUL
@@ -191,7 +200,110 @@ static int render_extjson(const bson_iter_t *it, char *buf, size_t cap, size_t *
   return rc;
 }
 
+#define CDCACHE__RENDER_MAX_DEPTH 100
+
+static int render_value(const bson_iter_t *it, char *buf, size_t cap, size_t *out_len, int depth);
+
+/* An output that copies what fits in buf and counts everything. */
+typedef struct out {
+  char *buf;
+  size_t cap;
+  size_t len;
+} out_t;
+
+static void out_add(out_t *o, const char *s, size_t n)
+{
+  if (o->len < o->cap && n > 0 && o->buf)
+    memcpy(o->buf + o->len, s, n <= o->cap - o->len ? n : o->cap - o->len);
+  o->len += n;
+}
+
+/* A nested value: rendered straight into the unused part of the buffer
+ * (or counted only, when it does not fit). */
+static int out_value(out_t *o, const bson_iter_t *it, int depth)
+{
+  size_t n = 0;
+  bool fits = o->buf && o->len <= o->cap;
+  char *b = fits ? o->buf + o->len : NULL;
+  size_t c = fits ? o->cap - o->len : 0;
+  int rc;
+  switch (bson_iter_type(it)) {
+  case BSON_TYPE_INT32:
+  case BSON_TYPE_INT64:
+  case BSON_TYPE_DOUBLE:
+  case BSON_TYPE_DECIMAL128:
+  case BSON_TYPE_DOCUMENT:
+  case BSON_TYPE_ARRAY:
+    rc = render_value(it, b, c, &n, depth);
+    break;
+  default: /* strings, ObjectIds and the rest keep their extended JSON */
+    rc = render_extjson(it, b, c, &n);
+    break;
+  }
+  if (rc != 0 && rc != CDCACHE_ERANGE)
+    return rc;
+  if (rc == CDCACHE_ERANGE)
+    o->cap = o->len; /* stop copying; keep counting */
+  o->len += n;
+  return 0;
+}
+
+/* A field name: quoted and escaped as libbson's extended JSON does. */
+static int out_quoted(out_t *o, const char *s, size_t len)
+{
+  char *esc = bson_utf8_escape_for_json(s, (ssize_t)len);
+  if (!esc)
+    return CDCACHE_EINVAL;
+  out_add(o, "\"", 1);
+  out_add(o, esc, strlen(esc));
+  out_add(o, "\"", 1);
+  bson_free(esc);
+  return 0;
+}
+
+/* A document or array: `{ "k" : v, ... }` / `[ v, ... ]`, empty `{ }` /
+ * `[ ]`, as libbson lays them out. */
+static int render_container(const bson_iter_t *it, bool array, char *buf, size_t cap,
+                            size_t *out_len, int depth)
+{
+  bson_iter_t child;
+  out_t o = {buf, cap, 0};
+  int rc;
+  bool first = true;
+  if (depth >= CDCACHE__RENDER_MAX_DEPTH || !bson_iter_recurse(it, &child))
+    return CDCACHE_EINVAL;
+  out_add(&o, array ? "[ " : "{ ", 2);
+  while (bson_iter_next(&child)) {
+    if (!first)
+      out_add(&o, ", ", 2);
+    first = false;
+    if (!array) {
+      const char *k = bson_iter_key(&child);
+      if ((rc = out_quoted(&o, k, strlen(k))) != 0)
+        return rc;
+      out_add(&o, " : ", 3);
+    }
+    rc = out_value(&o, &child, depth + 1);
+    if (rc != 0)
+      return rc;
+  }
+  /* a nested element that is not valid BSON ends the walk early */
+  if (child.err_off != 0)
+    return CDCACHE_EINVAL;
+  if (first)
+    out_add(&o, array ? "]" : "}", 1);
+  else
+    out_add(&o, array ? " ]" : " }", 2);
+  *out_len = o.len;
+  return o.len > cap ? CDCACHE_ERANGE : 0;
+}
+
 int cdcache__render_value(const bson_iter_t *it, char *buf, size_t cap, size_t *out_len)
+{
+  return render_value(it, buf, cap, out_len, 0);
+}
+
+static int render_value(const bson_iter_t *it, char *buf, size_t cap, size_t *out_len, int depth)
 {
   *out_len = 0;
   switch (bson_iter_type(it)) {
@@ -216,6 +328,10 @@ int cdcache__render_value(const bson_iter_t *it, char *buf, size_t cap, size_t *
       return CDCACHE_EINVAL;
     return put_text(s, len, buf, cap, out_len);
   }
+  case BSON_TYPE_DOCUMENT:
+    return render_container(it, false, buf, cap, out_len, depth);
+  case BSON_TYPE_ARRAY:
+    return render_container(it, true, buf, cap, out_len, depth);
   default:
     return render_extjson(it, buf, cap, out_len);
   }

@@ -6,4 +6,5 @@ set(CDCACHE_CDC_SOURCES
   cdc/stats.c
   cdc/netstream.c
   cdc/stream.c
+  cdc/logroute.c
 )

@@ -30,6 +30,9 @@ int cdcache__stats_init(cdcache__cdc_stats_t *s)
 void cdcache__stats_destroy(cdcache__cdc_stats_t *s)
 {
   pthread_mutex_destroy(&s->mu);
+  bson_free(s->token);
+  s->token = NULL;
+  s->token_len = s->token_cap = 0;
 }
 
 void cdcache__stats_add(cdcache__cdc_stats_t *s, size_t off, uint64_t delta)
@@ -89,11 +92,18 @@ void cdcache__stats_answered(cdcache__cdc_stats_t *s, uint64_t ms)
 void cdcache__stats_token(cdcache__cdc_stats_t *s, const bson_t *token)
 {
   (void)pthread_mutex_lock(&s->mu);
-  if (token != NULL && token->len <= sizeof s->token) {
+  s->token_len = 0;
+  if (token != NULL && token->len > s->token_cap) {
+    /* grows rarely (to the longest token seen); libbson's allocator, as
+     * libmongoc's own copies of the token.  bson_realloc aborts on
+     * failure as every libbson allocation does (README: what libmongoc
+     * aborts on). */
+    s->token = bson_realloc(s->token, token->len);
+    s->token_cap = token->len;
+  }
+  if (token != NULL) {
     memcpy(s->token, bson_get_data(token), token->len);
     s->token_len = token->len;
-  } else {
-    s->token_len = 0;
   }
   (void)pthread_mutex_unlock(&s->mu);
 }
@@ -164,13 +174,12 @@ void cdcache__stats_snapshot(cdcache__cdc_stats_t *s, cdcache_cdc_stats_t *out, 
   tmp.last_answer_ms = s->last_answer_ms;
   tmp.lag_samples = s->lag_n;
   memcpy(lags, s->lag, s->lag_n * sizeof lags[0]);
-  uint8_t token[CDCACHE_CDC_TOKEN_MAX];
-  uint32_t token_len = s->token_len;
-  memcpy(token, s->token, token_len);
+  /* rendered under mu (the buffer may grow); a stats read costs the CDC
+   * thread at most one rendering's wait */
+  token_text(s->token, s->token_len, tmp.resume_token, sizeof tmp.resume_token);
   memcpy(tmp.last_error, s->last_error, sizeof tmp.last_error);
   (void)pthread_mutex_unlock(&s->mu);
 
-  token_text(token, token_len, tmp.resume_token, sizeof tmp.resume_token);
   tmp.fresh_until_ms = fresh_until;
   if (tmp.state != CDCACHE_CDC_STOPPED && fresh_until != CDCACHE__FRESH_FOREVER &&
       now_ms > fresh_until)

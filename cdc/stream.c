@@ -110,54 +110,6 @@ void cdcache__cdc_log(const cdcache_cdc_t *sub, int level, const char *fmt, ...)
   sub->log(sub->log_ctx, level, msg);
 }
 
-/*
- * libmongoc's log handler is process-wide.  route_owner names the
- * subscription it is routed to (protected by route_mu); the handler gets
- * the subscription as its user data.  mongoc_log_set_handler serialises
- * with in-flight handler calls (libmongoc holds its log mutex around
- * both), so once a stop has put the default handler back, no call with
- * the old subscription is running or can start.
- */
-static pthread_mutex_t route_mu = PTHREAD_MUTEX_INITIALIZER;
-static cdcache_cdc_t *route_owner; /* route_mu */
-
-static void mongoc_log_to_cdc(mongoc_log_level_t level, const char *domain, const char *message,
-                              void *user_data)
-{
-  cdcache_cdc_t *sub = user_data;
-  int l;
-  switch (level) {
-  case MONGOC_LOG_LEVEL_ERROR:
-  case MONGOC_LOG_LEVEL_CRITICAL:
-    l = CDCACHE_LOG_ERROR;
-    break;
-  case MONGOC_LOG_LEVEL_WARNING:
-    l = CDCACHE_LOG_WARNING;
-    break;
-  case MONGOC_LOG_LEVEL_MESSAGE:
-  case MONGOC_LOG_LEVEL_INFO:
-    l = CDCACHE_LOG_INFO;
-    break;
-  default:
-    l = CDCACHE_LOG_DEBUG;
-    break;
-  }
-  cdcache__cdc_log(sub, l, "libmongoc[%s]: %s", domain ? domain : "", message ? message : "");
-}
-
-static void route_mongoc_log(cdcache_cdc_t *sub, bool on)
-{
-  (void)pthread_mutex_lock(&route_mu);
-  if (on) {
-    route_owner = sub;
-    mongoc_log_set_handler(mongoc_log_to_cdc, sub);
-  } else if (route_owner == sub) {
-    route_owner = NULL;
-    mongoc_log_set_handler(mongoc_log_default_handler, NULL);
-  }
-  (void)pthread_mutex_unlock(&route_mu);
-}
-
 /* ------------------------------------------------------------ config */
 
 int cdcache_cdc_config_init(cdcache_cdc_config_t *cfg)
@@ -223,7 +175,7 @@ static int check_config(const cdcache_cdc_config_t *c, char *err, size_t errcap)
     CFG_ERR("socket_timeout_ms must be 100..60000");
   if (c->connect_timeout_ms < 100 || c->connect_timeout_ms > 60000)
     CFG_ERR("connect_timeout_ms must be 100..60000");
-  if (c->max_await_ms < 1 || c->max_await_ms + 100 > c->socket_timeout_ms)
+  if (c->max_await_ms < 1 || (uint64_t)c->max_await_ms + 100 > c->socket_timeout_ms)
     CFG_ERR("max_await_ms must be 1..socket_timeout_ms - 100 (%u)",
             c->socket_timeout_ms > 100 ? c->socket_timeout_ms - 100 : 0);
   if (c->max_stale_ms != 0 && (uint64_t)c->max_stale_ms < (uint64_t)c->max_await_ms +
@@ -232,7 +184,7 @@ static int check_config(const cdcache_cdc_config_t *c, char *err, size_t errcap)
     CFG_ERR("max_stale_ms %u cannot be honoured: it must be 0 or at least "
             "max_await_ms + %u + %u = %u",
             c->max_stale_ms, CDCACHE_CDC_RESCAN_MS, CDCACHE_CDC_STALE_MARGIN_MS,
-            c->max_await_ms + CDCACHE_CDC_RESCAN_MS + CDCACHE_CDC_STALE_MARGIN_MS);
+            (uint32_t)(c->max_await_ms + CDCACHE_CDC_RESCAN_MS + CDCACHE_CDC_STALE_MARGIN_MS));
   if (c->backoff_initial_ms < 1 || c->backoff_max_ms < c->backoff_initial_ms)
     CFG_ERR("backoff_initial_ms must be >= 1 and <= backoff_max_ms");
   return 0;
@@ -411,6 +363,8 @@ int cdcache__cdc_create(cdcache_t *cache, const cdcache_cdc_config_t *cfg, cdcac
   sub->log = c.log;
   sub->log_ctx = c.log_ctx;
   sub->route_mongoc_log = c.route_mongoc_log;
+  sub->mongoc_log_prev = c.mongoc_log_prev;
+  sub->mongoc_log_prev_ctx = c.mongoc_log_prev_ctx;
   sub->on_evict = c.on_evict;
   sub->on_evict_ctx = c.on_evict_ctx;
   sub->max_key_len = 65535; /* the largest any cache allows */
@@ -698,6 +652,7 @@ static int classify(const bson_error_t *e, const bson_t *reply, bool *server)
 static void *cdc_main(void *arg)
 {
   cdcache_cdc_t *sub = arg;
+  cdcache__logroute_thread(sub);
   uint32_t failures = 0;
   int token_errors = 0;
 
@@ -833,13 +788,19 @@ int cdcache_cdc_start(cdcache_t *cache, const cdcache_cdc_config_t *cfg, cdcache
     cdcache__cdc_destroy(sub);
     return rc;
   }
-  /* Failed closed until the stream is established. */
+  /* Failed closed until the stream is established.  A failing start
+   * changes nothing: the bound the cache had is put back. */
+  uint64_t fresh_before = cdcache__fresh_until(cache);
   cdcache__set_fresh_until(cache, sub->max_stale_ms ? 0 : CDCACHE__FRESH_FOREVER);
   if (sub->route_mongoc_log)
-    route_mongoc_log(sub, true);
-  if (pthread_create(&sub->thread, NULL, cdc_main, sub) != 0) {
+    cdcache__logroute_on(sub);
+  int trc = pthread_create(&sub->thread, NULL, cdc_main, sub);
+  if (trc != 0) {
     if (sub->route_mongoc_log)
-      route_mongoc_log(sub, false);
+      cdcache__logroute_off(sub);
+    cdcache__set_fresh_until(cache, fresh_before);
+    cdcache__cdc_log(sub, CDCACHE_LOG_ERROR, "cdc: cannot start the subscription's thread: %s",
+                     strerror(trc));
     cdcache__detach(cache, sub);
     cdcache__cdc_destroy(sub);
     return CDCACHE_ENOMEM;
@@ -862,7 +823,7 @@ int cdcache_cdc_stop(cdcache_cdc_t *sub)
     pthread_join(sub->thread, NULL);
   sub->thread_started = false;
   if (sub->route_mongoc_log)
-    route_mongoc_log(sub, false);
+    cdcache__logroute_off(sub);
   /* Nothing keeps the cache fresh any more: fail closed if it was bounded. */
   if (sub->max_stale_ms)
     cdcache__set_fresh_until(sub->cache, 0);

@@ -7,7 +7,10 @@
 
 #include <CUnit/Basic.h>
 #include <math.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------ helpers */
@@ -104,12 +107,106 @@ static void test_render_oid_string_other(void)
   CHECK_RENDER(BSON_APPEND_BINARY(&d, "_id", BSON_SUBTYPE_BINARY, (const uint8_t *)"ab", 2),
                "{ \"$binary\" : { \"base64\" : \"YWI=\", \"subType\" : "
                "\"00\" } }");
-  CHECK_RENDER(BCON_APPEND(&d, "_id", "{", "a", BCON_INT32(1), "}"),
-               "{ \"a\" : { \"$numberInt\" : \"1\" } }");
+  CHECK_RENDER(BCON_APPEND(&d, "_id", "{", "a", BCON_INT32(1), "}"), "{ \"a\" : 1 }");
   CHECK_RENDER(BSON_APPEND_TIMESTAMP(&d, "_id", 5, 7),
                "{ \"$timestamp\" : { \"t\" : 5, \"i\" : 7 } }");
   /* the element's name does not matter */
   CHECK_RENDER(BSON_APPEND_INT32(&d, "whatever", 7), "7");
+}
+
+/* Renders the first element of d into a fresh string (asserts success). */
+static char *render_nested(const bson_t *d)
+{
+  static char buf[4096];
+  size_t n = 0;
+  CU_ASSERT_EQUAL(cdcache_id_render(bson_get_data(d), d->len, buf, sizeof buf, &n), 0);
+  CU_ASSERT_EQUAL(n, strlen(buf));
+  return buf;
+}
+
+/* {a: 1}, {a: NumberLong(1)}, {a: 1.0} and {a: NumberDecimal("1.00")} are
+ * one _id to MongoDB: one key here, at every depth. */
+static void test_render_nested_numbers_by_value(void)
+{
+  static const char *want = "{ \"a\" : 1, \"b\" : [ 2, { \"c\" : -3 } ], \"s\" : \"1\" }";
+  bson_decimal128_t one, two, m3;
+  bson_decimal128_from_string("1.00", &one);
+  bson_decimal128_from_string("2E0", &two);
+  bson_decimal128_from_string("-3.000", &m3);
+  bson_t *v[4];
+  v[0] = BCON_NEW("_id", "{", "a", BCON_INT32(1), "b", "[", BCON_INT32(2), "{", "c", BCON_INT32(-3),
+                  "}", "]", "s", BCON_UTF8("1"), "}");
+  v[1] = BCON_NEW("_id", "{", "a", BCON_INT64(1), "b", "[", BCON_INT64(2), "{", "c", BCON_INT64(-3),
+                  "}", "]", "s", BCON_UTF8("1"), "}");
+  v[2] = BCON_NEW("_id", "{", "a", BCON_DOUBLE(1.0), "b", "[", BCON_DOUBLE(2.0), "{", "c",
+                  BCON_DOUBLE(-3.0), "}", "]", "s", BCON_UTF8("1"), "}");
+  v[3] = BCON_NEW("_id", "{", "a", BCON_DECIMAL128(&one), "b", "[", BCON_DECIMAL128(&two), "{", "c",
+                  BCON_DECIMAL128(&m3), "}", "]", "s", BCON_UTF8("1"), "}");
+  for (int i = 0; i < 4; i++) {
+    CU_ASSERT_STRING_EQUAL(render_nested(v[i]), want);
+    bson_destroy(v[i]);
+  }
+  /* a nested string "1" stays distinct from a nested number 1 */
+  bson_t *sn = BCON_NEW("_id", "{", "a", BCON_UTF8("1"), "}");
+  CU_ASSERT_STRING_EQUAL(render_nested(sn), "{ \"a\" : \"1\" }");
+  bson_destroy(sn);
+  /* field order matters to MongoDB and here */
+  bson_t *ba = BCON_NEW("_id", "{", "b", BCON_INT32(2), "a", BCON_INT32(1), "}");
+  CU_ASSERT_STRING_EQUAL(render_nested(ba), "{ \"b\" : 2, \"a\" : 1 }");
+  bson_destroy(ba);
+  /* non-integral and special numbers nested, empty containers, other
+   * types keep their extended JSON, names escaped */
+  bson_oid_t oid;
+  bson_oid_init_from_string(&oid, "655f2a100001020304050607");
+  bson_t *mix = BCON_NEW("_id", "{", "x", BCON_DOUBLE(2.5), "q\"", "{", "}", "e", "[", "]", "o",
+                         BCON_OID(&oid), "t", BCON_BOOL(true), "}");
+  CU_ASSERT_STRING_EQUAL(render_nested(mix),
+                         "{ \"x\" : 2.5, \"q\\\"\" : { }, \"e\" : [ ], \"o\" : "
+                         "{ \"$oid\" : \"655f2a100001020304050607\" }, \"t\" : true }");
+  bson_destroy(mix);
+}
+
+/* A buffer too small for a nested rendering reports the whole length,
+ * and that length is then enough. */
+static void test_render_nested_erange_reports_length(void)
+{
+  bson_t *d =
+      BCON_NEW("_id", "{", "a", BCON_INT64(123456789), "b", "[", BCON_UTF8("xyz"), "]", "}");
+  const char *want = "{ \"a\" : 123456789, \"b\" : [ \"xyz\" ] }";
+  char buf[64];
+  size_t n = 0;
+  for (size_t cap = 0; cap <= strlen(want); cap++) {
+    CU_ASSERT_EQUAL(cdcache_id_render(bson_get_data(d), d->len, cap ? buf : NULL, cap, &n),
+                    CDCACHE_ERANGE);
+    CU_ASSERT_EQUAL(n, strlen(want));
+  }
+  CU_ASSERT_EQUAL(cdcache_id_render(bson_get_data(d), d->len, buf, strlen(want) + 1, &n), 0);
+  CU_ASSERT_STRING_EQUAL(buf, want);
+  bson_destroy(d);
+}
+
+/* Nesting deeper than the renderer's limit is refused, not recursed into
+ * (a hostile _id could nest millions of levels in 16 MiB). */
+static void test_render_refuses_deep_nesting(void)
+{
+  for (int depth = 99; depth <= 101; depth++) {
+    bson_t *docs = calloc((size_t)depth + 1, sizeof(bson_t));
+    bson_init(&docs[0]);
+    for (int i = 0; i < depth; i++)
+      bson_append_document_begin(&docs[i], "a", 1, &docs[i + 1]);
+    BSON_APPEND_INT32(&docs[depth], "x", 1);
+    for (int i = depth - 1; i >= 0; i--)
+      bson_append_document_end(&docs[i], &docs[i + 1]);
+    char *buf = malloc(8192);
+    size_t n = 0;
+    int rc = cdcache_id_render(bson_get_data(&docs[0]), docs[0].len, buf, 8192, &n);
+    /* docs[0] = {a: <depth-1 more levels>}: the _id value nests depth-1
+     * documents below it */
+    CU_ASSERT_EQUAL(rc, depth <= 100 ? 0 : CDCACHE_EINVAL);
+    free(buf);
+    bson_destroy(&docs[0]);
+    free(docs);
+  }
 }
 
 static void test_render_helpers_and_errors(void)
@@ -411,6 +508,224 @@ static void test_apply_events(void)
   cdcache_close(cache);
 }
 
+/* An application keys a document _id {a: 1, b: "x"} through
+ * cdcache_id_render; the change event's documentKey carries it as
+ * {a: NumberLong(1), b: "x"} (or 1.0): the same _id, so the key goes. */
+static void test_nested_id_event_evicts_app_key(void)
+{
+  cdcache_t *cache = open_cache();
+  seen_t seen;
+  memset(&seen, 0, sizeof seen);
+  cdcache_cdc_t *sub = make_sub(cache, &seen, false);
+  bson_t *app = BCON_NEW("_id", "{", "a", BCON_INT32(1), "b", BCON_UTF8("x"), "}");
+  char id[128], key[160];
+  size_t n = 0;
+  CU_ASSERT_EQUAL_FATAL(cdcache_id_render(bson_get_data(app), app->len, id, sizeof id, &n), 0);
+  bson_destroy(app);
+  (void)snprintf(key, sizeof key, "user:%s", id);
+  put(cache, key);
+  apply(sub, event("update", "app", "users",
+                   BCON_NEW("_id", "{", "a", BCON_INT64(1), "b", BCON_UTF8("x"), "}")));
+  CU_ASSERT(!has(cache, key));
+  put(cache, key);
+  apply(sub, event("delete", "app", "users",
+                   BCON_NEW("_id", "{", "a", BCON_DOUBLE(1.0), "b", BCON_UTF8("x"), "}")));
+  CU_ASSERT(!has(cache, key));
+  /* a different _id ({a: "1"}) leaves it alone */
+  put(cache, key);
+  apply(sub, event("update", "app", "users",
+                   BCON_NEW("_id", "{", "a", BCON_UTF8("1"), "b", BCON_UTF8("x"), "}")));
+  CU_ASSERT(has(cache, key));
+  cdcache__cdc_destroy(sub);
+  cdcache_close(cache);
+}
+
+/* ---------------------------------------- flushes only what can be stale */
+
+static _Atomic uint64_t clock_ms = 1000000;
+static uint64_t test_clock(void *ctx)
+{
+  (void)ctx;
+  return clock_ms;
+}
+
+static int fn_verdict;
+static int verdict_fn(void *ctx, const cdcache_cdc_event_t *ev, cdcache_cdc_sink_t *sink)
+{
+  (void)ctx;
+  (void)ev;
+  (void)sink;
+  fn_calls++;
+  return fn_verdict;
+}
+
+static cdcache_cdc_t *sub_with(cdcache_t *cache, const cdcache_cdc_rule_t *rules, size_t n,
+                               bool with_fn, seen_t *seen)
+{
+  cdcache_cdc_config_t cfg;
+  cdcache_cdc_t *sub = NULL;
+  char err[256];
+  cdcache_cdc_config_init(&cfg);
+  cfg.uri = "mongodb://127.0.0.1:1/?directConnection=true";
+  cfg.rules = rules;
+  cfg.n_rules = n;
+  cfg.on_evict = observer;
+  cfg.on_evict_ctx = seen;
+  cfg.log = count_log;
+  if (with_fn)
+    cfg.key_fn = verdict_fn;
+  CU_ASSERT_EQUAL_FATAL(cdcache__cdc_create(cache, &cfg, &sub, err, sizeof err), 0);
+  return sub;
+}
+
+static bson_t *rename_event(const char *db, const char *coll, const char *to_db,
+                            const char *to_coll)
+{
+  bson_t *e = event("rename", db, coll, NULL);
+  bson_t to;
+  BSON_APPEND_DOCUMENT_BEGIN(e, "to", &to);
+  BSON_APPEND_UTF8(&to, "db", to_db);
+  BSON_APPEND_UTF8(&to, "coll", to_coll);
+  bson_append_document_end(e, &to);
+  return e;
+}
+
+static void test_namespace_events_flush_only_what_rules_cover(void)
+{
+  static const cdcache_cdc_rule_t rules[] = {{"app.users", "user:{_id}"},
+                                             {"shop.*", "shop:{coll}:{_id}"}};
+  cdcache_t *cache = open_cache();
+  seen_t seen;
+  memset(&seen, 0, sizeof seen);
+  cdcache_cdc_t *sub = sub_with(cache, rules, 2, false, &seen);
+
+  put(cache, "user:1");
+  /* drop / rename of namespaces no rule covers: nothing flushed */
+  apply(sub, event("drop", "app", "logs", NULL));
+  apply(sub, event("dropDatabase", "analytics", NULL, NULL));
+  apply(sub, rename_event("app", "a", "app", "b"));
+  CU_ASSERT(has(cache, "user:1"));
+  CU_ASSERT_EQUAL(seen.flushes, 0);
+  /* $out's temporary collections, even under a db.* rule: ignored */
+  apply(sub, event("insert", "shop", "tmp.agg_out.5f1d", BCON_NEW("_id", BCON_INT32(1))));
+  apply(sub, event("drop", "shop", "tmp.agg_out.5f1d", NULL));
+  apply(sub, event("drop", "shop", "tmp.mr.orders_0", NULL));
+  CU_ASSERT(has(cache, "user:1"));
+  CU_ASSERT_EQUAL(seen.flushes, 0);
+  CU_ASSERT_EQUAL(seen.n, 0);
+  /* the rename that ends an $out job, into a covered collection: flush */
+  apply(sub, rename_event("app", "tmp.agg_out.77", "app", "users"));
+  CU_ASSERT(!has(cache, "user:1"));
+  CU_ASSERT_EQUAL(seen.flushes, 1);
+  /* a covered collection renamed away, dropped; its database dropped */
+  put(cache, "user:1");
+  apply(sub, rename_event("app", "users", "archive", "users_2025"));
+  CU_ASSERT(!has(cache, "user:1"));
+  put(cache, "user:1");
+  apply(sub, event("drop", "shop", "carts", NULL));
+  CU_ASSERT(!has(cache, "user:1"));
+  put(cache, "user:1");
+  apply(sub, event("dropDatabase", "app", NULL, NULL));
+  CU_ASSERT(!has(cache, "user:1"));
+  CU_ASSERT_EQUAL(seen.flushes, 4);
+  cdcache_cdc_stats_t st = {.struct_size = sizeof st};
+  cdcache_cdc_stats(sub, &st);
+  CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_NAMESPACE], 4);
+  CU_ASSERT_EQUAL(st.ignored_events, 6);
+  CU_ASSERT_EQUAL(st.lag_samples, 0); /* nothing evicted by a key */
+  cdcache__cdc_destroy(sub);
+
+  /* with a key callback: it decides for namespaces no rule covers */
+  sub = sub_with(cache, rules, 2, true, &seen);
+  put(cache, "user:1");
+  fn_calls = 0;
+  fn_verdict = CDCACHE_CDC_NOT_MINE;
+  apply(sub, event("drop", "app", "logs", NULL));
+  apply(sub, event("update", "app", "logs", BCON_NEW("_id", BCON_INT32(3))));
+  CU_ASSERT_EQUAL(fn_calls, 2);
+  CU_ASSERT(has(cache, "user:1"));
+  /* but not for one a rule covers */
+  apply(sub, event("drop", "app", "users", NULL));
+  CU_ASSERT(!has(cache, "user:1"));
+  put(cache, "user:1");
+  fn_verdict = 0; /* "mine" */
+  apply(sub, event("drop", "app", "logs", NULL));
+  CU_ASSERT(!has(cache, "user:1"));
+  put(cache, "user:1");
+  fn_verdict = -1; /* failed */
+  apply(sub, event("update", "app", "logs", BCON_NEW("_id", BCON_INT32(3))));
+  CU_ASSERT(!has(cache, "user:1"));
+  cdcache__cdc_destroy(sub);
+  cdcache_close(cache);
+}
+
+/* A rule whose field the collection's documentKey lacks: every event is a
+ * key error and a flush, but one log line per namespace per minute. */
+static void test_missing_field_logged_once_per_namespace_per_minute(void)
+{
+  static const cdcache_cdc_rule_t rules[] = {{"app.*", "cart:{region}:{_id}"}};
+  cdcache_config_t c;
+  cdcache_t *cache = NULL;
+  cdcache_config_init(&c);
+  c.max_entries = 1000;
+  c.clock = test_clock;
+  CU_ASSERT_FATAL(cdcache_open(&c, &cache) == 0);
+  seen_t seen;
+  memset(&seen, 0, sizeof seen);
+  cdcache_cdc_t *sub = sub_with(cache, rules, 1, false, &seen);
+  int before = logged;
+  for (int i = 0; i < 100; i++) {
+    put(cache, "user:1");
+    apply(sub, event("update", "app", "carts", BCON_NEW("_id", BCON_INT32(i))));
+    CU_ASSERT(!has(cache, "user:1")); /* still flushed: nothing else is safe */
+    clock_ms += 100;                  /* 10 s in all */
+  }
+  CU_ASSERT_EQUAL(logged - before, 1);
+  /* another namespace logs on its own */
+  apply(sub, event("update", "app", "orders", BCON_NEW("_id", BCON_INT32(1))));
+  CU_ASSERT_EQUAL(logged - before, 2);
+  /* a minute later, one more line for the first */
+  clock_ms += 60000;
+  apply(sub, event("update", "app", "carts", BCON_NEW("_id", BCON_INT32(1))));
+  CU_ASSERT_EQUAL(logged - before, 3);
+  cdcache_cdc_stats_t st = {.struct_size = sizeof st};
+  cdcache_cdc_stats(sub, &st);
+  CU_ASSERT_EQUAL(st.key_errors, 102);
+  CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_UNMAPPABLE], 102);
+  CU_ASSERT_EQUAL(seen.flushes, 102);
+  cdcache__cdc_destroy(sub);
+  cdcache_close(cache);
+}
+
+/* A resume token longer than the stats buffer (tokens embed the
+ * documentKey) is shown truncated, not as "". */
+static void test_long_resume_token_truncated_not_lost(void)
+{
+  cdcache__cdc_stats_t s;
+  CU_ASSERT_EQUAL_FATAL(cdcache__stats_init(&s), 0);
+  char *hex = malloc(3001);
+  memset(hex, 'a', 3000);
+  hex[3000] = '\0';
+  bson_t *tok = BCON_NEW("_data", BCON_UTF8(hex));
+  cdcache__stats_token(&s, tok);
+  cdcache_cdc_stats_t out = {.struct_size = sizeof out};
+  cdcache__stats_snapshot(&s, &out, 0, CDCACHE__FRESH_FOREVER);
+  CU_ASSERT_EQUAL(strlen(out.resume_token), CDCACHE_CDC_TOKEN_MAX - 1);
+  CU_ASSERT(strncmp(out.resume_token, "{ \"_data\" : \"aaaa", 17) == 0);
+  bson_destroy(tok);
+  /* a short one after it is shown whole */
+  tok = BCON_NEW("_data", BCON_UTF8("8263"));
+  cdcache__stats_token(&s, tok);
+  cdcache__stats_snapshot(&s, &out, 0, CDCACHE__FRESH_FOREVER);
+  CU_ASSERT_STRING_EQUAL(out.resume_token, "{ \"_data\" : \"8263\" }");
+  bson_destroy(tok);
+  cdcache__stats_token(&s, NULL);
+  cdcache__stats_snapshot(&s, &out, 0, CDCACHE__FRESH_FOREVER);
+  CU_ASSERT_STRING_EQUAL(out.resume_token, "");
+  free(hex);
+  cdcache__stats_destroy(&s);
+}
+
 static void test_malformed_events(void)
 {
   cdcache_t *cache = open_cache();
@@ -479,6 +794,142 @@ static void test_key_callback(void)
   cdcache_cdc_stats(sub, &st);
   CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_UNMAPPABLE], 1);
   cdcache__cdc_destroy(sub);
+  cdcache_close(cache);
+}
+
+/* ----------------------------------------------- libmongoc log routing */
+
+typedef struct logsink {
+  pthread_mutex_t mu;
+  int lines;
+  int initiator_lines; /* "Using custom stream initiator" */
+  int host_lines;      /* the test's own mongoc_log() */
+} logsink_t;
+
+static void sink_log(void *ctx, int level, const char *msg)
+{
+  logsink_t *k = ctx;
+  (void)level;
+  pthread_mutex_lock(&k->mu);
+  k->lines++;
+  if (strstr(msg, "stream initiator"))
+    k->initiator_lines++;
+  if (strstr(msg, "from the host"))
+    k->host_lines++;
+  pthread_mutex_unlock(&k->mu);
+}
+
+static void host_mongoc_log(mongoc_log_level_t level, const char *domain, const char *message,
+                            void *user_data)
+{
+  (void)level;
+  (void)domain;
+  logsink_t *k = user_data;
+  pthread_mutex_lock(&k->mu);
+  k->lines++;
+  if (strstr(message, "stream initiator"))
+    k->initiator_lines++;
+  if (strstr(message, "from the host"))
+    k->host_lines++;
+  pthread_mutex_unlock(&k->mu);
+}
+
+static int sink_get(logsink_t *k, int which)
+{
+  pthread_mutex_lock(&k->mu);
+  int v = which == 0 ? k->lines : which == 1 ? k->initiator_lines : k->host_lines;
+  pthread_mutex_unlock(&k->mu);
+  return v;
+}
+
+static bool wait_initiator_line(logsink_t *k)
+{
+  for (int i = 0; i < 500 && sink_get(k, 1) == 0; i++)
+    usleep(10000);
+  return sink_get(k, 1) > 0;
+}
+
+/*
+ * Two subscriptions route libmongoc's log while the host has its own
+ * handler: each gets its own client's lines, the host keeps getting the
+ * rest while they run, and its handler is back when the last one stops
+ * (before: the last to route took every line, and stop installed
+ * libmongoc's default handler, which prints).
+ */
+static void test_mongoc_log_routing_chains_and_restores(void)
+{
+  static const cdcache_cdc_rule_t rule = {"app.users", "user:{_id}"};
+  logsink_t host = {.mu = PTHREAD_MUTEX_INITIALIZER};
+  logsink_t a = {.mu = PTHREAD_MUTEX_INITIALIZER}, b = {.mu = PTHREAD_MUTEX_INITIALIZER};
+  cdcache_t *ca = open_cache(), *cb = open_cache();
+  cdcache_cdc_t *sa = NULL, *sb = NULL;
+  cdcache_cdc_config_t cfg;
+
+  mongoc_log_set_handler(host_mongoc_log, &host);
+  cdcache_cdc_config_init(&cfg);
+  cfg.uri = "mongodb://127.0.0.1:1/?directConnection=true";
+  cfg.rules = &rule;
+  cfg.n_rules = 1;
+  cfg.route_mongoc_log = 1;
+  cfg.mongoc_log_prev = (cdcache_mongoc_log_fn)host_mongoc_log;
+  cfg.mongoc_log_prev_ctx = &host;
+  cfg.log = sink_log;
+  cfg.log_ctx = &a;
+  CU_ASSERT_EQUAL_FATAL(cdcache_cdc_start(ca, &cfg, &sa), 0);
+  cfg.log_ctx = &b;
+  CU_ASSERT_EQUAL_FATAL(cdcache_cdc_start(cb, &cfg, &sb), 0);
+  CU_ASSERT(wait_initiator_line(&a));
+  CU_ASSERT(wait_initiator_line(&b));
+  CU_ASSERT_EQUAL(sink_get(&a, 1), 1); /* one client each, its own line */
+  CU_ASSERT_EQUAL(sink_get(&b, 1), 1);
+  CU_ASSERT_EQUAL(sink_get(&host, 1), 0);
+  mongoc_log(MONGOC_LOG_LEVEL_WARNING, "test", "a line from the host");
+  CU_ASSERT_EQUAL(sink_get(&host, 2), 1);
+  CU_ASSERT_EQUAL(sink_get(&a, 2) + sink_get(&b, 2), 0);
+  CU_ASSERT_EQUAL(cdcache_cdc_stop(sa), 0);
+  mongoc_log(MONGOC_LOG_LEVEL_WARNING, "test", "a line from the host");
+  CU_ASSERT_EQUAL(sink_get(&host, 2), 2);
+  CU_ASSERT_EQUAL(cdcache_cdc_stop(sb), 0);
+  mongoc_log(MONGOC_LOG_LEVEL_WARNING, "test", "a line from the host");
+  CU_ASSERT_EQUAL(sink_get(&host, 2), 3);
+  CU_ASSERT_EQUAL(sink_get(&a, 2) + sink_get(&b, 2), 0);
+  mongoc_log_set_handler(mongoc_log_default_handler, NULL);
+  cdcache_close(ca);
+  cdcache_close(cb);
+}
+
+/* A start whose thread cannot be created fails and changes nothing: the
+ * cache keeps serving (before: failed closed for good). */
+static void test_start_without_thread_changes_nothing(void)
+{
+  static const cdcache_cdc_rule_t rule = {"app.users", "user:{_id}"};
+  cdcache_t *cache = open_cache();
+  cdcache_cdc_t *sub = NULL;
+  cdcache_cdc_config_t cfg;
+  pthread_attr_t old, huge;
+  put(cache, "user:1");
+  cdcache_cdc_config_init(&cfg);
+  cfg.uri = "mongodb://127.0.0.1:1/?directConnection=true";
+  cfg.rules = &rule;
+  cfg.n_rules = 1;
+  cfg.log = count_log;
+  /* every new thread asks for a 64 TiB stack: pthread_create fails */
+  CU_ASSERT_EQUAL_FATAL(pthread_getattr_default_np(&old), 0);
+  pthread_attr_init(&huge);
+  pthread_attr_setstacksize(&huge, (size_t)1 << 46);
+  CU_ASSERT_EQUAL_FATAL(pthread_setattr_default_np(&huge), 0);
+  int rc = cdcache_cdc_start(cache, &cfg, &sub);
+  CU_ASSERT_EQUAL(pthread_setattr_default_np(&old), 0);
+  pthread_attr_destroy(&huge);
+  pthread_attr_destroy(&old);
+  CU_ASSERT_EQUAL(rc, CDCACHE_ENOMEM);
+  CU_ASSERT_PTR_NULL(sub);
+  CU_ASSERT(has(cache, "user:1"));
+  CU_ASSERT_EQUAL(cdcache_fresh(cache, NULL), 0);
+  CU_ASSERT_EQUAL(cdcache_put(cache, "user:2", 6, "v", 1, CDCACHE_TTL_DEFAULT), 0);
+  /* and a later start works (nothing left attached) */
+  CU_ASSERT_EQUAL(cdcache_cdc_start(cache, &cfg, &sub), 0);
+  CU_ASSERT_EQUAL(cdcache_cdc_stop(sub), 0);
   cdcache_close(cache);
 }
 
@@ -563,13 +1014,26 @@ int main(void)
   CU_add_test(s, "id_render_same_number_same_text", test_render_same_number_same_text);
   CU_add_test(s, "id_render_non_integral", test_render_non_integral);
   CU_add_test(s, "id_render_oid_string_other", test_render_oid_string_other);
+  CU_add_test(s, "id_render_nested_numbers_by_value", test_render_nested_numbers_by_value);
+  CU_add_test(s, "id_render_nested_erange_reports_length",
+              test_render_nested_erange_reports_length);
+  CU_add_test(s, "id_render_refuses_deep_nesting", test_render_refuses_deep_nesting);
   CU_add_test(s, "id_render_helpers_and_errors", test_render_helpers_and_errors);
   CU_add_test(s, "template_errors", test_template_errors);
   CU_add_test(s, "template_render", test_template_render);
   CU_add_test(s, "apply_events", test_apply_events);
+  CU_add_test(s, "nested_id_event_evicts_app_key", test_nested_id_event_evicts_app_key);
+  CU_add_test(s, "long_resume_token_truncated_not_lost", test_long_resume_token_truncated_not_lost);
+  CU_add_test(s, "namespace_events_flush_only_what_rules_cover",
+              test_namespace_events_flush_only_what_rules_cover);
+  CU_add_test(s, "missing_field_logged_once_per_namespace_per_minute",
+              test_missing_field_logged_once_per_namespace_per_minute);
   CU_add_test(s, "malformed_events", test_malformed_events);
   CU_add_test(s, "key_callback", test_key_callback);
   CU_add_test(s, "refused_settings", test_refused_settings);
+  CU_add_test(s, "mongoc_log_routing_chains_and_restores",
+              test_mongoc_log_routing_chains_and_restores);
+  CU_add_test(s, "start_without_thread_changes_nothing", test_start_without_thread_changes_nothing);
   CU_add_test(s, "names", test_names);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
