@@ -33,9 +33,10 @@ const char bench_linkage[] = CDCACHE_BENCH_LINKAGE;
 #define DEFAULT_LOAD_US 1.0
 /* A run whose threads were preempted more often than this (per second,
  * all threads) shared its CPUs with another process: it is run again, at
- * most MAX_RETRIES times, and the least disturbed attempt is kept. */
+ * most MAX_RETRIES times, and the least disturbed attempt is kept (one
+ * retry: on a busy machine more only lengthen the suite). */
 #define DISTURBED_PREEMPT_PER_S 20.0
-#define MAX_RETRIES 2
+#define MAX_RETRIES 1
 
 typedef struct point {
   result_t med;
@@ -56,20 +57,32 @@ typedef struct plan {
   size_t njobs, jcap;
 } plan_t;
 
-/* The static row runs where it tells the linkage apart: 1 and 2 threads
- * of the synthetic workloads (every point with --full). */
+/* The impls of each part of the plan.  The default suite keeps to what its
+ * targets and tables need (about 5 minutes on 2 CPUs); --full and named
+ * workloads run every impl. */
 static const bench_impl_t *const all_impls[] = {&impl_cdcache, &impl_cdcache_static,
                                                 &impl_sharded_lru, &impl_mutex_lru, &impl_lfht_ref};
 static const bench_impl_t *const ref_impls[] = {&impl_cdcache, &impl_sharded_lru, &impl_mutex_lru,
                                                 &impl_lfht_ref};
+/* Without the static row (it runs at read-hit in the suite). */
+static const bench_impl_t *const suite_impls[] = {&impl_cdcache, &impl_sharded_lru, &impl_mutex_lru,
+                                                  &impl_lfht_ref};
 /* lfht-ref has no eviction: as a cache-aside reference it would load
- * forever once full, so the load workloads leave it out. */
+ * forever once full, so the load workloads leave it out; it copies no
+ * value, so the value-size rows leave it out too. */
 static const bench_impl_t *const load_impls[] = {&impl_cdcache, &impl_cdcache_static,
                                                  &impl_sharded_lru, &impl_mutex_lru};
+static const bench_impl_t *const suite_load_impls[] = {&impl_cdcache, &impl_sharded_lru,
+                                                       &impl_mutex_lru};
 /* The references have no leases: their lease row would repeat load's. */
 static const bench_impl_t *const lease_impls[] = {&impl_cdcache, &impl_cdcache_static};
+static const bench_impl_t *const cdcache_only[] = {&impl_cdcache};
+/* scale's target is against lfht-ref. */
+static const bench_impl_t *const scale_impls[] = {&impl_cdcache, &impl_lfht_ref};
 static const bench_impl_t *const trace_impls[] = {&impl_cdcache, &impl_exact_lru, &impl_sharded_lru,
                                                   &impl_mutex_lru, &impl_lfht_ref};
+/* The suite's traces are for the miss ratio (deterministic): one run each. */
+static const bench_impl_t *const suite_trace_impls[] = {&impl_cdcache, &impl_exact_lru};
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 /* --impls filter: NULL keeps every impl. */
@@ -133,17 +146,17 @@ static void add_job(plan_t *pl, size_t point)
 
 /* Adds the points of one group (the same label, size and value size,
  * every impl and thread count) and its interleaved jobs.  The static row
- * only at 1 and 2 threads unless --full. */
+ * only at 1 and 2 threads unless --full; `repeat` runs of each point. */
 static void plan_group(plan_t *pl, const opts_t *o, const char *label, wl_kind_t kind,
                        const bench_impl_t *const *impls, size_t nimpl, const unsigned *threads,
-                       int nthreads, uint64_t capacity, size_t vsz, const trace_t *t)
+                       int nthreads, uint64_t capacity, size_t vsz, const trace_t *t, int repeat)
 {
   size_t first = pl->npts;
   for (int ti = 0; ti < nthreads; ti++)
     for (size_t ii = 0; ii < nimpl; ii++)
       if (impl_selected(impls[ii]) && !(impls[ii]->child_exe && !o->full && threads[ti] > 2))
         add_point(pl, label, kind, impls[ii], threads[ti], capacity, vsz, t, o->repeat);
-  for (int r = 0; r < o->repeat; r++)
+  for (int r = 0; r < repeat; r++)
     for (size_t p = first; p < pl->npts; p++)
       add_job(pl, p);
 }
@@ -558,35 +571,39 @@ int main(int argc, char **argv)
     rt = t1248;
     nrt = 4;
   }
+  /* Each part: its impls in the suite (or everything). */
+#define IMPLS(suite_list, every)                                                                   \
+  (suite && !o.full) ? (suite_list) : (every), (suite && !o.full) ? NELEM(suite_list) : NELEM(every)
   size_t nv = o.full ? NELEM(vsizes) : 1;
+  int rep = o.repeat;
   for (size_t vi = 0; vi < nv; vi++) {
     size_t vsz = o.full ? vsizes[vi] : o.value_size;
     if (w_read)
       plan_group(&pl, &o, "read-hit", WL_READ_HIT, all_impls, NELEM(all_impls), rt, nrt, o.capacity,
-                 vsz, NULL);
+                 vsz, NULL, rep);
     if (w_zipf)
-      plan_group(&pl, &o, "zipf", WL_ZIPF, all_impls, NELEM(all_impls), o.threads, o.nthreads,
-                 o.capacity, vsz, NULL);
+      plan_group(&pl, &o, "zipf", WL_ZIPF, IMPLS(suite_impls, all_impls), o.threads, o.nthreads,
+                 o.capacity, vsz, NULL, rep);
     if (w_write)
-      plan_group(&pl, &o, "write-heavy", WL_WRITE_HEAVY, all_impls, NELEM(all_impls), o.threads,
-                 o.nthreads, o.capacity, vsz, NULL);
+      plan_group(&pl, &o, "write-heavy", WL_WRITE_HEAVY, IMPLS(suite_impls, all_impls), o.threads,
+                 o.nthreads, o.capacity, vsz, NULL, rep);
     if (w_load)
-      plan_group(&pl, &o, "load", WL_LOAD, load_impls, NELEM(load_impls), o.threads, o.nthreads,
-                 o.capacity, vsz, NULL);
+      plan_group(&pl, &o, "load", WL_LOAD, IMPLS(suite_load_impls, load_impls), o.threads,
+                 o.nthreads, o.capacity, vsz, NULL, rep);
     if (w_lease)
-      plan_group(&pl, &o, "lease", WL_LEASE, lease_impls, NELEM(lease_impls), o.threads, o.nthreads,
-                 o.capacity, vsz, NULL);
+      plan_group(&pl, &o, "lease", WL_LEASE, IMPLS(cdcache_only, lease_impls), o.threads,
+                 o.nthreads, o.capacity, vsz, NULL, rep);
   }
-  if (suite) /* bytes per entry and read speed at the other value sizes */
+  if (suite && !o.full) /* bytes per entry and read speed at the other value sizes */
     for (size_t vi = 1; vi < NELEM(vsizes); vi++)
-      plan_group(&pl, &o, "read-hit", WL_READ_HIT, ref_impls, NELEM(ref_impls), &one, 1, o.capacity,
-                 vsizes[vi], NULL);
+      plan_group(&pl, &o, "read-hit", WL_READ_HIT, suite_load_impls, NELEM(suite_load_impls), &one,
+                 1, o.capacity, vsizes[vi], NULL, rep);
   if (w_scale) {
     for (uint64_t sz = 10000; sz <= scale_max; sz *= 10) {
-      plan_group(&pl, &o, "scale/read-hit", WL_READ_HIT, ref_impls, NELEM(ref_impls), &one, 1, sz,
-                 o.value_size, NULL);
-      plan_group(&pl, &o, "scale/zipf", WL_ZIPF, ref_impls, NELEM(ref_impls), &one, 1, sz,
-                 o.value_size, NULL);
+      plan_group(&pl, &o, "scale/read-hit", WL_READ_HIT, IMPLS(scale_impls, ref_impls), &one, 1, sz,
+                 o.value_size, NULL, rep);
+      plan_group(&pl, &o, "scale/zipf", WL_ZIPF, IMPLS(scale_impls, ref_impls), &one, 1, sz,
+                 o.value_size, NULL, rep);
     }
   }
   trace_t *traces = calloc((size_t)ntreq + 1, sizeof *traces);
@@ -614,8 +631,8 @@ int main(int argc, char **argv)
         snprintf(label, sizeof label, "trace:%s@%g", traces[i].name, sizes[s]);
       else
         snprintf(label, sizeof label, "trace:%s@%llu", traces[i].name, (unsigned long long)cap);
-      plan_group(&pl, &o, label, WL_TRACE, trace_impls, NELEM(trace_impls), &one, 1, cap,
-                 o.value_size, &traces[i]);
+      plan_group(&pl, &o, label, WL_TRACE, IMPLS(suite_trace_impls, trace_impls), &one, 1, cap,
+                 o.value_size, &traces[i], suite && !o.full ? 1 : rep);
     }
   }
 

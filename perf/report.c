@@ -166,7 +166,7 @@ void report_table(const result_t *rs, size_t n)
            r->p99_ns, r->p999_ns, bpe, pk);
   }
   if (ndist)
-    printf("* %d rows: even the least disturbed of 3 attempts was preempted by other "
+    printf("* %d rows: even the less disturbed of 2 attempts was preempted by other "
            "processes more than 20 times/s (median); their throughput is low by that much\n",
            ndist);
 
