@@ -11,9 +11,12 @@ ROOT=$(pwd)
 BUILD=${CDCACHE_BUILD_DIR:-$ROOT/build}
 JOBS=$(nproc 2>/dev/null || echo 2)
 
+# examples/http: libmicrohttpd-dev (the service), prometheus (promtool, which
+# lints its /metrics in the test), wrk and curl (its demo.sh).
 PKGS=(build-essential cmake pkg-config liburcu-dev libck-dev libcunit1-dev
       libmongoc-dev libbson-dev libxxhash-dev gnuplot-nox valgrind
-      clang libclang-rt-14-dev)
+      clang libclang-rt-14-dev
+      libmicrohttpd-dev prometheus wrk curl)
 
 deps() {
   local missing=()

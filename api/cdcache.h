@@ -431,6 +431,15 @@ typedef struct cdcache_cdc_sink cdcache_cdc_sink_t;
 CDCACHE_EXTERN int cdcache_cdc_emit(cdcache_cdc_sink_t *sink, const void *key, size_t klen);
 
 /*
+ * Tells the subscription that no key of the application depends on the
+ * change the key callback is looking at: a drop, rename or dropDatabase
+ * that no rule covers then flushes nothing (keys already emitted stay
+ * evicted; rules are not affected).  Returns 0 or CDCACHE_EINVAL (NULL
+ * sink).  Call only from the key callback that received the sink.
+ */
+CDCACHE_EXTERN int cdcache_cdc_not_mine(cdcache_cdc_sink_t *sink);
+
+/*
  * What a key callback sees of one change event.  Every pointer is valid
  * only during the callback.
  */
@@ -460,20 +469,17 @@ typedef struct cdcache_cdc_event {
  * A key callback, called for every insert, update, replace and delete in
  * scope (after the rules' keys were evicted), and for drop, rename and
  * dropDatabase (before the flush they may cause).  It emits keys with
- * cdcache_cdc_emit().  It returns:
- *   0: mapped (for drop, rename and dropDatabase: "my keys may depend on
- *      this namespace", so the whole cache is flushed, reason
- *      CDCACHE_CDC_FLUSH_NAMESPACE);
- *   CDCACHE_CDC_NOT_MINE: no key of the application depends on this
- *      change (nothing more is evicted; a drop or rename no rule covers
- *      then flushes nothing);
- *   any other value: "I could not map this change": the subscription
- *      flushes the whole cache (reason CDCACHE_CDC_FLUSH_UNMAPPABLE),
- *      because it cannot know what is stale.
- * It must not block (it runs on the subscription's thread; while it
- * waits, no change is applied and the cache fails closed past its bound).
+ * cdcache_cdc_emit(), and may call cdcache_cdc_not_mine() to say that no
+ * key of the application depends on this change.  It returns 0, or any
+ * other value for "I could not map this change": the subscription then
+ * flushes the whole cache (reason CDCACHE_CDC_FLUSH_UNMAPPABLE), because
+ * it cannot know what is stale.  For drop, rename and dropDatabase, a
+ * return of 0 without cdcache_cdc_not_mine() means "my keys may depend on
+ * this namespace": the whole cache is flushed (reason
+ * CDCACHE_CDC_FLUSH_NAMESPACE) even when no rule covers it.  It must not
+ * block (it runs on the subscription's thread; while it waits, no change
+ * is applied and the cache fails closed past its bound).
  */
-#define CDCACHE_CDC_NOT_MINE 1
 /* A libmongoc log handler (mongoc_log_func_t) cast to this type, so that
  * this header needs no libmongoc header; cdcache casts it back before
  * every call. */

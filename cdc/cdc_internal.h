@@ -157,7 +157,13 @@ mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_ho
 /* A warning about one namespace is logged at most once per this many ms
  * (event.c), in one of this many slots. */
 #define CDCACHE__LOGLIMIT_MS 60000u
-#define CDCACHE__LOGLIMIT_SLOTS 16u
+#define CDCACHE__LOGLIMIT_SLOTS 64u
+#define CDCACHE__LOGLIMIT_WAYS 4u
+
+/* cdcache_cdc_stop waits max_await_ms + EXTRA (at most MAX) for the
+ * thread to end on its own before it wakes the sockets. */
+#define CDCACHE__STOP_GRACE_EXTRA_MS 250u
+#define CDCACHE__STOP_GRACE_MAX_MS 800u
 
 /* What applying one event asks of the stream loop. */
 enum { CDCACHE__APPLY_OK = 0, CDCACHE__APPLY_INVALIDATE = 1 };
@@ -190,6 +196,10 @@ struct cdcache_cdc {
    * an eventfd made readable by stop (never read), immutable. */
   atomic_bool stopping;
   int stop_fd;
+  /* An eventfd the CDC thread makes readable as its last act, so that
+   * stop can wait a bounded time for a graceful exit (killCursors sent
+   * on a live socket) before waking the sockets.  Immutable. */
+  int done_fd;
   pthread_t thread;    /* written by start, joined by stop */
   bool thread_started; /* start/stop only */
 

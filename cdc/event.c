@@ -18,16 +18,16 @@
  *     namespace may be stale: the whole cache is flushed (reason
  *     "namespace") when a rule covers the namespace (for a rename, the
  *     source or the target), or when the key callback, which sees the
- *     event first, does not answer CDCACHE_CDC_NOT_MINE.  A drop or
+ *     event first, does not call cdcache_cdc_not_mine().  A drop or
  *     rename nothing covers flushes nothing.
  *   events on the temporary collections $out and mapReduce write into
  *     (tmp.agg_out.*, tmp.mr.*) are ignored: no application key can
- *     depend on them.  The rename that ends such a job (a temporary
- *     collection renamed over its target) is judged by its target.
- *   invalidate: the cursor is dead; flush (reason "invalidate") and let
- *     the stream loop reopen with startAfter.
- *   any other operation type (createIndexes, modify, ... with expanded
- *     events): changes no document; counted as ignored.
+ *     depend on them (unless a rule names such a collection exactly, or
+ *     the scope is exactly it: then it is an ordinary collection).  The rename that ends such a job
+ * (a temporary collection renamed over its target) is judged by its target. invalidate: the cursor
+ * is dead; flush (reason "invalidate") and let the stream loop reopen with startAfter. any other
+ * operation type (createIndexes, modify, ... with expanded events): changes no document; counted as
+ * ignored.
  *
  * Failure is always on the side of evicting more: an event that cannot
  * be decoded, a template field missing from the documentKey, a value that
@@ -65,6 +65,7 @@ struct cdcache_cdc_sink {
   const char *ns;
   int64_t commit_ms; /* -1 unknown */
   uint64_t evicted;  /* keys this event evicted */
+  bool not_mine;     /* the key callback called cdcache_cdc_not_mine */
 };
 
 static const char *const op_names[] = {"unknown", "insert", "update",       "replace",   "delete",
@@ -240,6 +241,14 @@ int cdcache_cdc_emit(cdcache_cdc_sink_t *sink, const void *key, size_t klen)
   return evict(sink, key, klen);
 }
 
+int cdcache_cdc_not_mine(cdcache_cdc_sink_t *sink)
+{
+  if (!sink)
+    return CDCACHE_EINVAL;
+  sink->not_mine = true;
+  return 0;
+}
+
 /* FNV-1a over two strings, for the rate limit's slots. */
 static uint64_t hash2(const char *a, const char *b)
 {
@@ -255,26 +264,39 @@ static uint64_t hash2(const char *a, const char *b)
 /*
  * Whether a warning of this kind about this namespace may be logged now
  * (at most once per CDCACHE__LOGLIMIT_MS).  *held receives how many were
- * held back since the last one logged.  A slot taken by another message
- * is reused (that message may then log again early: a bound on the rate,
- * not a promise of silence).  CDC thread.
+ * held back since the last one logged.  Slots are a small set-associative
+ * table: with more namespaces failing at once than it holds, the one
+ * logged longest ago is forgotten and may log again early (a bound on
+ * the rate, not a promise of silence).  CDC thread.
  */
 static bool log_due(cdcache_cdc_t *sub, const char *kind, const char *ns, uint64_t *held)
 {
   uint64_t h = hash2(kind, ns);
   uint64_t now = cdcache__now_ms(sub->cache);
-  size_t i = (size_t)(h % CDCACHE__LOGLIMIT_SLOTS);
+  size_t base = (size_t)(h % CDCACHE__LOGLIMIT_SLOTS) & ~(size_t)(CDCACHE__LOGLIMIT_WAYS - 1);
+  size_t victim = base;
   *held = 0;
-  if (sub->loglimit[i].hash == h && now - sub->loglimit[i].last_ms < CDCACHE__LOGLIMIT_MS &&
-      now >= sub->loglimit[i].last_ms) {
-    sub->loglimit[i].held++;
+  /* a set of CDCACHE__LOGLIMIT_WAYS slots: this message's, or the one
+   * logged longest ago */
+  for (size_t w = 0; w < CDCACHE__LOGLIMIT_WAYS; w++) {
+    size_t i = base + w;
+    if (sub->loglimit[i].hash == h) {
+      victim = i;
+      break;
+    }
+    if (sub->loglimit[i].last_ms < sub->loglimit[victim].last_ms)
+      victim = i;
+  }
+  if (sub->loglimit[victim].hash == h && now >= sub->loglimit[victim].last_ms &&
+      now - sub->loglimit[victim].last_ms < CDCACHE__LOGLIMIT_MS) {
+    sub->loglimit[victim].held++;
     return false;
   }
-  if (sub->loglimit[i].hash == h)
-    *held = sub->loglimit[i].held;
-  sub->loglimit[i].hash = h;
-  sub->loglimit[i].last_ms = now;
-  sub->loglimit[i].held = 0;
+  if (sub->loglimit[victim].hash == h)
+    *held = sub->loglimit[victim].held;
+  sub->loglimit[victim].hash = h;
+  sub->loglimit[victim].last_ms = now;
+  sub->loglimit[victim].held = 0;
   return true;
 }
 
@@ -306,10 +328,20 @@ void cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why)
 
 /* tmp.agg_out.<uuid> ($out, $merge into a new collection), tmp.mr.*
  * (mapReduce): written, renamed over the target, or dropped by the
- * server; no application reads them. */
-static bool temp_coll(const char *coll)
+ * server; no application reads them... unless a rule names the
+ * collection exactly (a real collection that happens to use the
+ * prefix): then it is an ordinary collection. */
+static bool temp_coll(const cdcache_cdc_t *sub, const char *db, const char *coll)
 {
-  return coll && (strncmp(coll, "tmp.agg_out.", 12) == 0 || strncmp(coll, "tmp.mr.", 7) == 0);
+  if (!coll || (strncmp(coll, "tmp.agg_out.", 12) != 0 && strncmp(coll, "tmp.mr.", 7) != 0))
+    return false;
+  for (size_t i = 0; i < sub->n_rules; i++) {
+    const cdcache__rule_t *r = &sub->rules[i];
+    if (r->ns_kind == CDCACHE__NS_EXACT && cdcache__rule_matches(r, db, coll))
+      return false;
+  }
+  /* a subscription scoped to exactly that collection watches it */
+  return !(sub->coll && strcmp(sub->coll, coll) == 0);
 }
 
 /* Whether a rule covers db.coll (coll NULL: any collection of db). */
@@ -335,7 +367,7 @@ static bool ns_event_covered(const cdcache_cdc_t *sub, const decoded_t *d)
   case CDCACHE_CDC_OP_RENAME:
     if (!d->to_db || !d->to_coll) /* target unknown: assume the worst */
       return true;
-    return (!temp_coll(d->coll) && rules_cover(sub, d->db, d->coll)) ||
+    return (!temp_coll(sub, d->db, d->coll) && rules_cover(sub, d->db, d->coll)) ||
            rules_cover(sub, d->to_db, d->to_coll);
   default:
     return rules_cover(sub, d->db, d->coll);
@@ -383,7 +415,8 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
     cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, why);
     return CDCACHE__APPLY_OK;
   }
-  if (d.op == 0 || (temp_coll(d.coll) && (d.op != CDCACHE_CDC_OP_RENAME || temp_coll(d.to_coll)))) {
+  if (d.op == 0 || (temp_coll(sub, d.db, d.coll) &&
+                    (d.op != CDCACHE_CDC_OP_RENAME || temp_coll(sub, d.to_db, d.to_coll)))) {
     cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, ignored_events), 1);
     cdcache__cdc_log(sub, CDCACHE_LOG_DEBUG, "cdc: ignored event of operation type \"%s\"",
                      d.op_str);
@@ -398,6 +431,7 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
     ns[0] = '\0';
   sk.sub = sub;
   sk.evicted = 0;
+  sk.not_mine = false;
   sk.op_name = cdcache_cdc_op_name(d.op);
   sk.ns = ns;
   sk.commit_ms = d.has_wall       ? d.wall_ms
@@ -454,8 +488,7 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
       evict(&sk, sub->keybuf, klen);
     }
     if (sub->key_fn) {
-      int frc = call_key_fn(sub, &sk, &d, data, len);
-      if (frc != 0 && frc != CDCACHE_CDC_NOT_MINE) {
+      if (call_key_fn(sub, &sk, &d, data, len) != 0) {
         unmappable = "the key callback failed";
         other_error = true;
         cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: key callback failed on %s of %s", d.op_str,
@@ -473,7 +506,7 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
   case CDCACHE_CDC_OP_DROP_DATABASE: {
     char msg[700];
     bool covered = ns_event_covered(sub, &d);
-    if (sub->key_fn && call_key_fn(sub, &sk, &d, data, len) != CDCACHE_CDC_NOT_MINE)
+    if (sub->key_fn && (call_key_fn(sub, &sk, &d, data, len) != 0 || !sk.not_mine))
       covered = true;
     if (!covered) {
       cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, ignored_events), 1);

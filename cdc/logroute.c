@@ -70,12 +70,20 @@ void cdcache__logroute_thread(cdcache_cdc_t *sub)
 void cdcache__logroute_on(cdcache_cdc_t *sub)
 {
   (void)pthread_mutex_lock(&route_mu);
+  bool differs = false;
   if (route_count++ == 0) {
     chain_fn = sub->mongoc_log_prev;
     chain_data = sub->mongoc_log_prev_ctx;
     mongoc_log_set_handler(router, NULL);
+  } else {
+    differs = sub->mongoc_log_prev != chain_fn || sub->mongoc_log_prev_ctx != chain_data;
   }
   (void)pthread_mutex_unlock(&route_mu);
+  if (differs)
+    cdcache__cdc_log(sub, CDCACHE_LOG_WARNING,
+                     "cdc: mongoc_log_prev differs from the one an earlier routing subscription "
+                     "named; libmongoc's other messages keep going to the earlier one, which is "
+                     "put back when the last routing subscription stops");
 }
 
 void cdcache__logroute_off(cdcache_cdc_t *sub)

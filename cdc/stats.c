@@ -93,6 +93,13 @@ void cdcache__stats_token(cdcache__cdc_stats_t *s, const bson_t *token)
 {
   (void)pthread_mutex_lock(&s->mu);
   s->token_len = 0;
+  if (token != NULL && token->len <= CDCACHE_CDC_TOKEN_MAX && s->token_cap > 64u * 1024u) {
+    /* one huge token (tokens embed the documentKey) does not pin its
+     * buffer for the subscription's life */
+    bson_free(s->token);
+    s->token = NULL;
+    s->token_cap = 0;
+  }
   if (token != NULL && token->len > s->token_cap) {
     /* grows rarely (to the longest token seen); libbson's allocator, as
      * libmongoc's own copies of the token.  bson_realloc aborts on
@@ -108,7 +115,8 @@ void cdcache__stats_token(cdcache__cdc_stats_t *s, const bson_t *token)
   (void)pthread_mutex_unlock(&s->mu);
 }
 
-/* The token as relaxed extended JSON into out ("" if none). */
+/* The token as relaxed extended JSON into out ("" if none), cut at a
+ * UTF-8 character boundary when it does not fit. */
 static void token_text(const uint8_t *raw, uint32_t len, char *out, size_t cap)
 {
   bson_t b;
@@ -120,8 +128,11 @@ static void token_text(const uint8_t *raw, uint32_t len, char *out, size_t cap)
   json = bson_as_relaxed_extended_json(&b, &jlen);
   if (json == NULL)
     return;
-  if (jlen >= cap)
+  if (jlen >= cap) {
     jlen = cap - 1;
+    while (jlen > 0 && ((unsigned char)json[jlen] & 0xC0u) == 0x80u)
+      jlen--; /* json[jlen] would continue a character: cut before it */
+  }
   memcpy(out, json, jlen);
   out[jlen] = '\0';
   bson_free(json);
@@ -174,11 +185,21 @@ void cdcache__stats_snapshot(cdcache__cdc_stats_t *s, cdcache_cdc_stats_t *out, 
   tmp.last_answer_ms = s->last_answer_ms;
   tmp.lag_samples = s->lag_n;
   memcpy(lags, s->lag, s->lag_n * sizeof lags[0]);
-  /* rendered under mu (the buffer may grow); a stats read costs the CDC
-   * thread at most one rendering's wait */
-  token_text(s->token, s->token_len, tmp.resume_token, sizeof tmp.resume_token);
+  /* the raw token is copied under mu and rendered after it: a reader
+   * never holds the CDC thread up for longer than a memcpy */
+  uint8_t stack_token[CDCACHE_CDC_TOKEN_MAX];
+  uint8_t *token = stack_token;
+  uint32_t token_len = s->token_len;
+  if (token_len > sizeof stack_token)
+    token = bson_malloc(token_len);
+  if (token_len)
+    memcpy(token, s->token, token_len);
   memcpy(tmp.last_error, s->last_error, sizeof tmp.last_error);
   (void)pthread_mutex_unlock(&s->mu);
+
+  token_text(token, token_len, tmp.resume_token, sizeof tmp.resume_token);
+  if (token != stack_token)
+    bson_free(token);
 
   tmp.fresh_until_ms = fresh_until;
   if (tmp.state != CDCACHE_CDC_STOPPED && fresh_until != CDCACHE__FRESH_FOREVER &&

@@ -312,6 +312,8 @@ void cdcache__cdc_destroy(cdcache_cdc_t *sub)
   free_str(cache, sub->coll);
   if (sub->stop_fd >= 0)
     close(sub->stop_fd);
+  if (sub->done_fd >= 0)
+    close(sub->done_fd);
   cdcache__stats_destroy(&sub->stats);
   cdcache__free(cache, sub, sizeof *sub);
 }
@@ -345,6 +347,7 @@ int cdcache__cdc_create(cdcache_t *cache, const cdcache_cdc_config_t *cfg, cdcac
   memset(sub, 0, sizeof *sub);
   sub->cache = cache;
   sub->stop_fd = -1;
+  sub->done_fd = -1;
   if (cdcache__stats_init(&sub->stats) != 0) {
     cdcache__free(cache, sub, sizeof *sub);
     return CDCACHE_ENOMEM;
@@ -415,7 +418,8 @@ int cdcache__cdc_create(cdcache_t *cache, const cdcache_cdc_config_t *cfg, cdcac
     mongoc_uri_set_appname(sub->uri, "cdcache-cdc");
   sub->pipeline = build_pipeline(sub);
   sub->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (sub->stop_fd < 0) {
+  sub->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (sub->stop_fd < 0 || sub->done_fd < 0) {
     rc = CDCACHE_ENOMEM;
     goto fail;
   }
@@ -487,8 +491,10 @@ static bool nap(cdcache_cdc_t *sub, uint64_t ms)
     int64_t left = deadline - ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
     if (left <= 0)
       return !is_stopping(sub);
-    int n = poll(&p, 1, left > 60000 ? 60000 : (int)left);
-    if (n > 0)
+    /* slices of 20 ms: stop first only raises the flag (see
+     * cdcache_cdc_stop), and a nap must end on it */
+    int n = poll(&p, 1, left > 20 ? 20 : (int)left);
+    if (n > 0 || is_stopping(sub))
       return false;
     if (n < 0 && errno != EINTR)
       return !is_stopping(sub);
@@ -756,8 +762,14 @@ static void *cdc_main(void *arg)
       note_answers(sub);
     }
   }
+  /* On a stop while the socket still works, this sends killCursors:
+   * the server cursor does not linger for its idle timeout. */
   drop_client(sub);
   cdcache__stats_set_state(&sub->stats, CDCACHE_CDC_STOPPED);
+  uint64_t one = 1;
+  if (write(sub->done_fd, &one, sizeof one) < 0) {
+    /* an eventfd write fails only on counter overflow: still readable */
+  }
   return NULL;
 }
 
@@ -816,6 +828,21 @@ int cdcache_cdc_stop(cdcache_cdc_t *sub)
   if (!sub)
     return 0;
   atomic_store_explicit(&sub->stopping, true, memory_order_release);
+  /*
+   * First the flag alone: a thread waiting on a healthy server sees it
+   * when its getMore returns (within max_await_ms), leaves its loop and
+   * destroys its stream, which sends killCursors on the live socket.
+   * Only past that grace (capped so that stop stays within about a
+   * second) are the sockets woken, which fails every wait at once.
+   */
+  if (sub->thread_started) {
+    uint64_t grace = (uint64_t)sub->max_await_ms + CDCACHE__STOP_GRACE_EXTRA_MS;
+    struct pollfd p = {sub->done_fd, POLLIN, 0};
+    if (grace > CDCACHE__STOP_GRACE_MAX_MS)
+      grace = CDCACHE__STOP_GRACE_MAX_MS;
+    while (poll(&p, 1, (int)grace) < 0 && errno == EINTR) {
+    }
+  }
   if (write(sub->stop_fd, &one, sizeof one) < 0) {
     /* an eventfd write fails only on counter overflow: still readable */
   }

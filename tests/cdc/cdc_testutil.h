@@ -26,6 +26,9 @@ void tu_server_stop(tu_server_t *s);
 /* A client for the test's own writes: directConnection, short timeouts. */
 mongoc_client_t *tu_client(const char *uri);
 
+/* The test server's {cdcacheStats: 1} field (an integer); -1 on error. */
+int64_t tu_server_stat(mongoc_client_t *c, const char *field);
+
 /* Runs a command on db "admin" (faults, renames); returns true on ok:1. */
 bool tu_admin(mongoc_client_t *c, const char *json);
 bool tu_insert(mongoc_client_t *c, const char *db, const char *coll, const bson_t *doc);

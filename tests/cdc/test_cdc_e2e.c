@@ -595,8 +595,7 @@ static bool pred_failed_closed(void *ctx)
   char b[8];
   size_t n;
   cdcache_cdc_stats_t st = stats_of(f);
-  return st.state == CDCACHE_CDC_FAILED_CLOSED &&
-         cdcache_fresh(f->cache, NULL) == CDCACHE_ESTALE &&
+  return st.state == CDCACHE_CDC_FAILED_CLOSED && cdcache_fresh(f->cache, NULL) == CDCACHE_ESTALE &&
          cdcache_get(f->cache, "keep", 4, b, sizeof b, &n) == CDCACHE_ENOENT &&
          cdcache_put(f->cache, "x", 1, "x", 1, CDCACHE_TTL_DEFAULT) == CDCACHE_ESTALE;
 }
@@ -631,6 +630,33 @@ static void test_fail_closed_then_recover(void)
   uint64_t fu = 0;
   CU_ASSERT_EQUAL(cdcache_fresh(f.cache, &fu), 0);
   CU_ASSERT(fu == st.fresh_until_ms || fu > st.fresh_until_ms);
+out:
+  fx_end(&f);
+}
+
+/* Stop on a healthy server: the stream's server cursor is killed (the
+ * socket is woken only after the thread had its chance to send
+ * killCursors), and stop still returns promptly. */
+static void test_stop_kills_the_server_cursor(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, true)) /* the test server's cdcacheStats */
+    return;
+  cfg_users(&f, &cfg);
+  cfg.max_await_ms = 300;
+  cfg.max_stale_ms = 1300;
+  if (!fx_start(&f, &cfg))
+    goto out;
+  CU_ASSERT(tu_wait(pred_streaming, &f, 10000));
+  CU_ASSERT(tu_server_stat(f.w, "openCursors") >= 1);
+  uint64_t t0 = tu_now_ms();
+  CU_ASSERT_EQUAL(cdcache_cdc_stop(f.sub), 0);
+  f.sub = NULL;
+  uint64_t took = tu_now_ms() - t0;
+  (void)printf("(stop took %llu ms) ", (unsigned long long)took);
+  CU_ASSERT(took < 1500);
+  CU_ASSERT_EQUAL(tu_server_stat(f.w, "openCursors"), 0);
 out:
   fx_end(&f);
 }
@@ -945,6 +971,7 @@ int main(int argc, char **argv)
   CU_add_test(s, "history_lost_flushes_and_restarts", test_history_lost_flushes_and_restarts);
   CU_add_test(s, "invalidate_flushes_and_reopens", test_invalidate_flushes_and_reopens);
   CU_add_test(s, "fail_closed_then_recover", test_fail_closed_then_recover);
+  CU_add_test(s, "stop_kills_the_server_cursor", test_stop_kills_the_server_cursor);
   CU_add_test(s, "prompt_stop", test_prompt_stop);
   CU_add_test(s, "race_load_overlapping_update", test_race_load_overlapping_update);
   CU_add_test(s, "key_callback_over_stream", test_key_callback_over_stream);

@@ -549,13 +549,17 @@ static uint64_t test_clock(void *ctx)
   return clock_ms;
 }
 
+#define VERDICT_NOT_MINE 1000 /* the test's own marker: call cdcache_cdc_not_mine */
 static int fn_verdict;
 static int verdict_fn(void *ctx, const cdcache_cdc_event_t *ev, cdcache_cdc_sink_t *sink)
 {
   (void)ctx;
   (void)ev;
-  (void)sink;
   fn_calls++;
+  if (fn_verdict == VERDICT_NOT_MINE) {
+    CU_ASSERT_EQUAL(cdcache_cdc_not_mine(sink), 0);
+    return 0;
+  }
   return fn_verdict;
 }
 
@@ -639,7 +643,8 @@ static void test_namespace_events_flush_only_what_rules_cover(void)
   sub = sub_with(cache, rules, 2, true, &seen);
   put(cache, "user:1");
   fn_calls = 0;
-  fn_verdict = CDCACHE_CDC_NOT_MINE;
+  CU_ASSERT_EQUAL(cdcache_cdc_not_mine(NULL), CDCACHE_EINVAL);
+  fn_verdict = VERDICT_NOT_MINE;
   apply(sub, event("drop", "app", "logs", NULL));
   apply(sub, event("update", "app", "logs", BCON_NEW("_id", BCON_INT32(3))));
   CU_ASSERT_EQUAL(fn_calls, 2);
@@ -655,6 +660,29 @@ static void test_namespace_events_flush_only_what_rules_cover(void)
   fn_verdict = -1; /* failed */
   apply(sub, event("update", "app", "logs", BCON_NEW("_id", BCON_INT32(3))));
   CU_ASSERT(!has(cache, "user:1"));
+  /* a callback of 0.1 that says "cannot map" with 1 still gets its flush */
+  put(cache, "user:1");
+  fn_verdict = 1;
+  apply(sub, event("update", "app", "logs", BCON_NEW("_id", BCON_INT32(3))));
+  CU_ASSERT(!has(cache, "user:1"));
+  put(cache, "user:1");
+  apply(sub, event("drop", "app", "logs", NULL));
+  CU_ASSERT(!has(cache, "user:1"));
+  cdcache__cdc_destroy(sub);
+
+  /* a real collection that happens to use the prefix, named by a rule */
+  static const cdcache_cdc_rule_t exact[] = {{"app.tmp.mr.sessions", "sess:{_id}"},
+                                             {"app.*", "any:{_id}"}};
+  sub = sub_with(cache, exact, 2, false, &seen);
+  put(cache, "sess:4");
+  put(cache, "any:5");
+  apply(sub, event("update", "app", "tmp.mr.sessions", BCON_NEW("_id", BCON_INT32(4))));
+  CU_ASSERT(!has(cache, "sess:4"));
+  apply(sub, event("update", "app", "tmp.mr.other", BCON_NEW("_id", BCON_INT32(5))));
+  CU_ASSERT(has(cache, "any:5")); /* only the wildcard covers it: temporary */
+  put(cache, "sess:4");
+  apply(sub, event("drop", "app", "tmp.mr.sessions", NULL));
+  CU_ASSERT(!has(cache, "sess:4"));
   cdcache__cdc_destroy(sub);
   cdcache_close(cache);
 }
@@ -693,6 +721,17 @@ static void test_missing_field_logged_once_per_namespace_per_minute(void)
   CU_ASSERT_EQUAL(st.key_errors, 102);
   CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_UNMAPPABLE], 102);
   CU_ASSERT_EQUAL(seen.flushes, 102);
+  /* twenty namespaces failing in turn each log once a minute, whatever
+   * slots their hashes share */
+  before = logged;
+  clock_ms += 60000;
+  for (int round = 0; round < 5; round++)
+    for (int i = 0; i < 20; i++) {
+      char coll[16];
+      (void)snprintf(coll, sizeof coll, "c%d", i);
+      apply(sub, event("update", "app", coll, BCON_NEW("_id", BCON_INT32(i))));
+    }
+  CU_ASSERT_EQUAL(logged - before, 20);
   cdcache__cdc_destroy(sub);
   cdcache_close(cache);
 }
@@ -719,6 +758,19 @@ static void test_long_resume_token_truncated_not_lost(void)
   cdcache__stats_snapshot(&s, &out, 0, CDCACHE__FRESH_FOREVER);
   CU_ASSERT_STRING_EQUAL(out.resume_token, "{ \"_data\" : \"8263\" }");
   bson_destroy(tok);
+  /* cut inside a two-byte character: cut before it (valid UTF-8) */
+  char *utf = malloc(2 * 600 + 2);
+  utf[0] = 'a';
+  for (int i = 0; i < 600; i++)
+    memcpy(utf + 1 + 2 * i, "\xc3\xa9", 2);
+  utf[1 + 2 * 600] = '\0';
+  tok = BCON_NEW("_data", BCON_UTF8(utf));
+  cdcache__stats_token(&s, tok);
+  cdcache__stats_snapshot(&s, &out, 0, CDCACHE__FRESH_FOREVER);
+  CU_ASSERT_EQUAL(strlen(out.resume_token), CDCACHE_CDC_TOKEN_MAX - 2);
+  CU_ASSERT(bson_utf8_validate(out.resume_token, strlen(out.resume_token), false));
+  bson_destroy(tok);
+  free(utf);
   cdcache__stats_token(&s, NULL);
   cdcache__stats_snapshot(&s, &out, 0, CDCACHE__FRESH_FOREVER);
   CU_ASSERT_STRING_EQUAL(out.resume_token, "");
