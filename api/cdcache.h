@@ -494,7 +494,12 @@ typedef int (*cdcache_cdc_key_fn)(void *ctx, const cdcache_cdc_event_t *ev,
  * the invalidation lag in ms (see cdcache_cdc_stats_t; -1 if unknown).
  * After a flush it is called once with key NULL, klen 0, op "flush", ns
  * the reason's name (cdcache_cdc_flush_reason_name) and lag_ms -1.
- * Strings are valid only during the call.
+ * Strings are valid only during the call.  It runs on the subscription's
+ * thread, between applying one event and the next: it must not block (no
+ * blocking write to a pipe or socket, no waiting for another thread), or
+ * the stream stalls, the cache fails closed, and cdcache_cdc_stop() waits
+ * for it.  Hand the work to another thread through a bounded queue, as
+ * cdcache-watch does.  The same holds for key_fn.
  */
 typedef void (*cdcache_cdc_evict_fn)(void *ctx, const void *key, size_t klen, const char *op,
                                      const char *ns, int64_t lag_ms);
@@ -567,6 +572,12 @@ typedef struct cdcache_cdc_config {
    * is the one used and put back. */
   cdcache_mongoc_log_fn mongoc_log_prev;
   void *mongoc_log_prev_ctx;
+  /* The same non-resumable server error this many times in a row at one
+   * resume token (a "poison" error, e.g. 10334 BSONObjectTooLarge on
+   * every getMore): flush the cache (CDCACHE_CDC_FLUSH_POISON), log it
+   * and reopen the stream from now.  1..1000; default 5 (0 = default, for
+   * callers built before this field). */
+  uint32_t poison_errors;
 } cdcache_cdc_config_t;
 
 /* libmongoc's rescan delay after a lost server, and the margin that
@@ -607,11 +618,13 @@ CDCACHE_EXTERN int cdcache_cdc_stop(cdcache_cdc_t *sub);
 
 /* Subscription states. */
 typedef enum cdcache_cdc_state {
-  CDCACHE_CDC_CONNECTING = 0,    /* opening the stream, not yet answered */
-  CDCACHE_CDC_STREAMING = 1,     /* answering within max_stale_ms */
-  CDCACHE_CDC_BACKING_OFF = 2,   /* libmongoc gave up; waiting to reopen */
-  CDCACHE_CDC_FAILED_CLOSED = 3, /* no answer for max_stale_ms: the cache
-                                    refuses service */
+  CDCACHE_CDC_CONNECTING = 0,  /* opening the stream, not yet answered */
+  CDCACHE_CDC_STREAMING = 1,   /* the stream is open */
+  CDCACHE_CDC_BACKING_OFF = 2, /* the stream failed; waiting to reopen */
+  /* Reported in state only to callers whose cdcache_cdc_stats_t ends
+   * before failed_closed (built before it existed); others get the
+   * thread's state and the failed_closed flag. */
+  CDCACHE_CDC_FAILED_CLOSED = 3,
   CDCACHE_CDC_STOPPED = 4
 } cdcache_cdc_state_t;
 
@@ -624,8 +637,15 @@ typedef enum cdcache_cdc_flush_reason {
   CDCACHE_CDC_FLUSH_NAMESPACE = 4,      /* drop, rename, dropDatabase */
   CDCACHE_CDC_FLUSH_UNMAPPABLE = 5,     /* malformed event, missing key
                                            field, key_fn failure */
-  CDCACHE_CDC_FLUSH_REASONS = 6
+  CDCACHE_CDC_FLUSH_POISON = 6,         /* the same non-resumable error
+                                           poison_errors times at one token */
+  CDCACHE_CDC_FLUSH_REASONS = 7
 } cdcache_cdc_flush_reason_t;
+
+/* The length of cdcache_cdc_stats_t.flushes[] (reasons 0..5), fixed so
+ * that the struct keeps its layout; later reasons are counted in fields
+ * appended at its end.  cdcache_cdc_flush_count() reads any reason. */
+#define CDCACHE_CDC_FLUSH_ARRAY 6
 
 /* "established", "history_lost", ...; "unknown" otherwise.  Static strings;
  * thread-safe. */
@@ -636,19 +656,19 @@ CDCACHE_EXTERN const char *cdcache_cdc_flush_reason_name(int reason);
 #define CDCACHE_CDC_ERROR_MAX 256
 
 typedef struct cdcache_cdc_stats {
-  size_t struct_size;    /* set by the caller: sizeof(cdcache_cdc_stats_t) */
-  int state;             /* cdcache_cdc_state_t */
-  uint64_t events;       /* change events returned by the stream */
-  uint64_t keys_evicted; /* keys passed to cdcache_invalidate */
-  uint64_t flushes[CDCACHE_CDC_FLUSH_REASONS];
-  uint64_t reconnects;        /* streams reopened after a failure or invalidate */
-  uint64_t malformed_events;  /* undecodable events (logged) */
-  uint64_t ignored_events;    /* operation types that change no data */
-  uint64_t key_errors;        /* keys not renderable, or longer than max_key_len */
-  uint64_t last_cluster_time; /* of the last applied event, as
-                                 cdcache_fill_cluster_time() */
-  uint64_t last_answer_ms;    /* cache clock; 0 before the first answer */
-  uint64_t fresh_until_ms;    /* the bound set; UINT64_MAX when off */
+  size_t struct_size;                        /* set by the caller: sizeof(cdcache_cdc_stats_t) */
+  int state;                                 /* cdcache_cdc_state_t */
+  uint64_t events;                           /* change events returned by the stream */
+  uint64_t keys_evicted;                     /* keys passed to cdcache_invalidate */
+  uint64_t flushes[CDCACHE_CDC_FLUSH_ARRAY]; /* by reason 0..5; see flushes_poison */
+  uint64_t reconnects;                       /* streams reopened after a failure or invalidate */
+  uint64_t malformed_events;                 /* undecodable events (logged) */
+  uint64_t ignored_events;                   /* operation types that change no data */
+  uint64_t key_errors;                       /* keys not renderable, or longer than max_key_len */
+  uint64_t last_cluster_time;                /* of the last applied event, as
+                                                cdcache_fill_cluster_time() */
+  uint64_t last_answer_ms;                   /* cache clock; 0 before the first answer */
+  uint64_t fresh_until_ms;                   /* the bound set; UINT64_MAX when off */
   /*
    * Invalidation lag over the last up to 1024 events that evicted keys:
    * from the write's commit (the event's wallTime, MongoDB 6.0+; else its
@@ -663,6 +683,12 @@ typedef struct cdcache_cdc_stats {
   char resume_token[CDCACHE_CDC_TOKEN_MAX];
   /* The last error the stream reported ("" if none). */
   char last_error[CDCACHE_CDC_ERROR_MAX];
+  /* Fields below were added after the first release (struct_size tells). */
+  /* Non-zero while the cache refuses service because the bound passed
+   * (cdcache_fresh() says the same); state keeps saying what the thread
+   * does (connecting, streaming, backing off). */
+  int failed_closed;
+  uint64_t flushes_poison; /* CDCACHE_CDC_FLUSH_POISON */
 } cdcache_cdc_stats_t;
 
 /*
@@ -671,6 +697,11 @@ typedef struct cdcache_cdc_stats {
  * after (or racing with) cdcache_cdc_stop() of the handle.
  */
 CDCACHE_EXTERN int cdcache_cdc_stats(cdcache_cdc_t *sub, cdcache_cdc_stats_t *st);
+
+/* The flushes of one reason in a snapshot filled by cdcache_cdc_stats
+ * (0 for an unknown reason or one past st->struct_size).  Thread-safe
+ * (reads *st only). */
+CDCACHE_EXTERN uint64_t cdcache_cdc_flush_count(const cdcache_cdc_stats_t *st, int reason);
 
 /*
  * _id rendering: the one text form the subscription uses for {_id} and

@@ -104,7 +104,7 @@ typedef struct cdcache__cdc_stats {
   int state;                                   /* mu; CDCACHE_CDC_* */
   uint64_t events;                             /* mu */
   uint64_t keys_evicted;                       /* mu */
-  uint64_t flushes[CDCACHE_CDC_FLUSH_REASONS]; /* mu */
+  uint64_t flushes[CDCACHE_CDC_FLUSH_REASONS]; /* mu; by reason */
   uint64_t reconnects;                         /* mu */
   uint64_t malformed_events;                   /* mu */
   uint64_t ignored_events;                     /* mu */
@@ -141,6 +141,51 @@ void cdcache__stats_error(cdcache__cdc_stats_t *s, const char *msg);
 void cdcache__stats_snapshot(cdcache__cdc_stats_t *s, cdcache_cdc_stats_t *out, uint64_t now_ms,
                              uint64_t fresh_until);
 
+/* --------------------------------------------------------------- bound.c */
+
+/* Replies reach 16 MiB at most; an event without fullDocument is taken to
+ * be at most 1 MiB (its documentKey included). */
+#define CDCACHE__REPLY_MAX_BYTES (16u * 1024u * 1024u)
+#define CDCACHE__EVENT_MAX_BYTES (1024u * 1024u)
+#define CDCACHE__BOUND_PENDING 32u
+
+/* What one answered aggregate or getMore says. */
+typedef struct cdcache__reply {
+  uint64_t stamp_ms; /* cache clock when its request was sent */
+  uint64_t op_time;  /* operationTime ((t << 32) | i); 0 if absent */
+  uint32_t events;   /* events in its batch */
+  uint64_t bytes;    /* the reply's size */
+  bool is_getmore;   /* false: an aggregate */
+} cdcache__reply_t;
+
+/* The bound's evidence.  CDC thread only (or a test with no thread). */
+typedef struct cdcache__bound {
+  uint32_t batch_size; /* the getMore batchSize sent; 0: none */
+  bool full_document;  /* events may carry whole documents */
+  uint64_t vouched_ms; /* every write committed before it is gone */
+  struct {
+    uint64_t stamp_ms, op_time;
+  } pending[CDCACHE__BOUND_PENDING]; /* cut replies waiting for evidence */
+  uint32_t n_pending;
+  cdcache__reply_t cur; /* the reply whose events are being applied */
+  uint32_t cur_left;    /* its events not yet applied */
+  bool cur_cut;
+  bool cur_active;
+} cdcache__bound_t;
+
+void cdcache__bound_init(cdcache__bound_t *b, uint32_t batch_size, bool full_document);
+/* Forgets all evidence (the stream was given up): vouched_ms = 0. */
+void cdcache__bound_reset(cdcache__bound_t *b);
+/* Whether r may have been cut by a limit (an aggregate always counts). */
+bool cdcache__bound_reply_cut(const cdcache__bound_t *b, const cdcache__reply_t *r);
+/* A reply arrived (its events are applied next).  These three return
+ * true when vouched_ms moved. */
+bool cdcache__bound_answered(cdcache__bound_t *b, const cdcache__reply_t *r);
+/* One event of the current reply was applied; cluster_time 0: unknown. */
+bool cdcache__bound_applied(cdcache__bound_t *b, uint64_t cluster_time);
+/* A whole-cache flush that began at flush_start_ms. */
+bool cdcache__bound_flushed(cdcache__bound_t *b, uint64_t flush_start_ms);
+
 /* ----------------------------------------------------------- netstream.c */
 
 /*
@@ -151,6 +196,16 @@ void cdcache__stats_snapshot(cdcache__cdc_stats_t *s, cdcache_cdc_stats_t *out, 
  */
 mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_host_list_t *host,
                                         void *user_data, bson_error_t *error);
+
+/* The stream over a connected non-blocking socket fd (owned from now on;
+ * closed on destroy) whose waits also poll stop_fd.  NULL when out of
+ * memory (fd then still the caller's).  For the initiator and tests. */
+mongoc_stream_t *cdcache__net_stream_new(const cdcache_t *cache, int fd, int stop_fd);
+/* Connects to host (TCP or Unix socket) within connect_timeout_ms,
+ * interruptible by stop_fd.  0 and *fd_out a non-blocking socket, or an
+ * errno and a message in why. */
+int cdcache__net_connect(const mongoc_host_list_t *host, int stop_fd, int32_t connect_timeout_ms,
+                         int *fd_out, char *why, size_t why_len);
 
 /* -------------------------------------------------------------- stream.c */
 
@@ -180,7 +235,7 @@ struct cdcache_cdc {
   void *key_ctx;
   int full_doc;
   uint32_t max_stale_ms, batch_size, max_await_ms, socket_timeout_ms, connect_timeout_ms,
-      backoff_initial_ms, backoff_max_ms;
+      backoff_initial_ms, backoff_max_ms, poison_errors;
   cdcache_log_fn log;
   void *log_ctx;
   int route_mongoc_log;
@@ -218,9 +273,6 @@ struct cdcache_cdc {
   /* APM bookkeeping (the CDC thread runs every command of its client). */
   int64_t apm_request_id; /* the aggregate/getMore in flight */
   uint64_t apm_start_ms;  /* when it started (cache clock) */
-  uint64_t batch_ms;      /* start of the latest answered batch */
-  uint64_t batch_left;    /* its events not yet applied */
-  bool batch_new;         /* answered, freshness not yet advanced */
   /* Rate limit of per-namespace warnings (event.c): a few slots keyed by
    * a hash of the message kind and namespace. */
   struct {
@@ -228,6 +280,17 @@ struct cdcache_cdc {
     uint64_t last_ms; /* cache clock of the last line logged */
     uint64_t held;    /* occurrences not logged since */
   } loglimit[CDCACHE__LOGLIMIT_SLOTS];
+  cdcache__bound_t bound; /* the staleness bound's evidence (bound.c) */
+  uint64_t agg_op_time;   /* operationTime of the latest aggregate reply */
+  bool progress;          /* a getMore answered without error, not yet seen */
+  /* Backoff: failures since the last progress; the cap's log line given. */
+  uint32_t failures;
+  bool backoff_cap_logged;
+  /* Poison detection: the last non-resumable error's code, how many times
+   * in a row, and the token it happened at (owned; NULL: none). */
+  uint32_t poison_code;
+  uint32_t poison_count;
+  bson_t *poison_token;
 
   cdcache__cdc_stats_t stats; /* its own mutex */
 };
@@ -245,8 +308,12 @@ void cdcache__logroute_off(cdcache_cdc_t *sub);
 void cdcache__logroute_thread(cdcache_cdc_t *sub);
 
 /* Flushes the whole cache for reason, counts and logs it, tells the
- * observer.  CDC thread. */
-void cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why);
+ * observer.  Returns 0, or cdcache_flush's error (logged).  CDC thread. */
+int cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why);
+
+/* Moves the cluster time handed to loaders forward to ct (never back:
+ * duplicates after a resume carry older times).  CDC thread. */
+void cdcache__cdc_advance_cluster_time(cdcache_cdc_t *sub, uint64_t ct);
 
 /* Decodes and applies one change event (raw BSON): evicts its keys, or
  * flushes.  Never fails: what it cannot map, it flushes.  CDC thread (or a

@@ -300,13 +300,13 @@ static bool log_due(cdcache_cdc_t *sub, const char *kind, const char *ns, uint64
   return true;
 }
 
-static void flush_cache(cdcache_cdc_t *sub, int reason, const char *why, bool log)
+static int flush_cache(cdcache_cdc_t *sub, int reason, const char *why, bool log)
 {
   int rc = cdcache_flush(sub->cache);
   if (rc != 0) {
     cdcache__cdc_log(sub, CDCACHE_LOG_ERROR, "cdc: flush (%s) failed: %s",
                      cdcache_cdc_flush_reason_name(reason), cdcache_strerror(rc));
-    return;
+    return rc;
   }
   cdcache__stats_flush(&sub->stats, reason);
   if (log)
@@ -319,11 +319,19 @@ static void flush_cache(cdcache_cdc_t *sub, int reason, const char *why, bool lo
                      why ? why : "");
   if (sub->on_evict)
     sub->on_evict(sub->on_evict_ctx, NULL, 0, "flush", cdcache_cdc_flush_reason_name(reason), -1);
+  return 0;
 }
 
-void cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why)
+void cdcache__cdc_advance_cluster_time(cdcache_cdc_t *sub, uint64_t ct)
 {
-  flush_cache(sub, reason, why, true);
+  /* The CDC thread is the only writer: load, compare, store is enough. */
+  if (ct > cdcache__cluster_time(sub->cache))
+    cdcache__set_cluster_time(sub->cache, ct);
+}
+
+int cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why)
+{
+  return flush_cache(sub, reason, why, true);
 }
 
 /* tmp.agg_out.<uuid> ($out, $merge into a new collection), tmp.mr.*
@@ -412,7 +420,7 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
       (void)snprintf(why, sizeof why, "not a BSON document");
     cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, malformed_events), 1);
     cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: malformed event: %s", why);
-    cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, why);
+    (void)cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, why);
     return CDCACHE__APPLY_OK;
   }
   if (d.op == 0 || (temp_coll(sub, d.db, d.coll) &&
@@ -440,8 +448,7 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
 
   /* Before evicting: a loader that misses after the eviction must read
    * with afterClusterTime at least this write's. */
-  if (d.cluster_time)
-    cdcache__set_cluster_time(sub->cache, d.cluster_time);
+  cdcache__cdc_advance_cluster_time(sub, d.cluster_time);
 
   switch (d.op) {
   case CDCACHE_CDC_OP_INSERT:
@@ -498,7 +505,7 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
     /* a missing field alone was logged (rate-limited) above: the flush
      * is not logged again for each event */
     if (unmappable)
-      flush_cache(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, unmappable, other_error || !missing_field);
+      (void)flush_cache(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, unmappable, other_error || !missing_field);
     break;
   }
   case CDCACHE_CDC_OP_DROP:
@@ -518,11 +525,12 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
       (void)snprintf(msg, sizeof msg, "rename of %s to %s.%s", ns, d.to_db, d.to_coll);
     else
       (void)snprintf(msg, sizeof msg, "%s of %s", d.op_str, ns);
-    cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_NAMESPACE, msg);
+    (void)cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_NAMESPACE, msg);
     break;
   }
   case CDCACHE_CDC_OP_INVALIDATE:
-    cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_INVALIDATE, "the change stream was invalidated");
+    (void)cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_INVALIDATE,
+                             "the change stream was invalidated");
     result = CDCACHE__APPLY_INVALIDATE;
     break;
   default:

@@ -13,15 +13,57 @@
  * client fails at once with ECANCELED, libmongoc reports a network error,
  * gives up after its one retry, and mongoc_change_stream_next() returns.
  *
- * The vtable follows libmongoc's socket stream: readv returns once
- * min_bytes arrived (or what it has when the deadline passes), writev
- * writes everything (or what it could), timeout 0 means "do not wait"
- * (used by the topology scanner after its own poll), a negative timeout
- * waits forever (still interruptible).  poll serves mongoc_stream_poll
- * for the scanner; check_closed peeks.  The stream is wrapped in
- * libmongoc's buffered stream, as the default initiator does.  TLS URIs
- * keep libmongoc's initiator (see README: stop then relies on the short
- * socket timeouts).
+ * THE CONTRACT (libmongoc 1.23's stream vtable, as mongoc-stream-socket.c
+ * and mongoc-socket.c implement it; every caller in libmongoc relies on
+ * it, and a short count where -1 is due makes libmongoc assert):
+ *
+ *  readv(iov, min_bytes, timeout) mirrors _mongoc_stream_socket_readv over
+ *    mongoc_socket_recv: it reads into the iovecs in order, and returns as
+ *    soon as at least min_bytes arrived or every iovec is full (so with
+ *    min_bytes 0 it returns after the first recv that got bytes).  When
+ *    a recv fails (end of file, timeout, stop, socket error) it returns
+ *    what it has if that is >= min_bytes - which is 0 when min_bytes is 0:
+ *    the async handshake (mongoc-async-cmd.c, timeout 0, min_bytes 0)
+ *    tells "nothing yet" from "closed" by should_retry - and otherwise -1
+ *    with errno set.  Never a count below min_bytes.  Bytes read before
+ *    a -1 are gone: -1 means the connection is dead, as in libmongoc.
+ *  writev(iov, timeout) mirrors _mongoc_stream_socket_writev over
+ *    mongoc_socket_sendv: it writes everything, or stops at the deadline
+ *    and returns the count written so far (possibly 0; the caller,
+ *    _mongoc_stream_writev_full or the async command, treats a short
+ *    count as failure or "in progress"), or -1 on a socket error.
+ *  timeout: > 0 milliseconds, 0 "do not wait" (one non-blocking try, as
+ *    mongoc_socket_recv's expire_at 0), < 0 wait forever - here always
+ *    still interruptible by the stop.
+ *  The last error is kept per stream, as mongoc_socket_t's errno_:
+ *    timed_out() is true after a wait that ran out (ETIMEDOUT), as
+ *    _mongoc_stream_socket_timed_out; should_retry() is true after a
+ *    "would block" with timeout 0 (EAGAIN), as
+ *    _mongoc_stream_socket_should_retry.  A successful call clears it.
+ *  poll() mirrors mongoc_socket_poll for mongoc_stream_poll (the topology
+ *    scanner): any number of streams, revents copied back, the count of
+ *    ready streams returned.
+ *  check_closed() mirrors mongoc_socket_check_closed (a readable socket
+ *    whose peek reads nothing is closed).
+ *  Two deliberate differences, both failures where libmongoc also fails:
+ *    a stop is ECANCELED, a hard error (-1 from readv and writev, every
+ *    stream POLLERR from poll, check_closed true); and a read that meets
+ *    end of file below min_bytes sets errno ECONNRESET where
+ *    mongoc_socket_recv leaves 0.
+ *
+ * The stream is NOT wrapped in mongoc_stream_buffered_new.  The buffered
+ * stream ignores min_bytes and always asks its base for the whole
+ * request (mongoc-stream-buffered.c, _mongoc_buffer_fill): the async
+ * handshake's "whatever is there, do not wait" read then becomes "all of
+ * it, do not wait", which fails (and drops the bytes already read)
+ * whenever a reply arrives in pieces.  libmongoc's own scanner hands the
+ * plain socket stream to the async command the same way.
+ *
+ * Connecting: a non-blocking connect() polled with the stop eventfd.  A
+ * Unix socket whose listener's backlog is full answers EAGAIN without
+ * starting a connection; that is retried (backing off 1 to 50 ms) until
+ * connectTimeoutMS, never failed at once.  TLS URIs keep libmongoc's
+ * initiator (see README: stop then relies on the short socket timeouts).
  */
 #include "cdc_internal.h"
 
@@ -41,13 +83,14 @@
 
 #define CDC_STREAM_TYPE 0x43444301 /* "CDC\1": not a libmongoc type */
 
+/* One stream belongs to one client, used by one thread at a time (the
+ * CDC thread); no field is shared. */
 typedef struct net_stream {
   mongoc_stream_t vt; /* first: libmongoc casts */
   const cdcache_t *cache;
   int fd;
   int stop_fd;
-  bool timed_out;
-  int last_errno;
+  int last_errno; /* the last call's error, 0 after success (errno_) */
 } net_stream_t;
 
 static int64_t mono_ms(void)
@@ -57,6 +100,7 @@ static int64_t mono_ms(void)
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* -1: no deadline; else the monotonic ms at which waiting ends. */
 static int64_t deadline_of(int32_t timeout_ms)
 {
   if (timeout_ms < 0)
@@ -89,8 +133,11 @@ static int wait_fd(int fd, int stop_fd, short events, int64_t deadline)
       errno = ECANCELED;
       return -1;
     }
-    if (n == 0)
+    if (n == 0) {
+      if (deadline >= 0 && mono_ms() < deadline)
+        continue; /* the 1000 s cap, not the deadline */
       return 0;
+    }
     return 1;
   }
 }
@@ -128,17 +175,32 @@ static int ns_flush(mongoc_stream_t *stream)
   return 0;
 }
 
-/* After EAGAIN: waits until the socket is ready (true: try again), or
- * leaves the timeout or the stop in errno (false). */
-static bool wait_ready(net_stream_t *s, short events, int64_t deadline)
+/*
+ * After EAGAIN: waits until the socket is ready (true: try again), or
+ * records why not in last_errno (false): EAGAIN with timeout 0, ETIMEDOUT
+ * when the deadline passed, ECANCELED on stop, poll's own error.
+ */
+static bool wait_ready(net_stream_t *s, short events, int32_t timeout_msec, int64_t deadline)
 {
+  if (timeout_msec == 0) {
+    s->last_errno = EAGAIN;
+    return false;
+  }
   int w = wait_fd(s->fd, s->stop_fd, events, deadline);
   if (w > 0)
     return true;
-  if (w == 0) {
-    s->timed_out = true;
-    errno = ETIMEDOUT;
+  s->last_errno = w == 0 ? ETIMEDOUT : errno;
+  return false;
+}
+
+/* Entry check of readv and writev: a closed or stopped stream fails. */
+static bool usable(net_stream_t *s)
+{
+  if (s->fd >= 0 && !stopped(s)) {
+    s->last_errno = 0;
+    return true;
   }
+  errno = s->last_errno = ECANCELED;
   return false;
 }
 
@@ -149,11 +211,8 @@ static ssize_t ns_writev(mongoc_stream_t *stream, mongoc_iovec_t *iov, size_t io
   int64_t deadline = deadline_of(timeout_msec);
   size_t idx = 0, off = 0;
   ssize_t total = 0;
-  s->timed_out = false;
-  if (s->fd < 0 || stopped(s)) {
-    errno = s->last_errno = ECANCELED;
+  if (!usable(s))
     return -1;
-  }
   while (idx < iovcnt && iov[idx].iov_len == 0)
     idx++;
   while (idx < iovcnt) {
@@ -169,7 +228,7 @@ static ssize_t ns_writev(mongoc_stream_t *stream, mongoc_iovec_t *iov, size_t io
     mh.msg_iov = v;
     mh.msg_iovlen = nv;
     ssize_t n = sendmsg(s->fd, &mh, MSG_NOSIGNAL);
-    if (n > 0) {
+    if (n >= 0) {
       total += n;
       size_t left = (size_t)n;
       while (idx < iovcnt && left >= iov[idx].iov_len - off) {
@@ -180,20 +239,18 @@ static ssize_t ns_writev(mongoc_stream_t *stream, mongoc_iovec_t *iov, size_t io
       off += left;
       continue;
     }
-    if (n < 0 && errno == EINTR)
+    if (errno == EINTR)
       continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (timeout_msec == 0)
-        break;
-      if (wait_ready(s, POLLOUT, deadline))
-        continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      errno = s->last_errno = errno; /* a socket error: -1, as mongoc_socket_sendv */
+      return -1;
     }
-    s->last_errno = errno;
-    return total > 0 ? total : -1;
-  }
-  if (total == 0 && idx < iovcnt) {
-    errno = s->last_errno = EAGAIN;
-    return -1;
+    if (!wait_ready(s, POLLOUT, timeout_msec, deadline)) {
+      errno = s->last_errno;
+      /* deadline or "do not wait": what was written (possibly 0); a stop
+       * or a failed poll is a hard error */
+      return s->last_errno == EAGAIN || s->last_errno == ETIMEDOUT ? total : -1;
+    }
   }
   return total;
 }
@@ -204,11 +261,8 @@ static ssize_t ns_readv(mongoc_stream_t *stream, mongoc_iovec_t *iov, size_t iov
   net_stream_t *s = (net_stream_t *)stream;
   int64_t deadline = deadline_of(timeout_msec);
   size_t idx = 0, off = 0, total = 0;
-  s->timed_out = false;
-  if (s->fd < 0 || stopped(s)) {
-    errno = s->last_errno = ECANCELED;
+  if (!usable(s))
     return -1;
-  }
   while (idx < iovcnt && iov[idx].iov_len == 0)
     idx++;
   while (idx < iovcnt) {
@@ -216,36 +270,34 @@ static ssize_t ns_readv(mongoc_stream_t *stream, mongoc_iovec_t *iov, size_t iov
     if (n > 0) {
       total += (size_t)n;
       off += (size_t)n;
-      if (off == iov[idx].iov_len) {
+      while (idx < iovcnt && off == iov[idx].iov_len) {
         idx++;
         off = 0;
-        while (idx < iovcnt && iov[idx].iov_len == 0)
-          idx++;
       }
-      if (total >= min_bytes && min_bytes > 0)
-        return (ssize_t)total;
-      if (min_bytes == 0)
+      if (total >= min_bytes)
         return (ssize_t)total;
       continue;
     }
-    if (n == 0) { /* orderly shutdown by the peer */
-      errno = s->last_errno = ECONNRESET;
-      return total > 0 ? (ssize_t)total : -1;
+    if (n == 0) {
+      s->last_errno = ECONNRESET; /* orderly shutdown by the peer */
+      break;
     }
     if (errno == EINTR)
       continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if (timeout_msec == 0) {
-        s->last_errno = errno;
-        return total > 0 ? (ssize_t)total : -1;
-      }
-      if (wait_ready(s, POLLIN, deadline))
-        continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      s->last_errno = errno;
+      break;
     }
-    s->last_errno = errno;
-    return total > 0 ? (ssize_t)total : -1;
+    if (!wait_ready(s, POLLIN, timeout_msec, deadline))
+      break;
   }
-  return (ssize_t)total;
+  if (idx == iovcnt || total >= min_bytes) {
+    if (s->last_errno == ECONNRESET)
+      s->last_errno = 0; /* as mongoc_socket_recv: end of file is no error */
+    return (ssize_t)total;
+  }
+  errno = s->last_errno;
+  return -1;
 }
 
 static int ns_setsockopt(mongoc_stream_t *stream, int level, int optname, void *optval,
@@ -273,58 +325,78 @@ static bool ns_check_closed(mongoc_stream_t *stream)
   return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
+/*
+ * mongoc_stream_poll for the topology scanner: every stream of one call
+ * belongs to one client, hence one subscription and one stop eventfd,
+ * which is polled after the streams.  Any number of streams (the array
+ * is allocated, as mongoc_socket_poll does).
+ */
 static ssize_t ns_poll(mongoc_stream_poll_t *streams, size_t nstreams, int32_t timeout)
 {
-  struct pollfd p[65];
-  int stop_fd = -1;
-  if (nstreams == 0 || nstreams > 64) {
+  if (nstreams == 0 || nstreams >= (size_t)INT32_MAX) {
     errno = EINVAL;
     return -1;
   }
+  const net_stream_t *first = (const net_stream_t *)streams[0].stream;
+  size_t bytes = (nstreams + 1) * sizeof(struct pollfd);
+  struct pollfd *p = cdcache__alloc(first->cache, bytes);
+  if (!p) {
+    errno = ENOMEM;
+    return -1;
+  }
   for (size_t i = 0; i < nstreams; i++) {
-    net_stream_t *s = (net_stream_t *)streams[i].stream;
-    p[i].fd = s->fd;
+    const net_stream_t *s = (const net_stream_t *)streams[i].stream;
+    p[i].fd = s->fd; /* -1 (closed) is ignored by poll */
     p[i].events = (short)streams[i].events;
     p[i].revents = 0;
-    stop_fd = s->stop_fd;
   }
-  p[nstreams].fd = stop_fd;
+  p[nstreams].fd = first->stop_fd;
   p[nstreams].events = POLLIN;
   p[nstreams].revents = 0;
+  int64_t deadline = deadline_of(timeout);
   int n;
-  do {
-    n = poll(p, (nfds_t)nstreams + 1, timeout);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0)
-    return -1;
-  if (p[nstreams].revents) { /* stopping: report every stream failed */
+  for (;;) {
+    int tmo = timeout;
+    if (deadline >= 0) {
+      int64_t left = deadline - mono_ms();
+      tmo = left <= 0 ? 0 : (int)left;
+    }
+    n = poll(p, (nfds_t)nstreams + 1, tmo);
+    if (n >= 0 || errno != EINTR)
+      break;
+  }
+  ssize_t ready = n < 0 ? -1 : 0;
+  if (n > 0 && p[nstreams].revents) { /* stopping: report every stream failed */
     for (size_t i = 0; i < nstreams; i++)
       streams[i].revents = POLLERR;
-    return (ssize_t)nstreams;
+    ready = (ssize_t)nstreams;
+  } else if (n > 0) {
+    for (size_t i = 0; i < nstreams; i++) {
+      streams[i].revents = p[i].revents;
+      if (p[i].revents)
+        ready++;
+    }
   }
-  ssize_t ready = 0;
-  for (size_t i = 0; i < nstreams; i++) {
-    streams[i].revents = p[i].revents;
-    if (p[i].revents)
-      ready++;
-  }
+  int saved = errno;
+  cdcache__free(first->cache, p, bytes);
+  errno = saved;
   return ready;
 }
 
 static bool ns_timed_out(mongoc_stream_t *stream)
 {
-  return ((net_stream_t *)stream)->timed_out;
+  return ((net_stream_t *)stream)->last_errno == ETIMEDOUT;
 }
 
 static bool ns_should_retry(mongoc_stream_t *stream)
 {
   int e = ((net_stream_t *)stream)->last_errno;
-  return e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == EINPROGRESS;
+  return e == EAGAIN || e == EWOULDBLOCK || e == EINPROGRESS;
 }
 
-static net_stream_t *ns_new(cdcache_cdc_t *sub, int fd)
+mongoc_stream_t *cdcache__net_stream_new(const cdcache_t *cache, int fd, int stop_fd)
 {
-  net_stream_t *s = cdcache__alloc(sub->cache, sizeof *s);
+  net_stream_t *s = cdcache__alloc(cache, sizeof *s);
   if (!s)
     return NULL;
   memset(s, 0, sizeof *s);
@@ -342,20 +414,38 @@ static net_stream_t *ns_new(cdcache_cdc_t *sub, int fd)
   s->vt.failed = ns_failed;
   s->vt.timed_out = ns_timed_out;
   s->vt.should_retry = ns_should_retry;
-  s->cache = sub->cache;
+  s->cache = cache;
   s->fd = fd;
-  s->stop_fd = sub->stop_fd;
-  return s;
+  s->stop_fd = stop_fd;
+  return &s->vt;
 }
 
-/* Non-blocking connect of fd to addr; interruptible.  0 or errno. */
+/*
+ * Non-blocking connect of fd to addr until deadline; interruptible.
+ * Returns 0 or an errno.  A Unix socket's EAGAIN (the listener's backlog
+ * is full; no connection was started) is retried after a nap that doubles
+ * from 1 to 50 ms, spent polling the stop eventfd.
+ */
 static int connect_fd(int fd, int stop_fd, const struct sockaddr *addr, socklen_t alen,
                       int64_t deadline)
 {
-  if (connect(fd, addr, alen) == 0)
-    return 0;
-  if (errno != EINPROGRESS && errno != EINTR)
-    return errno;
+  int nap = 1;
+  for (;;) {
+    if (connect(fd, addr, alen) == 0)
+      return 0;
+    if (errno == EINPROGRESS || errno == EINTR)
+      break;
+    if (errno != EAGAIN || addr->sa_family != AF_UNIX)
+      return errno;
+    int64_t left = deadline - mono_ms();
+    if (left <= 0)
+      return ETIMEDOUT;
+    struct pollfd p = {stop_fd, POLLIN, 0};
+    int n = poll(&p, 1, left < nap ? (int)left : nap);
+    if (n > 0)
+      return ECANCELED;
+    nap = nap * 2 > 50 ? 50 : nap * 2;
+  }
   int w = wait_fd(fd, stop_fd, POLLOUT, deadline);
   if (w < 0)
     return errno ? errno : ECANCELED;
@@ -368,35 +458,25 @@ static int connect_fd(int fd, int stop_fd, const struct sockaddr *addr, socklen_
   return err;
 }
 
-mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_host_list_t *host,
-                                        void *user_data, bson_error_t *error)
+int cdcache__net_connect(const mongoc_host_list_t *host, int stop_fd, int32_t connect_timeout_ms,
+                         int *fd_out, char *why, size_t why_len)
 {
-  cdcache_cdc_t *sub = user_data;
-  int32_t ct = mongoc_uri_get_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS,
-                                              (int32_t)sub->connect_timeout_ms);
-  int64_t deadline = mono_ms() + (ct > 0 ? ct : 1000);
+  int64_t deadline = mono_ms() + (connect_timeout_ms > 0 ? connect_timeout_ms : 1000);
   int fd = -1, err = 0;
-
-  if (atomic_load_explicit(&sub->stopping, memory_order_acquire)) {
-    bson_set_error(error, MONGOC_ERROR_STREAM, MONGOC_ERROR_STREAM_CONNECT,
-                   "cdcache: the subscription is stopping");
-    return NULL;
-  }
+  *fd_out = -1;
   if (host->family == AF_UNIX) {
     struct sockaddr_un sa;
     memset(&sa, 0, sizeof sa);
     sa.sun_family = AF_UNIX;
     if (strlen(host->host) >= sizeof sa.sun_path) {
-      bson_set_error(error, MONGOC_ERROR_STREAM, MONGOC_ERROR_STREAM_CONNECT,
-                     "cdcache: socket path too long");
-      return NULL;
+      (void)snprintf(why, why_len, "socket path too long");
+      return ENAMETOOLONG;
     }
     strcpy(sa.sun_path, host->host);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       err = errno;
-    } else if ((err = connect_fd(fd, sub->stop_fd, (struct sockaddr *)&sa, sizeof sa, deadline)) !=
-               0) {
+    } else if ((err = connect_fd(fd, stop_fd, (struct sockaddr *)&sa, sizeof sa, deadline)) != 0) {
       close(fd);
       fd = -1;
     }
@@ -409,9 +489,8 @@ mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_ho
     (void)snprintf(port, sizeof port, "%hu", host->port);
     int gai = getaddrinfo(host->host, port, &hints, &res);
     if (gai != 0) {
-      bson_set_error(error, MONGOC_ERROR_STREAM, MONGOC_ERROR_STREAM_NAME_RESOLUTION,
-                     "cdcache: cannot resolve %s: %s", host->host, gai_strerror(gai));
-      return NULL;
+      (void)snprintf(why, why_len, "cannot resolve %s: %s", host->host, gai_strerror(gai));
+      return EHOSTUNREACH;
     }
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
       fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
@@ -419,7 +498,7 @@ mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_ho
         err = errno;
         continue;
       }
-      err = connect_fd(fd, sub->stop_fd, ai->ai_addr, ai->ai_addrlen, deadline);
+      err = connect_fd(fd, stop_fd, ai->ai_addr, ai->ai_addrlen, deadline);
       if (err == 0)
         break;
       close(fd);
@@ -435,17 +514,43 @@ mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_ho
     }
   }
   if (fd < 0) {
+    if (!err)
+      err = ECONNREFUSED;
+    (void)snprintf(why, why_len, "failed to connect to %s: %s", host->host_and_port, strerror(err));
+    return err;
+  }
+  *fd_out = fd;
+  return 0;
+}
+
+mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_host_list_t *host,
+                                        void *user_data, bson_error_t *error)
+{
+  cdcache_cdc_t *sub = user_data;
+  int32_t ct = mongoc_uri_get_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS,
+                                              (int32_t)sub->connect_timeout_ms);
+  char why[256];
+  int fd;
+
+  if (atomic_load_explicit(&sub->stopping, memory_order_acquire)) {
     bson_set_error(error, MONGOC_ERROR_STREAM, MONGOC_ERROR_STREAM_CONNECT,
-                   "cdcache: failed to connect to %s: %s", host->host_and_port,
-                   strerror(err ? err : ECONNREFUSED));
+                   "cdcache: the subscription is stopping");
     return NULL;
   }
-  net_stream_t *s = ns_new(sub, fd);
+  int err = cdcache__net_connect(host, sub->stop_fd, ct, &fd, why, sizeof why);
+  if (err != 0) {
+    bson_set_error(error, MONGOC_ERROR_STREAM,
+                   strncmp(why, "cannot resolve", 14) == 0 ? MONGOC_ERROR_STREAM_NAME_RESOLUTION
+                                                           : MONGOC_ERROR_STREAM_CONNECT,
+                   "cdcache: %s", why);
+    return NULL;
+  }
+  mongoc_stream_t *s = cdcache__net_stream_new(sub->cache, fd, sub->stop_fd);
   if (!s) {
     close(fd);
     bson_set_error(error, MONGOC_ERROR_STREAM, MONGOC_ERROR_STREAM_SOCKET,
                    "cdcache: out of memory");
     return NULL;
   }
-  return mongoc_stream_buffered_new(&s->vt, 1024);
+  return s; /* unbuffered: see the contract above */
 }

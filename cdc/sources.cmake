@@ -5,6 +5,7 @@ set(CDCACHE_CDC_SOURCES
   cdc/event.c
   cdc/stats.c
   cdc/netstream.c
+  cdc/bound.c
   cdc/stream.c
   cdc/logroute.c
 )

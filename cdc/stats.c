@@ -177,6 +177,7 @@ void cdcache__stats_snapshot(cdcache__cdc_stats_t *s, cdcache_cdc_stats_t *out, 
   tmp.events = s->events;
   tmp.keys_evicted = s->keys_evicted;
   memcpy(tmp.flushes, s->flushes, sizeof tmp.flushes);
+  tmp.flushes_poison = s->flushes[CDCACHE_CDC_FLUSH_POISON];
   tmp.reconnects = s->reconnects;
   tmp.malformed_events = s->malformed_events;
   tmp.ignored_events = s->ignored_events;
@@ -202,8 +203,11 @@ void cdcache__stats_snapshot(cdcache__cdc_stats_t *s, cdcache_cdc_stats_t *out, 
     bson_free(token);
 
   tmp.fresh_until_ms = fresh_until;
-  if (tmp.state != CDCACHE_CDC_STOPPED && fresh_until != CDCACHE__FRESH_FOREVER &&
-      now_ms > fresh_until)
+  tmp.failed_closed = tmp.state != CDCACHE_CDC_STOPPED && fresh_until != CDCACHE__FRESH_FOREVER &&
+                      now_ms > fresh_until;
+  /* A caller built before failed_closed existed learns it from state. */
+  if (tmp.failed_closed &&
+      out->struct_size < offsetof(cdcache_cdc_stats_t, failed_closed) + sizeof tmp.failed_closed)
     tmp.state = CDCACHE_CDC_FAILED_CLOSED;
   if (tmp.lag_samples) {
     qsort(lags, tmp.lag_samples, sizeof lags[0], cmp_u64);

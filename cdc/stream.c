@@ -5,54 +5,62 @@
  * Life of the thread
  * ------------------
  *   connect -> watch (aggregate) -> [flush if opened "from now"] ->
- *   loop next(): apply each event at once; after every answer (a batch,
- *   even empty) keep the resume token and move the fail-closed bound.
+ *   loop next(): apply each event at once; keep the resume token after
+ *   every answer (a batch, even empty).
  *
- * The invariant: every write committed before (fresh_until - max_stale)
- * has been evicted, or the cache was flushed after it.  The bound moves
- * only when a whole batch has been applied: the APM "command started"
- * callback stamps each aggregate/getMore with the cache clock, the
- * "succeeded" callback counts the batch's events, and when the last of
- * them has been evicted (at once for an empty batch) fresh_until becomes
- * that stamp + max_stale_ms.  The stamp is taken before the request is
- * sent, and a server answers with everything committed before it saw the
- * request, so the bound is never optimistic.  Readers check it on their
- * own (cdcache__set_fresh_until): a silent stream makes the cache fail
- * closed without this thread doing anything.
+ * The fail-closed bound follows the rule written down in bound.c: the
+ * APM "command started" callback stamps each aggregate/getMore with the
+ * cache clock, the "succeeded" callback hands the reply (events, bytes,
+ * operationTime) to the bound, each applied event's clusterTime is handed
+ * to it too, and whenever the evidence lets the vouched time move,
+ * fresh_until becomes vouched + max_stale_ms.  A getMore that was not cut
+ * by a limit vouches for its stamp once its events are applied; a cut
+ * reply or an aggregate only once an event past its operationTime has
+ * been applied.  Readers check the bound on their own
+ * (cdcache__set_fresh_until): a silent or poisoned stream makes the cache
+ * fail closed without this thread doing anything.
  *
- * Opening "from now" (at start, and after history was lost or a token
- * rejected) loses every write between the last applied event and the new
- * stream's start, so: flush at once (if the cause was a loss), keep the
- * cache failed closed (fresh_until 0) while reconnecting, and flush once
- * more right after the first aggregate succeeds.  That second flush
- * advances the cache epoch: a fill that began before the stream existed
- * may have read data older than the stream's start, and the epoch keeps
- * it from being cached; a fill that begins after it reads data the
- * stream will report changes to.
+ * Opening "from now" (at start, and after history was lost, a token was
+ * refused or a poison error) loses every write between the last applied
+ * event and the new stream's start, so: flush at once (if the cause was a
+ * loss), keep the cache failed closed (fresh_until 0, the bound's
+ * evidence forgotten) while reconnecting, and flush once more right after
+ * the first aggregate succeeds.  That second flush advances the cache
+ * epoch (a fill that began before the stream existed may have read data
+ * older than its start, and is not cached), it vouches for the moment it
+ * began, and the cluster time handed to loaders becomes the aggregate's
+ * operationTime.  The cluster time never moves backwards (a resume
+ * replays events).
  *
- * Failures, cheapest answer first:
+ * Failures, classified as the change-streams specification does:
  *   - libmongoc resumes resumable errors itself (network, ok:1 replies,
  *     CursorNotFound, labelled errors), possibly many times inside one
- *     next(); we see nothing.
- *   - When libmongoc gives up (two failed resume aggregates, or a
- *     non-resumable error that is not about history), we destroy stream
- *     and client, back off (exponential, full jitter, interruptible) and
- *     watch again with resumeAfter = the latest token: lossless, no
- *     flush.  Meanwhile the bound is not advanced, so the cache fails
- *     closed after max_stale_ms and serves again as soon as the new stream
- *     answers.
- *   - Code 286 ChangeStreamHistoryLost or 136 CappedPositionLost: the
- *     token is older than the oplog; 260 InvalidResumeToken, 280
- *     ChangeStreamFatalError: the server refuses the token; and five
- *     server errors in a row on an aggregate that carries a token: flush,
- *     log why, reopen from now (above).
+ *     next(); we see nothing but the bound not moving meanwhile.
+ *   - When libmongoc gives up, we destroy the stream (and the client after
+ *     a client-side error), back off and watch again with resumeAfter =
+ *     the latest token: lossless, no flush.  Errors with no server reply
+ *     (network, server selection), the ResumableChangeStreamError label
+ *     (an election: NotWritablePrimary, InterruptedDueToReplStateChange)
+ *     and CursorNotFound never count against the token.
+ *   - Code 286 ChangeStreamHistoryLost or 136 CappedPositionLost (the
+ *     token is older than the oplog), 260 InvalidResumeToken or 280
+ *     ChangeStreamFatalError (the server refuses it): flush, log why,
+ *     reopen from now at once.
+ *   - Any other server error is non-resumable: the same code
+ *     poison_errors times in a row at the same token (a poison error, e.g.
+ *     BSONObjectTooLarge on every getMore) gives the token up: flush
+ *     (reason poison), log, reopen from now.
  *   - invalidate: flush, then watch with startAfter = the invalidate's
  *     token (resumeAfter would be refused, and libmongoc would send it if
  *     we called next() again).
+ * The backoff (exponential, jittered, interruptible) grows with every
+ * failure and starts over only when a getMore is answered without error;
+ * it is capped at backoff_max_ms and logged once per step.
  *
  * Timeouts: the client's URI gets socketTimeoutMS (> maxAwaitTimeMS) and
  * connectTimeoutMS from the config, instead of libmongoc's 300 s; and the
- * interruptible stream (netstream.c) makes stop prompt regardless.
+ * interruptible stream (netstream.c) makes stop prompt regardless.  The
+ * client reads from the primary whatever the URI says (bound.c).
  */
 #include "cdc_internal.h"
 
@@ -66,14 +74,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TOKEN_ERRORS_BEFORE_RESTART 5
-
 /* ------------------------------------------------------------- names */
 
 static const char *const state_names[] = {"connecting", "streaming", "backing_off", "failed_closed",
                                           "stopped"};
 static const char *const reason_names[] = {"established", "history_lost", "token_rejected",
-                                           "invalidate",  "namespace",    "unmappable"};
+                                           "invalidate",  "namespace",    "unmappable",
+                                           "poison"};
 
 const char *cdcache_cdc_state_name(int state)
 {
@@ -124,6 +131,7 @@ int cdcache_cdc_config_init(cdcache_cdc_config_t *cfg)
   cfg->connect_timeout_ms = 1000;
   cfg->backoff_initial_ms = 100;
   cfg->backoff_max_ms = 10000;
+  cfg->poison_errors = 5;
   return 0;
 }
 
@@ -187,6 +195,8 @@ static int check_config(const cdcache_cdc_config_t *c, char *err, size_t errcap)
             (uint32_t)(c->max_await_ms + CDCACHE_CDC_RESCAN_MS + CDCACHE_CDC_STALE_MARGIN_MS));
   if (c->backoff_initial_ms < 1 || c->backoff_max_ms < c->backoff_initial_ms)
     CFG_ERR("backoff_initial_ms must be >= 1 and <= backoff_max_ms");
+  if (c->poison_errors > 1000)
+    CFG_ERR("poison_errors must be 1..1000 (0: the default, 5)");
   return 0;
 }
 
@@ -299,6 +309,8 @@ void cdcache__cdc_destroy(cdcache_cdc_t *sub)
     mongoc_uri_destroy(sub->uri);
   if (sub->token)
     bson_destroy(sub->token);
+  if (sub->poison_token)
+    bson_destroy(sub->poison_token);
   if (pipeline_of(sub))
     bson_destroy(pipeline_of(sub));
   for (size_t i = 0; i < sub->n_rules; i++)
@@ -363,6 +375,7 @@ int cdcache__cdc_create(cdcache_t *cache, const cdcache_cdc_config_t *cfg, cdcac
   sub->connect_timeout_ms = c.connect_timeout_ms;
   sub->backoff_initial_ms = c.backoff_initial_ms;
   sub->backoff_max_ms = c.backoff_max_ms;
+  sub->poison_errors = c.poison_errors ? c.poison_errors : 5;
   sub->log = c.log;
   sub->log_ctx = c.log_ctx;
   sub->route_mongoc_log = c.route_mongoc_log;
@@ -373,6 +386,8 @@ int cdcache__cdc_create(cdcache_t *cache, const cdcache_cdc_config_t *cfg, cdcac
   sub->max_key_len = 65535; /* the largest any cache allows */
   sub->epoch_flush_pending = true;
   sub->pending_reason = CDCACHE_CDC_FLUSH_ESTABLISHED;
+  cdcache__bound_init(&sub->bound, c.batch_size,
+                      c.key_fn && c.key_fn_full_document != CDCACHE_CDC_FULLDOC_NONE);
   sub->rng = (uint64_t)(uintptr_t)sub ^ (uint64_t)time(NULL) ^ 0x9e3779b97f4a7c15ull;
 
   rc = CDCACHE_ENOMEM;
@@ -442,10 +457,10 @@ static void apm_started(const mongoc_apm_command_started_t *e)
   }
 }
 
-static uint64_t batch_count(const bson_t *reply)
+static uint32_t batch_count(const bson_t *reply)
 {
   bson_iter_t it, child;
-  uint64_t n = 0;
+  uint32_t n = 0;
   if (!bson_iter_init(&it, reply))
     return 0;
   if (!bson_iter_find_descendant(&it, "cursor.firstBatch", &child)) {
@@ -459,15 +474,48 @@ static uint64_t batch_count(const bson_t *reply)
   return n;
 }
 
+/* A Timestamp field as (t << 32) | i; 0 when absent. */
+static uint64_t timestamp_of(const bson_t *doc, const char *key)
+{
+  bson_iter_t it;
+  uint32_t t = 0, i = 0;
+  if (!bson_iter_init_find(&it, doc, key) || !BSON_ITER_HOLDS_TIMESTAMP(&it))
+    return 0;
+  bson_iter_timestamp(&it, &t, &i);
+  return ((uint64_t)t << 32) | i;
+}
+
+/* Publishes the bound: fresh_until = vouched + max_stale_ms.  Not while a
+ * reopen from now waits for its flush (the cache stays failed closed). */
+static void publish(cdcache_cdc_t *sub)
+{
+  if (sub->epoch_flush_pending || sub->bound.vouched_ms == 0)
+    return;
+  if (sub->max_stale_ms)
+    cdcache__set_fresh_until(sub->cache, sub->bound.vouched_ms + sub->max_stale_ms);
+}
+
 static void apm_succeeded(const mongoc_apm_command_succeeded_t *e)
 {
   cdcache_cdc_t *sub = mongoc_apm_command_succeeded_get_context(e);
   const char *name = mongoc_apm_command_succeeded_get_command_name(e);
-  if ((strcmp(name, "aggregate") == 0 || strcmp(name, "getMore") == 0) &&
+  bool getmore = strcmp(name, "getMore") == 0;
+  if ((getmore || strcmp(name, "aggregate") == 0) &&
       mongoc_apm_command_succeeded_get_request_id(e) == sub->apm_request_id) {
-    sub->batch_ms = sub->apm_start_ms;
-    sub->batch_left = batch_count(mongoc_apm_command_succeeded_get_reply(e));
-    sub->batch_new = true;
+    const bson_t *reply = mongoc_apm_command_succeeded_get_reply(e);
+    cdcache__reply_t r;
+    r.stamp_ms = sub->apm_start_ms;
+    r.op_time = timestamp_of(reply, "operationTime");
+    r.events = batch_count(reply);
+    r.bytes = reply->len;
+    r.is_getmore = getmore;
+    cdcache__stats_answered(&sub->stats, r.stamp_ms);
+    if (getmore)
+      sub->progress = true;
+    else
+      sub->agg_op_time = r.op_time;
+    if (cdcache__bound_answered(&sub->bound, &r))
+      publish(sub);
   }
 }
 
@@ -511,26 +559,50 @@ static uint64_t next_rand(cdcache_cdc_t *sub)
   return x;
 }
 
-/* Exponential backoff with full jitter in [base/2, base]. */
-static void backoff(cdcache_cdc_t *sub, uint32_t *failures)
+/*
+ * Exponential backoff with jitter in [base/2, base], base doubling from
+ * backoff_initial_ms with every failure since the stream last made
+ * progress (a getMore answered without error), capped at backoff_max_ms.
+ * Logged once per step: every doubling, then once at the cap.
+ */
+static void backoff(cdcache_cdc_t *sub)
 {
   uint64_t base = sub->backoff_initial_ms;
-  for (uint32_t i = 0; i < *failures && base < sub->backoff_max_ms; i++)
+  for (uint32_t i = 0; i < sub->failures && base < sub->backoff_max_ms; i++)
     base *= 2;
-  if (base > sub->backoff_max_ms)
+  bool at_cap = base >= sub->backoff_max_ms;
+  if (at_cap)
     base = sub->backoff_max_ms;
   uint64_t wait = base / 2 + next_rand(sub) % (base / 2 + 1);
-  (*failures)++;
+  if (sub->failures < UINT32_MAX)
+    sub->failures++;
   cdcache__stats_set_state(&sub->stats, CDCACHE_CDC_BACKING_OFF);
-  cdcache__cdc_log(sub, CDCACHE_LOG_INFO, "cdc: reconnecting in %llu ms (attempt %u)",
-                   (unsigned long long)wait, *failures);
-  nap(sub, wait);
+  if (!sub->backoff_cap_logged) {
+    cdcache__cdc_log(sub, CDCACHE_LOG_INFO, "cdc: reconnecting in %llu ms (attempt %u%s)",
+                     (unsigned long long)wait, sub->failures,
+                     at_cap ? "; at backoff_max_ms, further attempts are not logged until the "
+                              "stream makes progress"
+                            : "");
+    sub->backoff_cap_logged = at_cap;
+  }
+  (void)nap(sub, wait);
+}
+
+/* The stream made progress: the backoff starts over. */
+static void note_progress(cdcache_cdc_t *sub)
+{
+  if (!sub->progress)
+    return;
+  sub->progress = false;
+  sub->failures = 0;
+  sub->backoff_cap_logged = false;
 }
 
 static int make_client(cdcache_cdc_t *sub)
 {
   bson_error_t err;
   mongoc_apm_callbacks_t *cbs;
+  mongoc_read_prefs_t *primary;
   sub->client = mongoc_client_new_from_uri_with_error(sub->uri, &err);
   if (!sub->client) {
     cdcache__stats_error(&sub->stats, err.message);
@@ -538,6 +610,11 @@ static int make_client(cdcache_cdc_t *sub)
     return CDCACHE_EMONGO;
   }
   mongoc_client_set_error_api(sub->client, MONGOC_ERROR_API_VERSION_2);
+  /* The bound's rule holds for the primary's ordered stream (bound.c):
+   * whatever readPreference the URI names, read from the primary. */
+  primary = mongoc_read_prefs_new(MONGOC_READ_PRIMARY);
+  mongoc_client_set_read_prefs(sub->client, primary);
+  mongoc_read_prefs_destroy(primary);
   if (!mongoc_uri_get_tls(sub->uri))
     mongoc_client_set_stream_initiator(sub->client, cdcache__net_initiator, sub);
   cbs = mongoc_apm_callbacks_new();
@@ -575,8 +652,7 @@ static void open_stream(cdcache_cdc_t *sub)
     BSON_APPEND_UTF8(&opts, "fullDocument", "updateLookup");
   if (sub->token)
     BSON_APPEND_DOCUMENT(&opts, sub->token_start_after ? "startAfter" : "resumeAfter", sub->token);
-  sub->batch_new = false;
-  sub->batch_left = 0;
+  sub->agg_op_time = 0;
   if (sub->coll) {
     mongoc_collection_t *c = mongoc_client_get_collection(sub->client, sub->db, sub->coll);
     sub->stream = mongoc_collection_watch(c, pipeline_of(sub), &opts);
@@ -607,41 +683,46 @@ static void save_token(cdcache_cdc_t *sub)
   cdcache__stats_token(&sub->stats, sub->token);
 }
 
-/* After a whole batch is applied: move the fail-closed bound. */
-static void note_answers(cdcache_cdc_t *sub)
-{
-  if (!sub->batch_new || sub->batch_left > 0 || sub->epoch_flush_pending)
-    return;
-  sub->batch_new = false;
-  cdcache__stats_answered(&sub->stats, sub->batch_ms);
-  if (sub->max_stale_ms)
-    cdcache__set_fresh_until(sub->cache, sub->batch_ms + sub->max_stale_ms);
-}
-
-/* History lost or token refused: flush now, fail closed, reopen from now. */
+/* Gives the stream up: flush now, fail closed, reopen from now. */
 static void restart_from_now(cdcache_cdc_t *sub, int reason, const char *why)
 {
-  cdcache__cdc_flush(sub, reason, why);
+  (void)cdcache__cdc_flush(sub, reason, why);
   if (sub->token) {
     bson_destroy(sub->token);
     sub->token = NULL;
   }
   sub->token_start_after = false;
   cdcache__stats_token(&sub->stats, NULL);
+  cdcache__bound_reset(&sub->bound);
   if (sub->max_stale_ms)
     cdcache__set_fresh_until(sub->cache, 0);
   sub->epoch_flush_pending = true;
   sub->pending_reason = CDCACHE_CDC_FLUSH_ESTABLISHED;
 }
 
-enum { ERR_GAVE_UP, ERR_HISTORY_LOST, ERR_TOKEN_REJECTED };
+/*
+ * What an error means, after the change-streams specification: resumable
+ * errors (no server reply: network, timeout, server selection; the label
+ * ResumableChangeStreamError; CursorNotFound; an ok:1 reply) never count
+ * against the token; 286/136 say the history is gone, 260/280 that the
+ * server refuses the token; anything else is a non-resumable error, which
+ * only repeated poison_errors times at one token gives the token up.
+ */
+enum { ERR_RESUMABLE, ERR_HISTORY_LOST, ERR_TOKEN_REJECTED, ERR_OTHER };
 
-static int classify(const bson_error_t *e, const bson_t *reply, bool *server)
+static int classify(const bson_error_t *e, const bson_t *reply)
 {
-  *server = reply && !bson_empty(reply);
-  if (!*server)
-    return ERR_GAVE_UP;
+  bson_iter_t it;
+  if (!reply || bson_empty(reply))
+    return ERR_RESUMABLE;
+  if (mongoc_error_has_label(reply, "ResumableChangeStreamError"))
+    return ERR_RESUMABLE;
+  if (bson_iter_init_find(&it, reply, "ok") && BSON_ITER_HOLDS_NUMBER(&it) &&
+      bson_iter_as_double(&it) == 1.0)
+    return ERR_RESUMABLE;
   switch (e->code) {
+  case 43: /* CursorNotFound */
+    return ERR_RESUMABLE;
   case 286: /* ChangeStreamHistoryLost */
   case 136: /* CappedPositionLost */
     return ERR_HISTORY_LOST;
@@ -649,8 +730,69 @@ static int classify(const bson_error_t *e, const bson_t *reply, bool *server)
   case 280: /* ChangeStreamFatalError */
     return ERR_TOKEN_REJECTED;
   default:
-    return ERR_GAVE_UP;
+    return ERR_OTHER;
   }
+}
+
+/* Counts a non-resumable error; true when it is the poison_errors-th
+ * time in a row with this code at this token. */
+static bool note_poison(cdcache_cdc_t *sub, uint32_t code)
+{
+  const bson_t *t = sub->token;
+  bool same = sub->poison_count > 0 && sub->poison_code == code &&
+              (t ? sub->poison_token && bson_equal(t, sub->poison_token) : !sub->poison_token);
+  if (!same) {
+    if (sub->poison_token)
+      bson_destroy(sub->poison_token);
+    sub->poison_token = t ? bson_copy(t) : NULL;
+    sub->poison_code = code;
+    sub->poison_count = 0;
+  }
+  if (++sub->poison_count < sub->poison_errors)
+    return false;
+  sub->poison_count = 0;
+  return true;
+}
+
+/* The stream (opening it, or a next()) failed: decide, then back off. */
+static void on_failure(cdcache_cdc_t *sub, const char *what, const bson_error_t *err,
+                       const bson_t *reply)
+{
+  char msg[700];
+  int kind = classify(err, reply);
+  bool client_side = !reply || bson_empty(reply);
+  (void)snprintf(msg, sizeof msg, "%s: %s (domain %u code %u)", what, err->message, err->domain,
+                 err->code);
+  cdcache__stats_error(&sub->stats, msg);
+  drop_stream(sub);
+  cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, reconnects), 1);
+  if ((kind == ERR_HISTORY_LOST || kind == ERR_TOKEN_REJECTED) && sub->token) {
+    restart_from_now(sub,
+                     kind == ERR_HISTORY_LOST ? CDCACHE_CDC_FLUSH_HISTORY_LOST
+                                              : CDCACHE_CDC_FLUSH_TOKEN_REJECTED,
+                     msg);
+    return; /* lossy already: reopen at once */
+  }
+  if (kind != ERR_RESUMABLE && note_poison(sub, err->code)) {
+    cdcache__cdc_log(sub, CDCACHE_LOG_ERROR,
+                     "cdc: %s, %u times in a row at one resume token: giving the token up", msg,
+                     sub->poison_errors);
+    restart_from_now(sub, CDCACHE_CDC_FLUSH_POISON, msg);
+  } else {
+    cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: %s; %s", msg,
+                     kind == ERR_RESUMABLE ? "resumable, reopening after the last token"
+                                           : "reopening after the last token");
+  }
+  /* A fresh client after a client-side error: new topology, no cooldown. */
+  if (client_side)
+    drop_client(sub);
+  backoff(sub);
+}
+
+/* The cluster time of a change event (0 if absent). */
+static uint64_t event_time(const bson_t *doc)
+{
+  return timestamp_of(doc, "clusterTime");
 }
 
 /* ------------------------------------------------------------- thread */
@@ -659,18 +801,13 @@ static void *cdc_main(void *arg)
 {
   cdcache_cdc_t *sub = arg;
   cdcache__logroute_thread(sub);
-  uint32_t failures = 0;
-  int token_errors = 0;
 
   while (!is_stopping(sub)) {
     bson_error_t err;
     const bson_t *reply = NULL;
-    bool server;
-    int kind;
-    char msg[700];
 
     if (!sub->client && make_client(sub) != 0) {
-      backoff(sub, &failures);
+      backoff(sub);
       continue;
     }
     if (!sub->token && !sub->epoch_flush_pending) {
@@ -681,51 +818,34 @@ static void *cdc_main(void *arg)
     bool with_token = sub->token != NULL;
     open_stream(sub);
     if (mongoc_change_stream_error_document(sub->stream, &err, &reply)) {
-      kind = classify(&err, reply, &server);
-      (void)snprintf(msg, sizeof msg, "opening the change stream: %s (code %u)", err.message,
-                     err.code);
-      cdcache__stats_error(&sub->stats, msg);
-      if (with_token && server && kind == ERR_GAVE_UP &&
-          ++token_errors >= TOKEN_ERRORS_BEFORE_RESTART)
-        kind = ERR_TOKEN_REJECTED;
-      if (with_token && kind != ERR_GAVE_UP) {
-        token_errors = 0;
-        drop_stream(sub);
-        cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, reconnects), 1);
-        restart_from_now(sub,
-                         kind == ERR_HISTORY_LOST ? CDCACHE_CDC_FLUSH_HISTORY_LOST
-                                                  : CDCACHE_CDC_FLUSH_TOKEN_REJECTED,
-                         msg);
-        continue;
-      }
-      cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: %s", msg);
-      drop_client(sub);
-      cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, reconnects), 1);
-      backoff(sub, &failures);
+      on_failure(sub, "opening the change stream", &err, reply);
       continue;
     }
 
     /* Established. */
-    token_errors = 0;
-    failures = 0;
     if (sub->epoch_flush_pending) {
+      /* Fills that begin after the flush must read with afterClusterTime
+       * at least the stream's start. */
+      cdcache__cdc_advance_cluster_time(sub, sub->agg_op_time);
+      uint64_t flush_start = cdcache__now_ms(sub->cache);
       sub->epoch_flush_pending = false;
-      cdcache__cdc_flush(sub, sub->pending_reason, "change stream established from now");
+      if (cdcache__cdc_flush(sub, sub->pending_reason, "change stream established from now") == 0 &&
+          cdcache__bound_flushed(&sub->bound, flush_start))
+        publish(sub);
     }
     cdcache__stats_set_state(&sub->stats, CDCACHE_CDC_STREAMING);
     cdcache__cdc_log(sub, CDCACHE_LOG_INFO, "cdc: change stream open%s",
                      with_token ? " (resumed)" : "");
     save_token(sub);
-    note_answers(sub);
 
     while (!is_stopping(sub)) {
       const bson_t *doc = NULL;
       if (mongoc_change_stream_next(sub->stream, &doc)) {
         int r = cdcache__cdc_apply(sub, bson_get_data(doc), doc->len);
-        if (sub->batch_left > 0)
-          sub->batch_left--;
+        if (cdcache__bound_applied(&sub->bound, event_time(doc)))
+          publish(sub);
         save_token(sub);
-        note_answers(sub);
+        note_progress(sub);
         if (r == CDCACHE__APPLY_INVALIDATE) {
           /* The cached token is now the invalidate's _id. */
           sub->token_start_after = sub->token != NULL;
@@ -738,28 +858,12 @@ static void *cdc_main(void *arg)
       if (mongoc_change_stream_error_document(sub->stream, &err, &reply)) {
         if (is_stopping(sub))
           break;
-        kind = classify(&err, reply, &server);
-        (void)snprintf(msg, sizeof msg, "change stream failed: %s (domain %u code %u)", err.message,
-                       err.domain, err.code);
-        cdcache__stats_error(&sub->stats, msg);
-        drop_stream(sub);
-        cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, reconnects), 1);
-        if (kind != ERR_GAVE_UP) {
-          restart_from_now(sub,
-                           kind == ERR_HISTORY_LOST ? CDCACHE_CDC_FLUSH_HISTORY_LOST
-                                                    : CDCACHE_CDC_FLUSH_TOKEN_REJECTED,
-                           msg);
-        } else {
-          cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: %s; reopening after the last token",
-                           msg);
-          drop_client(sub);
-          backoff(sub, &failures);
-        }
+        on_failure(sub, "change stream failed", &err, reply);
         break;
       }
       /* An empty batch: the token moved to postBatchResumeToken. */
       save_token(sub);
-      note_answers(sub);
+      note_progress(sub);
     }
   }
   /* On a stop while the socket still works, this sends killCursors:
@@ -857,6 +961,20 @@ int cdcache_cdc_stop(cdcache_cdc_t *sub)
   cdcache__detach(sub->cache, sub);
   cdcache__cdc_destroy(sub);
   return 0;
+}
+
+uint64_t cdcache_cdc_flush_count(const cdcache_cdc_stats_t *st, int reason)
+{
+  if (!st || reason < 0 || reason >= CDCACHE_CDC_FLUSH_REASONS)
+    return 0;
+  if (reason < CDCACHE_CDC_FLUSH_ARRAY)
+    return st->struct_size >= offsetof(cdcache_cdc_stats_t, flushes) + (size_t)(reason + 1) * 8u
+               ? st->flushes[reason]
+               : 0;
+  /* CDCACHE_CDC_FLUSH_POISON */
+  return st->struct_size >= offsetof(cdcache_cdc_stats_t, flushes_poison) + sizeof(uint64_t)
+             ? st->flushes_poison
+             : 0;
 }
 
 int cdcache_cdc_stats(cdcache_cdc_t *sub, cdcache_cdc_stats_t *st)

@@ -14,7 +14,9 @@ if(BUILD_TESTING)
   # End to end through libmongoc against the wire-protocol test server (or
   # a real replica set when CDCACHE_TEST_MONGODB_URI is set).
   add_executable(test_cdc_e2e tests/cdc/test_cdc_e2e.c tests/cdc/cdc_testutil.c)
-  foreach(t test_cdc_unit test_cdc_e2e)
+  # The stream contract of netstream.c, its poll and connect (no server).
+  add_executable(test_netstream tests/cdc/test_netstream.c)
+  foreach(t test_cdc_unit test_cdc_e2e test_netstream)
     target_compile_definitions(${t} PRIVATE _GNU_SOURCE)
     target_compile_options(${t} PRIVATE ${CDCACHE_WARNINGS})
     target_include_directories(${t} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/core
@@ -24,6 +26,8 @@ if(BUILD_TESTING)
   endforeach()
   add_test(NAME cdc_unit COMMAND test_cdc_unit)
   set_tests_properties(cdc_unit PROPERTIES LABELS "cdc" TIMEOUT 120)
+  add_test(NAME cdc_netstream COMMAND test_netstream)
+  set_tests_properties(cdc_netstream PROPERTIES LABELS "cdc" TIMEOUT 120)
 
   if(TARGET cdcache-mongo-test-server)
     add_dependencies(test_cdc_e2e cdcache-mongo-test-server cdcache-watch)

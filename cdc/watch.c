@@ -5,26 +5,42 @@
  *   KEY<TAB>OPERATION<TAB>NAMESPACE<TAB>LAG_MS
  *   *<TAB>flush<TAB>REASON<TAB>-
  *
- * until SIGINT or SIGTERM; then stop cleanly and print a summary to
- * stderr.  Errors go to stderr with a non-zero exit (2: usage, 1: start
- * failed).  The lines come from the subscription's eviction observer, on
- * the subscription's thread; main only waits for a signal (sigwait, with
- * the signals blocked in every thread).
+ * until SIGINT or SIGTERM, or until stdout is closed (EPIPE); then stop
+ * cleanly and print a summary to stderr.  Errors go to stderr with a
+ * non-zero exit (2: usage, 1: start failed).
+ *
+ * The subscription's thread must never block (cdcache_cdc_evict_fn), so
+ * the eviction observer only formats a line into a bounded queue and
+ * wakes main; a full queue drops the line and counts it (the summary says
+ * how many).  main alone writes stdout, PIPE_BUF bytes at a time and only
+ * when poll says stdout can take them, so a consumer that stops reading
+ * never blocks it: it still sees SIGTERM (signalfd) and ends within a
+ * second.  Bytes of a key or namespace below 0x20, 0x7f and the backslash
+ * are escaped (\t \n \r \\ \xHH), so every line is one line of four
+ * fields.
  */
 #include "cdcache.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
 static void usage(FILE *f)
 {
   (void)fprintf(f, "usage: cdcache-watch --uri URI [--db DB [--coll COLL]]\n"
                    "                     --rule NS=TEMPLATE [--rule ...]\n"
                    "                     [--max-stale-ms N] [--max-await-ms N]\n"
+                   "                     [--queue-bytes N] (default 4194304: lines that\n"
+                   "                     do not fit while stdout is blocked are dropped)\n"
                    "                     [--verbose]\n"
                    "  NS is db.coll, db.* or *; TEMPLATE e.g. user:{_id}\n"
                    "  prints KEY<TAB>OPERATION<TAB>NAMESPACE<TAB>LAG_MS per evicted "
@@ -36,24 +52,152 @@ static int verbose;
 static void on_log(void *ctx, int level, const char *msg)
 {
   static const char *const names[] = {"error", "warning", "info", "debug"};
+  (void)ctx;
   if (level <= CDCACHE_LOG_WARNING || verbose)
     (void)fprintf(stderr, "cdcache-watch: %s: %s\n",
                   level >= 0 && level <= 3 ? names[level] : "log", msg);
 }
 
+/* The queue between the subscription's thread and main: a byte ring of
+ * whole lines.  Every field is protected by mu. */
+#define LINE_MAX_BYTES (4u * 65536u + 1024u) /* a 65535-byte key, escaped */
+static struct {
+  pthread_mutex_t mu;
+  char *buf;        /* mu; cap bytes */
+  size_t cap;       /* immutable once set: --queue-bytes, default 4 MiB */
+  size_t head, len; /* mu; oldest byte, bytes held */
+  uint64_t lines;   /* mu; queued */
+  uint64_t dropped; /* mu; did not fit */
+  int wake_fd;      /* eventfd main polls; immutable once set */
+} q = {.mu = PTHREAD_MUTEX_INITIALIZER, .cap = 4u << 20, .wake_fd = -1};
+
+/* Appends s[0..n) escaped to out (cap >= 4 * n); returns the new length. */
+static size_t escape(char *out, size_t o, const char *s, size_t n)
+{
+  static const char hex[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '\t' || c == '\n' || c == '\r' || c == '\\') {
+      out[o++] = '\\';
+      out[o++] = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : '\\';
+    } else if (c < 0x20 || c == 0x7f) {
+      out[o++] = '\\';
+      out[o++] = 'x';
+      out[o++] = hex[c >> 4];
+      out[o++] = hex[c & 15];
+    } else {
+      out[o++] = (char)c;
+    }
+  }
+  return o;
+}
+
+static void queue_push(const char *line, size_t n)
+{
+  uint64_t one = 1;
+  (void)pthread_mutex_lock(&q.mu);
+  if (n > q.cap - q.len) {
+    q.dropped++;
+    (void)pthread_mutex_unlock(&q.mu);
+    return;
+  }
+  size_t tail = (q.head + q.len) % q.cap;
+  size_t first = n < q.cap - tail ? n : q.cap - tail;
+  memcpy(q.buf + tail, line, first);
+  memcpy(q.buf, line + first, n - first);
+  q.len += n;
+  q.lines++;
+  (void)pthread_mutex_unlock(&q.mu);
+  if (write(q.wake_fd, &one, sizeof one) < 0) {
+    /* EAGAIN: the counter is already non-zero, main will wake */
+  }
+}
+
+/* The eviction observer: format, queue, never block. */
 static void on_evict(void *ctx, const void *key, size_t klen, const char *op, const char *ns,
                      int64_t lag_ms)
 {
+  static char line[LINE_MAX_BYTES]; /* the subscription's thread only */
+  size_t n = 0, nslen = strlen(ns);
+  (void)ctx;
+  if (nslen > 1024)
+    nslen = 1024;
   if (!key) {
-    (void)printf("*\tflush\t%s\t-\n", ns);
+    line[n++] = '*';
+    n += (size_t)snprintf(line + n, 16, "\tflush\t");
+    n = escape(line, n, ns, nslen);
+    memcpy(line + n, "\t-\n", 3);
+    n += 3;
   } else {
-    (void)fwrite(key, 1, klen, stdout);
+    if (klen > 65535)
+      klen = 65535;
+    n = escape(line, 0, key, klen);
+    line[n++] = '\t';
+    n += (size_t)snprintf(line + n, 32, "%.24s\t", op);
+    n = escape(line, n, ns, nslen);
     if (lag_ms >= 0)
-      (void)printf("\t%s\t%s\t%lld\n", op, ns, (long long)lag_ms);
+      n += (size_t)snprintf(line + n, 32, "\t%lld\n", (long long)lag_ms);
     else
-      (void)printf("\t%s\t%s\t-\n", op, ns);
+      n += (size_t)snprintf(line + n, 32, "\t-\n");
   }
-  (void)fflush(stdout);
+  queue_push(line, n);
+}
+
+/* Copies up to cap queued bytes out (not removed yet). */
+static size_t queue_peek(char *out, size_t cap)
+{
+  (void)pthread_mutex_lock(&q.mu);
+  size_t n = q.len < cap ? q.len : cap;
+  size_t first = n < q.cap - q.head ? n : q.cap - q.head;
+  memcpy(out, q.buf + q.head, first);
+  memcpy(out + first, q.buf, n - first);
+  (void)pthread_mutex_unlock(&q.mu);
+  return n;
+}
+
+static void queue_consume(size_t n)
+{
+  (void)pthread_mutex_lock(&q.mu);
+  q.head = (q.head + n) % q.cap;
+  q.len -= n;
+  (void)pthread_mutex_unlock(&q.mu);
+}
+
+/* main's loop: write what is queued while stdout takes it, until a
+ * signal or EPIPE.  Returns the signal, or 0 when stdout was closed. */
+static int pump(int sig_fd)
+{
+  char chunk[PIPE_BUF];
+  size_t have = 0; /* bytes in chunk not yet written */
+  for (;;) {
+    if (have == 0)
+      have = queue_peek(chunk, sizeof chunk);
+    struct pollfd p[3] = {{sig_fd, POLLIN, 0}, {q.wake_fd, POLLIN, 0}, {1, POLLOUT, 0}};
+    int n = poll(p, have ? 3 : 2, -1);
+    if (n < 0 && errno != EINTR)
+      return SIGTERM;
+    if (p[0].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      if (read(sig_fd, &si, sizeof si) == (ssize_t)sizeof si)
+        return (int)si.ssi_signo;
+    }
+    if (p[1].revents & POLLIN) {
+      uint64_t v;
+      if (read(q.wake_fd, &v, sizeof v) < 0) {
+        /* EAGAIN: nothing to clear */
+      }
+    }
+    if (have && (p[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
+      /* POLLOUT on a pipe: PIPE_BUF bytes fit, this write does not block */
+      ssize_t w = write(1, chunk, have);
+      if (w < 0 && (errno == EPIPE || (p[2].revents & POLLERR)))
+        return 0;
+      if (w > 0) {
+        queue_consume((size_t)w);
+        have = 0; /* the rest is read again from the queue's head */
+      }
+    }
+  }
 }
 
 static int parse_u32(const char *s, uint32_t *out)
@@ -77,7 +221,7 @@ int main(int argc, char **argv)
   cdcache_cdc_rule_t *rules;
   size_t n_rules = 0;
   sigset_t set;
-  int sig = 0, rc;
+  int sig, rc;
 
   cdcache_cdc_config_init(&cfg);
   rules = calloc((size_t)argc, sizeof *rules);
@@ -139,6 +283,14 @@ int main(int argc, char **argv)
         free(rules);
         return 2;
       }
+    } else if (!strcmp(a, "--queue-bytes")) {
+      uint32_t qb;
+      if (parse_u32(v, &qb) || qb < 4096) {
+        (void)fprintf(stderr, "cdcache-watch: bad --queue-bytes %s (at least 4096)\n", v);
+        free(rules);
+        return 2;
+      }
+      q.cap = qb;
     } else if (!strcmp(a, "--max-await-ms")) {
       if (parse_u32(v, &cfg.max_await_ms)) {
         (void)fprintf(stderr, "cdcache-watch: bad --max-await-ms %s\n", v);
@@ -170,11 +322,24 @@ int main(int argc, char **argv)
   cfg.route_mongoc_log = 1;
 
   /* Block the signals before any thread exists: every thread inherits the
-   * mask and main receives them with sigwait. */
+   * mask and main receives them through a signalfd.  SIGPIPE is ignored:
+   * a closed stdout shows as EPIPE. */
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  int sig_fd = signalfd(-1, &set, SFD_CLOEXEC);
+  q.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  q.buf = malloc(q.cap);
+  if (sig_fd < 0 || q.wake_fd < 0 || !q.buf) {
+    (void)fprintf(stderr, "cdcache-watch: cannot set up: %s\n", strerror(errno));
+    for (size_t k = 0; k < n_rules; k++)
+      free((char *)rules[k].ns);
+    free(rules);
+    free(q.buf);
+    return 1;
+  }
 
   cdcache_config_init(&ccfg);
   ccfg.max_entries = 1u << 16;
@@ -188,30 +353,41 @@ int main(int argc, char **argv)
     for (size_t k = 0; k < n_rules; k++)
       free((char *)rules[k].ns);
     free(rules);
+    free(q.buf);
     return 1;
   }
   (void)fprintf(stderr, "cdcache-watch: watching (SIGINT or SIGTERM stops)\n");
-  while (sigwait(&set, &sig) != 0) {
-  }
+  sig = pump(sig_fd);
 
   cdcache_cdc_stats_t st;
   memset(&st, 0, sizeof st);
   st.struct_size = sizeof st;
   cdcache_cdc_stats(sub, &st);
   cdcache_cdc_stop(sub);
-  uint64_t flushes = 0;
+  uint64_t flushes = 0, lines, dropped;
   for (int r = 0; r < CDCACHE_CDC_FLUSH_REASONS; r++)
-    flushes += st.flushes[r];
+    flushes += cdcache_cdc_flush_count(&st, r);
+  (void)pthread_mutex_lock(&q.mu);
+  lines = q.lines;
+  dropped = q.dropped;
+  (void)pthread_mutex_unlock(&q.mu);
   (void)fprintf(stderr,
                 "cdcache-watch: stopped on %s: events %llu, keys evicted %llu, "
-                "flushes %llu, reconnects %llu, malformed %llu, lag p50 %llu ms "
-                "p99 %llu ms over %u, state %s, resume token %s\n",
-                sig == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)st.events,
-                (unsigned long long)st.keys_evicted, (unsigned long long)flushes,
-                (unsigned long long)st.reconnects, (unsigned long long)st.malformed_events,
-                (unsigned long long)st.lag_p50_ms, (unsigned long long)st.lag_p99_ms,
-                st.lag_samples, cdcache_cdc_state_name(st.state),
+                "flushes %llu, reconnects %llu, malformed %llu, lines %llu, dropped %llu "
+                "(queue full), lag p50 %llu ms p99 %llu ms over %u, state %s%s, resume token %s\n",
+                sig == SIGINT ? "SIGINT"
+                : sig == 0    ? "stdout closed"
+                              : "SIGTERM",
+                (unsigned long long)st.events, (unsigned long long)st.keys_evicted,
+                (unsigned long long)flushes, (unsigned long long)st.reconnects,
+                (unsigned long long)st.malformed_events, (unsigned long long)lines,
+                (unsigned long long)dropped, (unsigned long long)st.lag_p50_ms,
+                (unsigned long long)st.lag_p99_ms, st.lag_samples, cdcache_cdc_state_name(st.state),
+                st.failed_closed ? " (failed closed)" : "",
                 st.resume_token[0] ? st.resume_token : "-");
+  free(q.buf);
+  close(sig_fd);
+  close(q.wake_fd);
   cdcache_close(cache);
   for (size_t k = 0; k < n_rules; k++)
     free((char *)rules[k].ns);

@@ -140,7 +140,7 @@ bool tu_admin(mongoc_client_t *c, const char *json)
   return ok;
 }
 
-int64_t tu_server_stat(mongoc_client_t *c, const char *field)
+int64_t tu_server_stat(mongoc_client_t *c, const char *name)
 {
   bson_error_t err;
   bson_t reply;
@@ -148,7 +148,7 @@ int64_t tu_server_stat(mongoc_client_t *c, const char *field)
   int64_t v = -1;
   bson_t *cmd = BCON_NEW("cdcacheStats", BCON_INT32(1));
   if (mongoc_client_command_simple(c, "admin", cmd, NULL, &reply, &err) &&
-      bson_iter_init_find(&it, &reply, field) && BSON_ITER_HOLDS_NUMBER(&it))
+      bson_iter_init_find(&it, &reply, name) && BSON_ITER_HOLDS_NUMBER(&it))
     v = bson_iter_as_int64(&it);
   bson_destroy(&reply);
   bson_destroy(cmd);

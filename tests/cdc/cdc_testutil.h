@@ -26,11 +26,11 @@ void tu_server_stop(tu_server_t *s);
 /* A client for the test's own writes: directConnection, short timeouts. */
 mongoc_client_t *tu_client(const char *uri);
 
-/* The test server's {cdcacheStats: 1} field (an integer); -1 on error. */
-int64_t tu_server_stat(mongoc_client_t *c, const char *field);
-
 /* Runs a command on db "admin" (faults, renames); returns true on ok:1. */
 bool tu_admin(mongoc_client_t *c, const char *json);
+/* One counter of the test server's cdcacheStats (repliesCut, errorsSent,
+ * partitionHeld, ...); -1 when the command fails. */
+int64_t tu_server_stat(mongoc_client_t *c, const char *name);
 bool tu_insert(mongoc_client_t *c, const char *db, const char *coll, const bson_t *doc);
 bool tu_update_set(mongoc_client_t *c, const char *db, const char *coll, int64_t id,
                    const char *field, int64_t value);

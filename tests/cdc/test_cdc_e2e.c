@@ -16,7 +16,9 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,7 +200,7 @@ static uint64_t total_flushes(const cdcache_cdc_stats_t *st)
 {
   uint64_t n = 0;
   for (int i = 0; i < CDCACHE_CDC_FLUSH_REASONS; i++)
-    n += st->flushes[i];
+    n += cdcache_cdc_flush_count(st, i);
   return n;
 }
 
@@ -564,6 +566,31 @@ out:
   fx_end(&f);
 }
 
+/* 280 ChangeStreamFatalError (no label): the token is given up at once. */
+static void test_token_rejected_flushes(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, true))
+    return;
+  cfg_users(&f, &cfg);
+  if (!fx_start(&f, &cfg))
+    goto out;
+  put(&f, "keep");
+  int before = obs_count("*", "token_rejected");
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"failCommands\", \"failCommands\": [\"getMore\"], "
+                          "\"code\": 280, \"times\": 1}"));
+  CU_ASSERT(wait_flush(&f, "token_rejected", before));
+  CU_ASSERT(!has(&f, "keep"));
+  CU_ASSERT(tu_wait(pred_streaming, &f, 10000));
+  cdcache_cdc_stats_t st = stats_of(&f);
+  CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_TOKEN_REJECTED], 1);
+  CU_ASSERT(st.flushes[CDCACHE_CDC_FLUSH_ESTABLISHED] >= 2);
+  CU_ASSERT_EQUAL(tu_server_stat(f.w, "errorsSent"), 1);
+out:
+  fx_end(&f);
+}
+
 static void test_invalidate_flushes_and_reopens(void)
 {
   fx_t f;
@@ -595,7 +622,7 @@ static bool pred_failed_closed(void *ctx)
   char b[8];
   size_t n;
   cdcache_cdc_stats_t st = stats_of(f);
-  return st.state == CDCACHE_CDC_FAILED_CLOSED && cdcache_fresh(f->cache, NULL) == CDCACHE_ESTALE &&
+  return st.failed_closed && cdcache_fresh(f->cache, NULL) == CDCACHE_ESTALE &&
          cdcache_get(f->cache, "keep", 4, b, sizeof b, &n) == CDCACHE_ENOENT &&
          cdcache_put(f->cache, "x", 1, "x", 1, CDCACHE_TTL_DEFAULT) == CDCACHE_ESTALE;
 }
@@ -708,8 +735,8 @@ static void test_prompt_stop(void)
   memset(&st, 0, sizeof st);
   st.struct_size = sizeof st;
   cdcache_cdc_stats(sub, &st);
-  CU_ASSERT(st.state == CDCACHE_CDC_FAILED_CLOSED || st.state == CDCACHE_CDC_CONNECTING ||
-            st.state == CDCACHE_CDC_BACKING_OFF);
+  CU_ASSERT(st.failed_closed);
+  CU_ASSERT(st.state == CDCACHE_CDC_CONNECTING || st.state == CDCACHE_CDC_BACKING_OFF);
   t0 = tu_now_ms();
   cdcache_cdc_stop(sub);
   took = tu_now_ms() - t0;
@@ -845,6 +872,218 @@ out:
   fx_end(&f);
 }
 
+/* ------------------------------------ the bound when deployments fail */
+
+/*
+ * A reader that watches one cached key while its replacement is written:
+ * every read that returns the old value after the replacement was
+ * acknowledged more than bound_ms ago is a stale read.  The ack time is
+ * taken after the write returned, so it is later than the commit and the
+ * staleness measured is a lower bound: a stale read counted here is real.
+ */
+typedef struct probe {
+  fx_t *f;
+  const char *key;
+  const char *old;
+  uint64_t bound_ms;
+  _Atomic uint64_t commit_ms; /* 0 until the replacement is acknowledged */
+  atomic_bool done;
+  /* written by the probe thread, read after the join */
+  uint64_t reads, old_reads, stale_reads, max_staleness_ms, closed_reads;
+} probe_t;
+
+static void *probe_main(void *arg)
+{
+  probe_t *p = arg;
+  size_t ol = strlen(p->old);
+  while (!atomic_load(&p->done)) {
+    char b[32];
+    size_t n = 0;
+    uint64_t t0 = tu_now_ms();
+    int rc = cdcache_get(p->f->cache, p->key, strlen(p->key), b, sizeof b, &n);
+    p->reads++;
+    if (cdcache_fresh(p->f->cache, NULL) == CDCACHE_ESTALE)
+      p->closed_reads++;
+    if (rc == 0 && n == ol && memcmp(b, p->old, ol) == 0) {
+      uint64_t c = atomic_load(&p->commit_ms);
+      p->old_reads++;
+      if (c && t0 > c) {
+        if (t0 - c > p->max_staleness_ms)
+          p->max_staleness_ms = t0 - c;
+        if (t0 - c > p->bound_ms)
+          p->stale_reads++;
+      }
+    }
+    usleep(300);
+  }
+  return NULL;
+}
+
+/* The subscription of the bound tests: app.users, S = 1500, await 200. */
+static void cfg_bound(fx_t *f, cdcache_cdc_config_t *cfg)
+{
+  cfg_users(f, cfg);
+  cfg->max_stale_ms = 1500;
+  cfg->max_await_ms = 200;
+}
+
+static bool pred_key_gone(void *ctx)
+{
+  probe_t *p = ctx;
+  return obs_count(p->key, NULL) >= 2 && !has(p->f, p->key);
+}
+
+/* Issue 9, break 1: the stream goes silent (partition) while writes go on,
+ * then the backlog comes back two events per reply, 50 ms apart, with the
+ * cached key's update last.  Cut replies must not move the bound. */
+static void test_catch_up_after_partition(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  pthread_t th;
+  if (!fx_begin(&f, true))
+    return;
+  cfg_bound(&f, &cfg);
+  cfg.batch_size = 2;
+  if (!fx_start(&f, &cfg))
+    goto out;
+  CU_ASSERT(insert_v(&f, "users", 7, 1));
+  CU_ASSERT(wait_evicted(&f, "user:7", 0));
+  put(&f, "user:7"); /* "old" */
+  probe_t p = {.f = &f, .key = "user:7", .old = "old", .bound_ms = 1500 + 100};
+  CU_ASSERT_FATAL(pthread_create(&th, NULL, probe_main, &p) == 0);
+  int64_t cut0 = tu_server_stat(f.w, "repliesCut");
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"partition\", \"ms\": 3000, "
+                          "\"replyDelayMs\": 50}"));
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheBulk\": \"users\", \"db\": \"app\", \"n\": 199, "
+                          "\"op\": \"insert\", \"idStart\": 1000}"));
+  CU_ASSERT(retry_update(&f, "users", 7, 2));
+  atomic_store(&p.commit_ms, tu_now_ms());
+  bool gone = tu_wait(pred_key_gone, &p, 40000);
+  atomic_store(&p.done, true);
+  pthread_join(th, NULL);
+  CU_ASSERT(gone);
+  int64_t cut = tu_server_stat(f.w, "repliesCut") - cut0;
+  (void)printf("(reads %llu, old value %llu, stale %llu, largest staleness %llu ms, "
+               "failed closed %llu; replies cut %lld, held %lld, delayed %lld) ",
+               (unsigned long long)p.reads, (unsigned long long)p.old_reads,
+               (unsigned long long)p.stale_reads, (unsigned long long)p.max_staleness_ms,
+               (unsigned long long)p.closed_reads, (long long)cut,
+               (long long)tu_server_stat(f.w, "partitionHeld"),
+               (long long)tu_server_stat(f.w, "catchUpDelayed"));
+  CU_ASSERT_EQUAL(p.stale_reads, 0);
+  CU_ASSERT(p.old_reads > 0);    /* the key was served before the write */
+  CU_ASSERT(p.closed_reads > 0); /* and the silence failed the cache closed */
+  /* the fault happened: requests held, a catch-up in cut, slow replies */
+  CU_ASSERT(tu_server_stat(f.w, "partitionHeld") >= 1);
+  CU_ASSERT(cut >= 50);
+  CU_ASSERT(tu_server_stat(f.w, "catchUpDelayed") >= 50);
+  cdcache_cdc_stats_t st = stats_of(&f);
+  CU_ASSERT_EQUAL(total_flushes(&st), 1); /* lossless: no flush */
+out:
+  fx_end(&f);
+}
+
+static bool pred_election_seen(void *ctx)
+{
+  fx_t *f = ctx;
+  return tu_server_stat(f->w, "errorsSent") >= 6;
+}
+
+/* Issue 9, break 2: an election of a few seconds: every resume aggregate
+ * is answered NotWritablePrimary / InterruptedDueToReplStateChange with
+ * the ResumableChangeStreamError label.  The token is kept: no flush. */
+static void test_failover_keeps_token(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, true))
+    return;
+  cfg_bound(&f, &cfg);
+  if (!fx_start(&f, &cfg))
+    goto out;
+  CU_ASSERT(insert_v(&f, "users", 1, 1));
+  CU_ASSERT(wait_evicted(&f, "user:1", 0));
+  put(&f, "keep");
+  put(&f, "user:1");
+  uint64_t t0 = tu_now_ms();
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"election\", \"seconds\": 7}"));
+  CU_ASSERT(tu_wait(pred_election_seen, &f, 10000));
+  while (tu_now_ms() - t0 < 7300)
+    usleep(10000);
+  CU_ASSERT(retry_update(&f, "users", 1, 2));
+  CU_ASSERT(wait_evicted(&f, "user:1", 1));
+  CU_ASSERT(tu_wait(pred_keep_back, &f, 10000));
+  cdcache_cdc_stats_t st = stats_of(&f);
+  (void)printf("(errors sent %lld, hello as secondary %lld, reconnects %llu, flushes %llu) ",
+               (long long)tu_server_stat(f.w, "errorsSent"),
+               (long long)tu_server_stat(f.w, "electionHellos"), (unsigned long long)st.reconnects,
+               (unsigned long long)total_flushes(&st));
+  CU_ASSERT(tu_server_stat(f.w, "electionHellos") >= 1);
+  CU_ASSERT(st.reconnects >= 1);
+  CU_ASSERT_EQUAL(st.flushes[CDCACHE_CDC_FLUSH_TOKEN_REJECTED], 0);
+  CU_ASSERT_EQUAL(total_flushes(&st), 1);
+  CU_ASSERT(has(&f, "keep"));
+out:
+  fx_end(&f);
+}
+
+static atomic_int g_backoff_logs;
+static void counting_log(void *ctx, int level, const char *msg)
+{
+  if (strstr(msg, "reconnecting in"))
+    atomic_fetch_add(&g_backoff_logs, 1);
+  quiet_log(ctx, level, msg);
+}
+
+static bool pred_fresh_refused(void *ctx)
+{
+  fx_t *f = ctx;
+  return cdcache_fresh(f->cache, NULL) == CDCACHE_ESTALE;
+}
+
+/* Issue 9, break 3: every getMore answered 10334 (no label).  The bound
+ * stops moving (the cache fails closed), the backoff grows and is logged
+ * once per step, and after 5 errors at one token the cache is flushed
+ * (reason "poison") and reopened from now. */
+static void test_poison_error(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, true))
+    return;
+  cfg_bound(&f, &cfg);
+  cfg.log = counting_log;
+  if (!fx_start(&f, &cfg))
+    goto out;
+  put(&f, "keep");
+  atomic_store(&g_backoff_logs, 0);
+  int64_t err0 = tu_server_stat(f.w, "errorsSent");
+  int before = obs_count("*", "poison");
+  uint64_t t0 = tu_now_ms();
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"poison\", \"code\": 10334}"));
+  CU_ASSERT(tu_wait(pred_fresh_refused, &f, 1500 + 2000));
+  uint64_t closed_after = tu_now_ms() - t0;
+  CU_ASSERT(wait_flush(&f, "poison", before));
+  while (tu_now_ms() - t0 < 6000)
+    usleep(10000);
+  int64_t errors = tu_server_stat(f.w, "errorsSent") - err0;
+  int logs = atomic_load(&g_backoff_logs);
+  (void)printf("(failed closed after %llu ms, %lld errors in 6 s, %d backoff log lines) ",
+               (unsigned long long)closed_after, (long long)errors, logs);
+  CU_ASSERT(errors >= 5);  /* the fault happened */
+  CU_ASSERT(errors <= 30); /* the backoff grew: 50 -> 400 ms with jitter */
+  CU_ASSERT(logs <= 6);    /* once per step, not once per attempt */
+  CU_ASSERT(!has(&f, "keep"));
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"off\"}"));
+  CU_ASSERT(tu_wait(pred_streaming, &f, 15000));
+  put(&f, "user:3");
+  CU_ASSERT(insert_v(&f, "users", 3, 1));
+  CU_ASSERT(wait_evicted(&f, "user:3", 0));
+out:
+  fx_end(&f);
+}
+
 /* ------------------------------------------------------- cdcache-watch */
 
 /* Reads one line from fd into buf within timeout_ms; false on timeout. */
@@ -907,6 +1146,16 @@ static void test_watch_tool(void)
   (void)snprintf(prefix, sizeof prefix, "user:1\tinsert\t%s.users\t", f.db);
   CU_ASSERT(strncmp(line, prefix, strlen(prefix)) == 0);
   CU_ASSERT(strlen(line) > strlen(prefix));
+  /* a key with TAB, newline, a control byte and a backslash is escaped */
+  bson_t *odd = BCON_NEW("_id",
+                         BCON_UTF8("a\tb\nc\x01"
+                                   "d\\e"),
+                         "v", BCON_INT32(1));
+  CU_ASSERT(tu_insert(f.w, f.db, "users", odd));
+  bson_destroy(odd);
+  CU_ASSERT(read_line(out[0], line, sizeof line, 10000));
+  (void)snprintf(prefix, sizeof prefix, "user:a\\tb\\nc\\x01d\\\\e\tinsert\t%s.users\t", f.db);
+  CU_ASSERT(strncmp(line, prefix, strlen(prefix)) == 0);
   kill(pid, SIGTERM);
   int st = 0;
   uint64_t t0 = tu_now_ms();
@@ -929,6 +1178,123 @@ static void test_watch_tool(void)
   }
   waitpid(pid, &st, 0);
   CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+  fx_end(&f);
+}
+
+static bool pred_cursor_open(void *ctx)
+{
+  fx_t *f = ctx;
+  return tu_server_stat(f->w, "openCursors") >= 1;
+}
+
+/* Starts cdcache-watch on app.users with stdout and stderr to the pipes
+ * given (their write ends); returns its pid. */
+static pid_t spawn_watch(fx_t *f, int out_w, int err_w, int close1, int close2)
+{
+  char rule[128];
+  (void)snprintf(rule, sizeof rule, "%s.users=user:{_id}", f->db);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out_w, 1);
+    dup2(err_w, 2);
+    close(close1);
+    close(close2);
+    execl(g_watch_path, g_watch_path, "--uri", f->uri, "--db", f->db, "--coll", "users", "--rule",
+          rule, "--max-stale-ms", "3000", "--max-await-ms", "200", "--queue-bytes", "16384",
+          (char *)NULL);
+    _exit(127);
+  }
+  return pid;
+}
+
+/* Waits up to ms for pid; returns true and *st when it ended. */
+static bool wait_exit(pid_t pid, int *st, uint32_t ms)
+{
+  uint64_t t0 = tu_now_ms();
+  while (tu_now_ms() - t0 < ms) {
+    if (waitpid(pid, st, WNOHANG) == pid)
+      return true;
+    poll(NULL, 0, 2);
+  }
+  return false;
+}
+
+static void read_all(int fd, char *buf, size_t cap)
+{
+  size_t n = 0;
+  for (;;) {
+    struct pollfd p = {fd, POLLIN, 0};
+    if (n + 1 >= cap || poll(&p, 1, 200) <= 0)
+      break;
+    ssize_t r = read(fd, buf + n, cap - 1 - n);
+    if (r <= 0)
+      break;
+    n += (size_t)r;
+  }
+  buf[n] = '\0';
+}
+
+/* Issue 9, break 4: a consumer that stops reading.  The CDC thread must not
+ * block in the eviction observer: lines are dropped (counted) and SIGTERM
+ * ends the tool within 1 s.  Then: a consumer that goes away (SIGPIPE). */
+static void test_watch_blocked_consumer(void)
+{
+  fx_t f;
+  int st = 0;
+  char errbuf[8192];
+  if (!g_watch_path || !*g_watch_path) {
+    (void)printf("\n    skipped: cdcache-watch not built ");
+    return;
+  }
+  if (!fx_begin(&f, true))
+    return;
+  int out[2], err[2];
+  CU_ASSERT_FATAL(pipe(out) == 0 && pipe(err) == 0);
+  pid_t pid = spawn_watch(&f, out[1], err[1], out[0], err[0]);
+  close(out[1]);
+  close(err[1]);
+  CU_ASSERT(tu_wait(pred_cursor_open, &f, 15000));
+  /* ~5000 lines of ~30 bytes: far more than a pipe holds; nobody reads */
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheBulk\": \"users\", \"db\": \"app\", \"n\": 5000, "
+                          "\"op\": \"insert\", \"idStart\": 0}"));
+  poll(NULL, 0, 1500);
+  kill(pid, SIGTERM);
+  uint64_t t0 = tu_now_ms();
+  bool ended = wait_exit(pid, &st, 5000);
+  uint64_t took = tu_now_ms() - t0;
+  if (!ended) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+  }
+  read_all(err[0], errbuf, sizeof errbuf);
+  (void)printf("(SIGTERM with stdout blocked: ended after %llu ms) ", (unsigned long long)took);
+  CU_ASSERT(ended);
+  CU_ASSERT(took <= 1000);
+  CU_ASSERT(ended && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  const char *d = strstr(errbuf, "dropped ");
+  CU_ASSERT(strstr(errbuf, "stopped on SIGTERM") != NULL);
+  CU_ASSERT(d != NULL && atoll(d + 8) > 0);
+  close(out[0]);
+  close(err[0]);
+
+  /* the consumer goes away: the tool ends with its summary */
+  CU_ASSERT_FATAL(pipe(out) == 0 && pipe(err) == 0);
+  pid = spawn_watch(&f, out[1], err[1], out[0], err[0]);
+  close(out[1]);
+  close(err[1]);
+  char line[256];
+  CU_ASSERT(read_line(out[0], line, sizeof line, 15000)); /* established */
+  close(out[0]);
+  CU_ASSERT(insert_v(&f, "users", 900001, 1));
+  ended = wait_exit(pid, &st, 5000);
+  if (!ended) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+  }
+  read_all(err[0], errbuf, sizeof errbuf);
+  CU_ASSERT(ended && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  CU_ASSERT(strstr(errbuf, "stdout closed") != NULL);
+  close(err[0]);
   fx_end(&f);
 }
 
@@ -969,6 +1335,7 @@ int main(int argc, char **argv)
   CU_add_test(s, "resume_after_dropped_connection", test_resume_after_dropped_connection);
   CU_add_test(s, "reconnect_after_libmongoc_gives_up", test_reconnect_after_libmongoc_gives_up);
   CU_add_test(s, "history_lost_flushes_and_restarts", test_history_lost_flushes_and_restarts);
+  CU_add_test(s, "token_rejected_flushes", test_token_rejected_flushes);
   CU_add_test(s, "invalidate_flushes_and_reopens", test_invalidate_flushes_and_reopens);
   CU_add_test(s, "fail_closed_then_recover", test_fail_closed_then_recover);
   CU_add_test(s, "stop_kills_the_server_cursor", test_stop_kills_the_server_cursor);
@@ -976,6 +1343,10 @@ int main(int argc, char **argv)
   CU_add_test(s, "race_load_overlapping_update", test_race_load_overlapping_update);
   CU_add_test(s, "key_callback_over_stream", test_key_callback_over_stream);
   CU_add_test(s, "watch_tool", test_watch_tool);
+  CU_add_test(s, "catch_up_after_partition", test_catch_up_after_partition);
+  CU_add_test(s, "failover_keeps_token", test_failover_keeps_token);
+  CU_add_test(s, "poison_error", test_poison_error);
+  CU_add_test(s, "watch_blocked_consumer", test_watch_blocked_consumer);
 #undef CU_add_test
   setvbuf(stdout, NULL, _IONBF, 0);
   CU_basic_set_mode(CU_BRM_VERBOSE);

@@ -1047,6 +1047,119 @@ static void test_refused_settings(void)
 #undef BASE
 }
 
+/* ----------------------------------------------- the bound's rule (bound.c) */
+
+#define TS(t, i) (((uint64_t)(t) << 32) | (i))
+
+static cdcache__reply_t reply_of(uint64_t stamp, uint64_t op, uint32_t n, uint64_t bytes,
+                                 bool getmore)
+{
+  cdcache__reply_t r = {stamp, op, n, bytes, getmore};
+  return r;
+}
+
+/* Feeds a reply and applies its events with the given cluster times. */
+static bool feed(cdcache__bound_t *b, cdcache__reply_t r, const uint64_t *times)
+{
+  bool moved = cdcache__bound_answered(b, &r);
+  for (uint32_t i = 0; i < r.events; i++)
+    moved = cdcache__bound_applied(b, times[i]) || moved;
+  return moved;
+}
+
+static void test_bound_cut_replies(void)
+{
+  cdcache__bound_t b;
+  cdcache__bound_init(&b, 2, false);
+  /* an aggregate vouches nothing by itself, even an empty one */
+  CU_ASSERT(cdcache__bound_reply_cut(&b, &(cdcache__reply_t){100, TS(10, 5), 0, 200, false}));
+  CU_ASSERT(!feed(&b, reply_of(100, TS(10, 5), 0, 200, false), NULL));
+  CU_ASSERT_EQUAL(b.vouched_ms, 0);
+  /* a getMore with as many events as the batch size is cut; its first
+   * event, past the aggregate's operationTime, vouches the aggregate */
+  uint64_t t1[] = {TS(10, 6), TS(10, 7)};
+  CU_ASSERT(feed(&b, reply_of(200, TS(10, 9), 2, 400, true), t1));
+  CU_ASSERT_EQUAL(b.vouched_ms, 100);
+  /* an event at exactly the cut reply's operationTime proves nothing
+   * (a transaction shares one clusterTime) */
+  uint64_t t2[] = {TS(10, 8), TS(10, 9)};
+  CU_ASSERT(!feed(&b, reply_of(300, TS(11, 1), 2, 400, true), t2));
+  CU_ASSERT_EQUAL(b.vouched_ms, 100);
+  /* strictly greater than 10.9: the first getMore (200) */
+  uint64_t t3[] = {TS(11, 1)};
+  CU_ASSERT(feed(&b, reply_of(400, TS(11, 1), 1, 300, true), t3));
+  /* the 1-event reply was not cut: it vouches its own stamp */
+  CU_ASSERT_EQUAL(b.vouched_ms, 400);
+  /* an empty getMore always vouches */
+  CU_ASSERT(feed(&b, reply_of(500, TS(11, 1), 0, 100, true), NULL));
+  CU_ASSERT_EQUAL(b.vouched_ms, 500);
+  /* never backwards */
+  CU_ASSERT(!feed(&b, reply_of(450, TS(11, 1), 0, 100, true), NULL));
+  CU_ASSERT_EQUAL(b.vouched_ms, 500);
+}
+
+static void test_bound_pending_vouch_in_order(void)
+{
+  cdcache__bound_t b;
+  cdcache__bound_init(&b, 2, false);
+  uint64_t a[] = {TS(5, 1), TS(5, 2)}, c[] = {TS(5, 3), TS(5, 4)}, d[] = {TS(5, 5), TS(5, 6)};
+  CU_ASSERT(!feed(&b, reply_of(100, TS(5, 10), 2, 300, true), a));
+  CU_ASSERT(!feed(&b, reply_of(110, TS(5, 10), 2, 300, true), c));
+  /* a catch-up: operationTime 5.10 stays ahead of every event delivered */
+  CU_ASSERT(!feed(&b, reply_of(120, TS(5, 10), 2, 300, true), d));
+  CU_ASSERT_EQUAL(b.vouched_ms, 0);
+  uint64_t e[] = {TS(5, 11)};
+  /* the event past 5.10 vouches the latest of the cut replies (120) and
+   * its own reply, not cut, vouches 130 */
+  CU_ASSERT(feed(&b, reply_of(130, TS(5, 11), 1, 300, true), e));
+  CU_ASSERT_EQUAL(b.vouched_ms, 130);
+  CU_ASSERT_EQUAL(b.n_pending, 0);
+}
+
+static void test_bound_limits(void)
+{
+  cdcache__bound_t b;
+  cdcache__bound_init(&b, 0, false);
+  /* no batch size: only the 16 MiB limit cuts */
+  CU_ASSERT(!cdcache__bound_reply_cut(&b, &(cdcache__reply_t){1, 1, 5000, 300000, true}));
+  CU_ASSERT(cdcache__bound_reply_cut(
+      &b,
+      &(cdcache__reply_t){1, 1, 5000, CDCACHE__REPLY_MAX_BYTES - CDCACHE__EVENT_MAX_BYTES, true}));
+  /* fullDocument: any non-empty reply may be cut */
+  cdcache__bound_init(&b, 0, true);
+  CU_ASSERT(cdcache__bound_reply_cut(&b, &(cdcache__reply_t){1, 1, 1, 300, true}));
+  CU_ASSERT(!cdcache__bound_reply_cut(&b, &(cdcache__reply_t){1, 1, 0, 300, true}));
+  /* a cut reply without operationTime never vouches */
+  uint64_t t[] = {TS(9, 1)};
+  CU_ASSERT(!feed(&b, reply_of(100, 0, 1, 300, true), t));
+  uint64_t t2[] = {TS(9, 2)};
+  CU_ASSERT(!feed(&b, reply_of(200, TS(9, 2), 1, 300, true), t2));
+  CU_ASSERT_EQUAL(b.vouched_ms, 0);
+  /* a reply dropped before its events were applied proves nothing */
+  cdcache__bound_init(&b, 0, false);
+  cdcache__reply_t r = reply_of(300, TS(9, 9), 3, 300, true);
+  CU_ASSERT(!cdcache__bound_answered(&b, &r));
+  CU_ASSERT(!cdcache__bound_applied(&b, TS(9, 3)));
+  CU_ASSERT(!cdcache__bound_flushed(&b, 0));
+  CU_ASSERT(!cdcache__bound_applied(&b, TS(9, 4)));
+  CU_ASSERT(!cdcache__bound_applied(&b, TS(9, 5)));
+  CU_ASSERT_EQUAL(b.vouched_ms, 0);
+  /* a flush vouches its start; a reset forgets everything */
+  CU_ASSERT(cdcache__bound_flushed(&b, 700));
+  CU_ASSERT_EQUAL(b.vouched_ms, 700);
+  cdcache__bound_reset(&b);
+  CU_ASSERT_EQUAL(b.vouched_ms, 0);
+  /* a full pending list keeps the newest evidence in its last slot */
+  cdcache__bound_init(&b, 1, false);
+  for (uint32_t i = 0; i < CDCACHE__BOUND_PENDING + 5; i++) {
+    uint64_t ev[] = {TS(20, i)};
+    CU_ASSERT(!feed(&b, reply_of(1000 + i, TS(30, i), 1, 300, true), ev));
+  }
+  CU_ASSERT_EQUAL(b.n_pending, CDCACHE__BOUND_PENDING);
+  CU_ASSERT(cdcache__bound_applied(&b, TS(30, CDCACHE__BOUND_PENDING + 4) + 1));
+  CU_ASSERT_EQUAL(b.vouched_ms, 1000 + CDCACHE__BOUND_PENDING + 4);
+}
+
 static void test_names(void)
 {
   CU_ASSERT_STRING_EQUAL(cdcache_cdc_op_name(CDCACHE_CDC_OP_DROP_DATABASE), "dropDatabase");
@@ -1055,6 +1168,19 @@ static void test_names(void)
   CU_ASSERT_STRING_EQUAL(cdcache_cdc_flush_reason_name(CDCACHE_CDC_FLUSH_HISTORY_LOST),
                          "history_lost");
   CU_ASSERT_STRING_EQUAL(cdcache_cdc_flush_reason_name(-1), "unknown");
+  CU_ASSERT_STRING_EQUAL(cdcache_cdc_flush_reason_name(CDCACHE_CDC_FLUSH_POISON), "poison");
+  CU_ASSERT_STRING_EQUAL(cdcache_cdc_flush_reason_name(CDCACHE_CDC_FLUSH_REASONS), "unknown");
+  /* the poison count lives past flushes[] and is read by struct size */
+  cdcache_cdc_stats_t st;
+  memset(&st, 0, sizeof st);
+  st.struct_size = sizeof st;
+  st.flushes[CDCACHE_CDC_FLUSH_INVALIDATE] = 3;
+  st.flushes_poison = 4;
+  CU_ASSERT_EQUAL(cdcache_cdc_flush_count(&st, CDCACHE_CDC_FLUSH_INVALIDATE), 3);
+  CU_ASSERT_EQUAL(cdcache_cdc_flush_count(&st, CDCACHE_CDC_FLUSH_POISON), 4);
+  st.struct_size = offsetof(cdcache_cdc_stats_t, failed_closed);
+  CU_ASSERT_EQUAL(cdcache_cdc_flush_count(&st, CDCACHE_CDC_FLUSH_POISON), 0);
+  CU_ASSERT_EQUAL(cdcache_cdc_flush_count(&st, 99), 0);
 }
 
 int main(void)
@@ -1087,6 +1213,9 @@ int main(void)
               test_mongoc_log_routing_chains_and_restores);
   CU_add_test(s, "start_without_thread_changes_nothing", test_start_without_thread_changes_nothing);
   CU_add_test(s, "names", test_names);
+  CU_add_test(s, "bound_cut_replies", test_bound_cut_replies);
+  CU_add_test(s, "bound_pending_vouch_in_order", test_bound_pending_vouch_in_order);
+  CU_add_test(s, "bound_limits", test_bound_limits);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures();

@@ -385,7 +385,7 @@ static void *monitor_main(void *arg)
   while (!atomic_load_explicit(&m->stop, memory_order_acquire)) {
     cdcache_cdc_stats_t st = {.struct_size = sizeof st};
     if (cdcache_cdc_stats(m->sub, &st) == 0) {
-      bool now_closed = st.state == CDCACHE_CDC_FAILED_CLOSED;
+      bool now_closed = st.failed_closed != 0;
       uint64_t t = h_now_ms();
       if (now_closed && !closed) {
         m->periods++;
@@ -536,7 +536,8 @@ static int server_main(int idx)
   res->lag_samples = st.lag_samples;
   res->lag_p50 = st.lag_p50_ms;
   res->lag_p99 = st.lag_p99_ms;
-  memcpy(res->flushes, st.flushes, sizeof res->flushes);
+  for (int k = 0; k < CDCACHE_CDC_FLUSH_REASONS; k++)
+    res->flushes[k] = cdcache_cdc_flush_count(&st, k);
   res->fail_closed_periods = mon.periods;
   res->fail_closed_ms = mon.closed_ms;
   for (int i = 0; readers && i < cfg.readers; i++) {

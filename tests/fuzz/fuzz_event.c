@@ -109,7 +109,8 @@ static void snap(struct snap *s)
   memset(&cs, 0, sizeof cs);
   cs.struct_size = sizeof cs;
   CHECK(cdcache_cdc_stats(sub, &cs) == 0, "cdc stats");
-  memcpy(s->reasons, cs.flushes, sizeof s->reasons);
+  for (int i = 0; i < CDCACHE_CDC_FLUSH_REASONS; i++)
+    s->reasons[i] = cdcache_cdc_flush_count(&cs, i);
   s->events = cs.events;
   s->malformed = cs.malformed_events;
   s->ignored = cs.ignored_events;

@@ -32,9 +32,11 @@ typedef struct ms_cursor {
   int64_t last_used_us;
 } ms_cursor_t;
 
+_Thread_local bool ms_reply_was_cursor;
+_Thread_local bool ms_reply_was_cut;
+
 #define CURSOR_IDLE_US (600LL * 1000000)
 #define DEFAULT_FIRST_BATCH 101
-#define GETMORE_MAX_EVENTS 10000
 #define DEFAULT_AWAIT_MS 1000
 
 static ms_cursor_t **cursor_list(void)
@@ -218,15 +220,22 @@ static void batch_add(batch_t *b, const bson_t *doc)
   b->bytes += doc->len;
 }
 
+/* Room a cursor reply keeps for its envelope (cursor, ns, token, times). */
+#define REPLY_ENVELOPE_BYTES (16 * 1024)
+
 /*
  * Moves the cursor forward over available events, adding what the stream
- * shows to the batch. Returns false with *code set if history was lost under
- * the cursor. Sets *closed if the stream got invalidated.
+ * shows to the batch, as a real server's getMore does: it stops at limit
+ * events, or before the event that would take the reply past 16 MiB.
+ * Returns false with *code set if history was lost under the cursor. Sets
+ * *closed if the stream got invalidated. A batch stopped by a limit while
+ * events remain is counted as cut (stat_replies_cut).
  */
 static bool fill_batch(ms_cursor_t *c, batch_t *b, uint32_t limit, bool *closed, int32_t *code)
 {
+  bool full = false;
   *closed = false;
-  while (b->n < limit && b->bytes < MS_MAX_BSON_SIZE / 2 && c->pos < g_ms.last_seq) {
+  while (!full && b->n < limit && c->pos < g_ms.last_seq) {
     if (c->pos < g_ms.last_dropped_seq) {
       *code = 286;
       return false;
@@ -236,6 +245,7 @@ static bool fill_batch(ms_cursor_t *c, batch_t *b, uint32_t limit, bool *closed,
       *code = 286;
       return false;
     }
+    uint64_t before = c->pos;
     c->pos = e->seq;
     bool inval, hidden;
     if (!scope_sees(c, e, &inval, &hidden)) {
@@ -269,7 +279,14 @@ static bool fill_batch(ms_cursor_t *c, batch_t *b, uint32_t limit, bool *closed,
       }
       bson_t out;
       if (apply_stages(c, src, false, &out)) {
-        batch_add(b, &out);
+        if (b->n > 0 && b->bytes + out.len > MS_MAX_BSON_SIZE - REPLY_ENVELOPE_BYTES) {
+          /* It does not fit: the next reply starts with it. */
+          c->pos = before;
+          full = true;
+          inval = false;
+        } else {
+          batch_add(b, &out);
+        }
         bson_destroy(&out);
       }
       if (have_lookup) {
@@ -287,7 +304,12 @@ static bool fill_batch(ms_cursor_t *c, batch_t *b, uint32_t limit, bool *closed,
       return true;
     }
   }
-  if (c->pending_invalidate && b->n < limit) {
+  if ((full || b->n >= limit) && c->pos < g_ms.last_seq) {
+    g_ms.stat_replies_cut++;
+    ms_reply_was_cut = true;
+    return true;
+  }
+  if (c->pending_invalidate && b->n < limit && !full) {
     bson_t ev, out;
     make_invalidate(c->pos, g_ms.last_ts, &ev);
     apply_stages(c, &ev, true, &out);
@@ -346,6 +368,7 @@ static void reply_cursor(bson_t *reply, int64_t id, const char *ns, const char *
                          const bson_t *batch, uint64_t pbrt)
 {
   bson_t cur;
+  ms_reply_was_cursor = true;
   BSON_APPEND_DOCUMENT_BEGIN(reply, "cursor", &cur);
   bson_append_array(&cur, batch_key, -1, batch);
   ms_token_append(&cur, "postBatchResumeToken", pbrt, false);
@@ -515,7 +538,7 @@ void ms_cmd_aggregate(ms_conn_t *conn, const bson_t *cmd, const char *db, bson_t
     if (bson_iter_recurse(&it, &bi) && bson_iter_find(&bi, "batchSize") &&
         BSON_ITER_HOLDS_NUMBER(&bi)) {
       int64_t bs = bson_iter_as_int64(&bi);
-      batch_size = bs < 0 ? 0 : bs > GETMORE_MAX_EVENTS ? GETMORE_MAX_EVENTS : (uint32_t)bs;
+      batch_size = bs < 0 ? 0 : bs > INT32_MAX ? INT32_MAX : (uint32_t)bs;
     }
   }
 
@@ -626,7 +649,8 @@ void ms_cmd_get_more(ms_conn_t *conn, const bson_t *cmd, const char *db, bson_t 
   }
   int64_t id = bson_iter_as_int64(&it);
   int64_t max_ms = DEFAULT_AWAIT_MS;
-  uint32_t batch_size = GETMORE_MAX_EVENTS;
+  /* No count limit unless the client asks for one; 16 MiB always. */
+  uint32_t batch_size = UINT32_MAX;
   if (bson_iter_init_find(&it, cmd, "maxTimeMS") && BSON_ITER_HOLDS_NUMBER(&it)) {
     max_ms = bson_iter_as_int64(&it);
     if (max_ms < 0) {
@@ -635,7 +659,7 @@ void ms_cmd_get_more(ms_conn_t *conn, const bson_t *cmd, const char *db, bson_t 
   }
   if (bson_iter_init_find(&it, cmd, "batchSize") && BSON_ITER_HOLDS_NUMBER(&it)) {
     int64_t bs = bson_iter_as_int64(&it);
-    if (bs > 0 && bs < GETMORE_MAX_EVENTS) {
+    if (bs > 0 && bs < UINT32_MAX) {
       batch_size = (uint32_t)bs;
     }
   }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 /* ---------------------------------------------------------------- errors */
@@ -1064,6 +1065,13 @@ static void cmd_stats(bson_t *reply)
   BSON_APPEND_INT64(reply, "commands", (int64_t)g_ms.stat_commands);
   BSON_APPEND_INT64(reply, "openCursors", (int64_t)ms_cursors_count());
   BSON_APPEND_INT64(reply, "getMoreWaits", (int64_t)g_ms.stat_getmore_waits);
+  BSON_APPEND_INT64(reply, "repliesCut", (int64_t)g_ms.stat_replies_cut);
+  BSON_APPEND_INT64(reply, "errorsSent", (int64_t)g_ms.stat_errors_sent);
+  BSON_APPEND_INT64(reply, "partitionMs", (int64_t)g_ms.stat_partition_ms);
+  BSON_APPEND_INT64(reply, "partitionHeld", (int64_t)g_ms.stat_partition_held);
+  BSON_APPEND_INT64(reply, "connectionsDropped", (int64_t)g_ms.stat_conns_dropped);
+  BSON_APPEND_INT64(reply, "electionHellos", (int64_t)g_ms.stat_election_hellos);
+  BSON_APPEND_INT64(reply, "catchUpDelayed", (int64_t)g_ms.stat_catchup_delayed);
   size_t ncolls = 0;
   for (ms_coll_t *c = g_ms.colls; c; c = c->next) {
     ncolls++;
@@ -1178,6 +1186,9 @@ static void rules_clear_all(void)
     rule_clear(&g_ms.rules[i]);
   }
   g_ms.stall_until_us = 0;
+  g_ms.partition_until_us = 0;
+  g_ms.catchup_delay_ms = 0;
+  g_ms.election_until_us = 0;
   pthread_cond_broadcast(&g_ms.cond);
   pthread_mutex_unlock(&g_ms.mu);
 }
@@ -1205,25 +1216,58 @@ static ms_action_t cmd_fault(ms_conn_t *conn, const bson_t *cmd, bson_t *reply)
     pthread_mutex_lock(&g_ms.mu);
     ms_cursors_invalidate_all();
     pthread_mutex_unlock(&g_ms.mu);
-  } else if (!strcmp(what, "stall")) {
+  } else if (!strcmp(what, "stall") || !strcmp(what, "partition") || !strcmp(what, "election")) {
     int64_t ms = 0;
     if (bson_iter_init_find(&it, cmd, "ms") && BSON_ITER_HOLDS_NUMBER(&it)) {
       ms = bson_iter_as_int64(&it);
+    } else if (bson_iter_init_find(&it, cmd, "seconds") && BSON_ITER_HOLDS_NUMBER(&it)) {
+      ms = bson_iter_as_int64(&it) * 1000;
     }
     if (ms < 0 || ms > 600000) {
-      ms_reply_error(reply, 2, "stall needs ms between 0 and 600000");
+      ms_reply_error(reply, 2, "%s needs ms between 0 and 600000", what);
       return MS_REPLY;
     }
     pthread_mutex_lock(&g_ms.mu);
-    g_ms.stall_until_us = ms_now_mono_us() + ms * 1000;
+    int64_t until = ms_now_mono_us() + ms * 1000;
+    if (!strcmp(what, "stall")) {
+      g_ms.stall_until_us = until;
+    } else if (!strcmp(what, "partition")) {
+      g_ms.partition_until_us = until;
+      g_ms.stat_partition_ms += (uint64_t)ms;
+      g_ms.catchup_delay_ms = 0;
+      if (bson_iter_init_find(&it, cmd, "replyDelayMs") && BSON_ITER_HOLDS_NUMBER(&it)) {
+        int64_t d = bson_iter_as_int64(&it);
+        g_ms.catchup_delay_ms = d < 0 ? 0 : d > 10000 ? 10000 : d;
+      }
+    } else {
+      g_ms.election_until_us = until;
+    }
     pthread_mutex_unlock(&g_ms.mu);
+  } else if (!strcmp(what, "poison")) {
+    /* Every getMore fails with code (no label) until "off". */
+    bson_t rule = BSON_INITIALIZER;
+    int32_t code = 10334;
+    if (bson_iter_init_find(&it, cmd, "code") && BSON_ITER_HOLDS_NUMBER(&it)) {
+      code = (int32_t)bson_iter_as_int64(&it);
+    }
+    if (code <= 0) {
+      bson_destroy(&rule);
+      ms_reply_error(reply, 2, "poison needs a positive code");
+      return MS_REPLY;
+    }
+    BSON_APPEND_UTF8(&rule, "commands", "getMore");
+    BSON_APPEND_INT32(&rule, "code", code);
+    bool ok = add_rule(&rule, -1, reply);
+    bson_destroy(&rule);
+    if (!ok) {
+      return MS_REPLY;
+    }
   } else if (!strcmp(what, "off")) {
     rules_clear_all();
   } else {
     ms_reply_error(reply, 2,
                    "cdcacheFault must be one of dropConnections, failCommands, truncateOplog, "
-                   "invalidateStreams, "
-                   "stall, off");
+                   "invalidateStreams, stall, partition, election, poison, off");
     return MS_REPLY;
   }
   BSON_APPEND_DOUBLE(reply, "ok", 1.0);
@@ -1291,21 +1335,40 @@ static bool take_rule(const char *name, ms_fail_rule_t *out)
 
 /* ------------------------------------------------------------- handshake */
 
+/* Whether an election is going on (the caller holds no lock). */
+static bool in_election(void)
+{
+  pthread_mutex_lock(&g_ms.mu);
+  bool on = g_ms.election_until_us > ms_now_mono_us();
+  pthread_mutex_unlock(&g_ms.mu);
+  return on;
+}
+
 static void cmd_hello(ms_conn_t *conn, bool legacy, bson_t *reply)
 {
   char me[128];
+  /* During an election this member answers as real members do: not
+   * writable, a secondary, no primary known. */
+  bool electing = in_election();
+  if (electing) {
+    pthread_mutex_lock(&g_ms.mu);
+    g_ms.stat_election_hellos++;
+    pthread_mutex_unlock(&g_ms.mu);
+  }
   snprintf(me, sizeof me, "%s:%d", g_ms.host, g_ms.port);
   BSON_APPEND_BOOL(reply, "helloOk", true);
-  BSON_APPEND_BOOL(reply, legacy ? "ismaster" : "isWritablePrimary", true);
+  BSON_APPEND_BOOL(reply, legacy ? "ismaster" : "isWritablePrimary", !electing);
   BSON_APPEND_UTF8(reply, "setName", g_ms.set_name);
   BSON_APPEND_INT32(reply, "setVersion", 1);
   bson_t hosts;
   BSON_APPEND_ARRAY_BEGIN(reply, "hosts", &hosts);
   BSON_APPEND_UTF8(&hosts, "0", me);
   bson_append_array_end(reply, &hosts);
-  BSON_APPEND_UTF8(reply, "primary", me);
+  if (!electing) {
+    BSON_APPEND_UTF8(reply, "primary", me);
+  }
   BSON_APPEND_UTF8(reply, "me", me);
-  BSON_APPEND_BOOL(reply, "secondary", false);
+  BSON_APPEND_BOOL(reply, "secondary", electing);
   BSON_APPEND_INT32(reply, "maxBsonObjectSize", MS_MAX_BSON_SIZE);
   BSON_APPEND_INT32(reply, "maxMessageSizeBytes", MS_MAX_MESSAGE_SIZE);
   BSON_APPEND_INT32(reply, "maxWriteBatchSize", 100000);
@@ -1326,7 +1389,83 @@ static bool is_test_command(const char *name)
          !strcmp(name, "cdcacheStats") || !strcmp(name, "cdcacheBulk");
 }
 
+static void count_error_sent(void)
+{
+  pthread_mutex_lock(&g_ms.mu);
+  g_ms.stat_errors_sent++;
+  pthread_mutex_unlock(&g_ms.mu);
+}
+
+/* The error a command gets while an election is on; false: none. */
+static bool election_error(const char *name, bson_t *reply)
+{
+  const char *label = "ResumableChangeStreamError";
+  int32_t code;
+  if (!strcmp(name, "getMore")) {
+    code = 11602; /* InterruptedDueToReplStateChange */
+  } else if (!strcmp(name, "aggregate")) {
+    code = 10107; /* NotWritablePrimary */
+  } else if (!strcmp(name, "insert") || !strcmp(name, "update") || !strcmp(name, "delete")) {
+    code = 10107;
+    label = "RetryableWriteError";
+  } else if (!strcmp(name, "find")) {
+    code = 13435; /* NotPrimaryNoSecondaryOk */
+    label = NULL;
+  } else {
+    return false;
+  }
+  if (!in_election()) {
+    return false;
+  }
+  ms_reply_error(reply, code, "cdcache test server: election in progress");
+  if (label) {
+    bson_t arr;
+    BSON_APPEND_ARRAY_BEGIN(reply, "errorLabels", &arr);
+    BSON_APPEND_UTF8(&arr, "0", label);
+    bson_append_array_end(reply, &arr);
+  }
+  count_error_sent();
+  return true;
+}
+
+static ms_action_t handle_command(ms_conn_t *conn, const ms_request_t *req, bson_t *reply);
+
+/*
+ * Every reply carries $clusterTime (the newest event's time) and, but for
+ * the handshake, operationTime: the majority commit point the server read
+ * at, here the newest event, as everything written is majority-committed
+ * at once.  Cursor replies set operationTime themselves, under the lock
+ * that filled their batch.
+ */
 ms_action_t ms_handle_command(ms_conn_t *conn, const ms_request_t *req, bson_t *reply)
+{
+  ms_action_t act = handle_command(conn, req, reply);
+  if (act != MS_REPLY) {
+    return act;
+  }
+  bson_iter_t it;
+  bool hello =
+      bson_iter_init(&it, &req->cmd) && bson_iter_next(&it) &&
+      (!strcmp(bson_iter_key(&it), "hello") || !strcasecmp(bson_iter_key(&it), "isMaster"));
+  pthread_mutex_lock(&g_ms.mu);
+  uint32_t t = g_ms.last_ts, i = (uint32_t)g_ms.last_seq;
+  pthread_mutex_unlock(&g_ms.mu);
+  if (!hello && !bson_has_field(reply, "operationTime")) {
+    BSON_APPEND_TIMESTAMP(reply, "operationTime", t, i);
+  }
+  bson_t ct, sig;
+  uint8_t hash[20] = {0};
+  BSON_APPEND_DOCUMENT_BEGIN(reply, "$clusterTime", &ct);
+  BSON_APPEND_TIMESTAMP(&ct, "clusterTime", t, i);
+  BSON_APPEND_DOCUMENT_BEGIN(&ct, "signature", &sig);
+  BSON_APPEND_BINARY(&sig, "hash", BSON_SUBTYPE_BINARY, hash, sizeof hash);
+  BSON_APPEND_INT64(&sig, "keyId", 0);
+  bson_append_document_end(&ct, &sig);
+  bson_append_document_end(reply, &ct);
+  return act;
+}
+
+static ms_action_t handle_command(ms_conn_t *conn, const ms_request_t *req, bson_t *reply)
 {
   const bson_t *cmd = &req->cmd;
   bson_iter_t it, dbit;
@@ -1350,6 +1489,9 @@ ms_action_t ms_handle_command(ms_conn_t *conn, const ms_request_t *req, bson_t *
     return MS_REPLY;
   }
 
+  if (!is_test_command(name) && election_error(name, reply)) {
+    return MS_REPLY;
+  }
   if (!is_test_command(name)) {
     ms_fail_rule_t r;
     if (take_rule(name, &r)) {
@@ -1362,9 +1504,13 @@ ms_action_t ms_handle_command(ms_conn_t *conn, const ms_request_t *req, bson_t *
         if (r.labels) {
           bson_destroy(r.labels);
         }
+        pthread_mutex_lock(&g_ms.mu);
+        g_ms.stat_conns_dropped++;
+        pthread_mutex_unlock(&g_ms.mu);
         return MS_CLOSE;
       }
       if (r.code) {
+        count_error_sent();
         ms_reply_error(reply, r.code, "%s",
                        r.errmsg[0] ? r.errmsg : "Failing command via cdcacheFault failCommands");
         if (r.labels) {

@@ -130,6 +130,10 @@ struct ms_conn;
 void ms_cmd_aggregate(struct ms_conn *conn, const bson_t *cmd, const char *db, bson_t *reply);
 void ms_cmd_get_more(struct ms_conn *conn, const bson_t *cmd, const char *db, bson_t *reply);
 void ms_cmd_kill_cursors(const bson_t *cmd, const char *db, bson_t *reply);
+/* What the connection thread's last command answered: a cursor reply, and
+ * whether a limit cut it (set by changestream.c, read by server.c). */
+extern _Thread_local bool ms_reply_was_cursor;
+extern _Thread_local bool ms_reply_was_cut;
 void ms_cursors_invalidate_all(void);
 void ms_cursors_free_all(void);
 size_t ms_cursors_count(void);
@@ -155,6 +159,9 @@ typedef struct ms_conn {
   int64_t id;
   volatile bool done;
   bool close_after_reply;
+  /* Set once the connection sent aggregate, getMore or killCursors: the
+   * partition fault starves it.  Its own thread only. */
+  bool change_stream;
 } ms_conn_t;
 
 #define MS_MAX_FAIL_RULES 16
@@ -199,11 +206,26 @@ typedef struct {
 
   ms_fail_rule_t rules[MS_MAX_FAIL_RULES];
   int64_t stall_until_us; /* Monotonic microseconds; 0: no stall. */
+  /* partition: change-stream connections get no answer until then. */
+  int64_t partition_until_us;
+  /* After a partition with replyDelayMs: each cut change-stream reply
+   * waits this long (a slow catch-up), until a reply is not cut. */
+  int64_t catchup_delay_ms;
+  /* election: hello says secondary, commands fail with 10107 / 11602. */
+  int64_t election_until_us;
 
   uint64_t stat_events;
   uint64_t stat_commands;
   uint64_t stat_conns_total;
   uint64_t stat_getmore_waits;
+  /* Evidence that a fault happened (cdcacheStats). */
+  uint64_t stat_replies_cut;     /* cursor replies stopped by batchSize or 16 MiB, more left */
+  uint64_t stat_errors_sent;     /* error replies of faults (rules, election, poison) */
+  uint64_t stat_partition_ms;    /* partition time asked for, in total */
+  uint64_t stat_partition_held;  /* requests and replies held by a partition */
+  uint64_t stat_conns_dropped;   /* connections closed by a fault */
+  uint64_t stat_election_hellos; /* hello answered "secondary" */
+  uint64_t stat_catchup_delayed; /* cut replies delayed by replyDelayMs */
 
   pthread_mutex_t conn_mu;
   ms_conn_t *conns;
@@ -217,6 +239,9 @@ int64_t ms_now_mono_us(void);
 void ms_cond_wait_until(int64_t deadline_us);
 /* Shuts down every connection's socket; self gets closed after its reply. */
 void ms_drop_all_connections(ms_conn_t *self);
+/* Holds a change-stream connection while a partition lasts; false if the
+ * server is stopping. */
+bool ms_wait_out_partition(ms_conn_t *c);
 void ms_log(const char *fmt, ...) BSON_GNUC_PRINTF(1, 2);
 
 #endif

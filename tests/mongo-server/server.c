@@ -59,15 +59,67 @@ void ms_log(const char *fmt, ...)
 
 void ms_drop_all_connections(ms_conn_t *self)
 {
+  uint64_t n = 0;
   pthread_mutex_lock(&g_ms.conn_mu);
   for (ms_conn_t *c = g_ms.conns; c; c = c->next) {
     if (self != NULL && c == self) {
       c->close_after_reply = true;
     } else if (c->fd >= 0) {
       shutdown(c->fd, SHUT_RDWR);
+      n++;
     }
   }
   pthread_mutex_unlock(&g_ms.conn_mu);
+  pthread_mutex_lock(&g_ms.mu);
+  g_ms.stat_conns_dropped += n;
+  pthread_mutex_unlock(&g_ms.mu);
+}
+
+bool ms_wait_out_partition(ms_conn_t *c)
+{
+  if (!c->change_stream) {
+    return true;
+  }
+  pthread_mutex_lock(&g_ms.mu);
+  if (!g_ms.shutting_down && g_ms.partition_until_us > ms_now_mono_us()) {
+    g_ms.stat_partition_held++;
+  }
+  while (!g_ms.shutting_down && g_ms.partition_until_us > ms_now_mono_us()) {
+    ms_cond_wait_until(g_ms.partition_until_us);
+  }
+  bool running = !g_ms.shutting_down;
+  pthread_mutex_unlock(&g_ms.mu);
+  return running;
+}
+
+/* The slow catch-up after a partition: a cut reply waits, a whole one
+ * ends the slow phase. */
+static void pace_catch_up(void)
+{
+  pthread_mutex_lock(&g_ms.mu);
+  if (g_ms.catchup_delay_ms > 0 && ms_reply_was_cursor &&
+      g_ms.partition_until_us <= ms_now_mono_us()) {
+    if (ms_reply_was_cut) {
+      int64_t until = ms_now_mono_us() + g_ms.catchup_delay_ms * 1000;
+      g_ms.stat_catchup_delayed++;
+      while (!g_ms.shutting_down && ms_now_mono_us() < until) {
+        ms_cond_wait_until(until);
+      }
+    } else {
+      g_ms.catchup_delay_ms = 0;
+    }
+  }
+  pthread_mutex_unlock(&g_ms.mu);
+}
+
+static bool is_change_stream_command(const ms_request_t *req)
+{
+  bson_iter_t it;
+  if (!bson_iter_init(&it, &req->cmd) || !bson_iter_next(&it)) {
+    return false;
+  }
+  const char *name = bson_iter_key(&it);
+  return !strcmp(name, "aggregate") || !strcmp(name, "getMore") || !strcmp(name, "killCursors");
 }
 
 /* Waits while a stall fault is active; returns false if the server is stopping. */
@@ -99,13 +151,25 @@ static void *conn_main(void *arg)
       ms_log("connection %" PRId64 ": malformed message (%s); closing it", c->id, why);
       break;
     }
-    if (!wait_out_stall()) {
+    if (is_change_stream_command(&req)) {
+      c->change_stream = true;
+    }
+    if (!wait_out_stall() || !ms_wait_out_partition(c)) {
       ms_request_destroy(&req);
       break;
     }
     bson_t reply = BSON_INITIALIZER;
+    ms_reply_was_cursor = false;
+    ms_reply_was_cut = false;
     ms_action_t act = ms_handle_command(c, &req, &reply);
     bool keep = act == MS_REPLY;
+    /* A partition that began while the command ran holds its reply too. */
+    if (keep && !ms_wait_out_partition(c)) {
+      keep = false;
+    }
+    if (keep && c->change_stream) {
+      pace_catch_up();
+    }
     if (keep && !req.more_to_come) {
       keep = ms_wire_reply(c->fd, &req, &reply);
     }

@@ -1098,6 +1098,275 @@ static void test_malformed_messages(void)
   bson_destroy(ping);
 }
 
+/* ------------------------------------------- batches, times, new faults */
+
+static int64_t server_stat(const char *name)
+{
+  bson_error_t err;
+  bson_t reply;
+  bson_t *cmd = BCON_NEW("cdcacheStats", BCON_INT32(1));
+  int64_t v = -1;
+  if (admin_cmd(writer, cmd, &reply, &err)) {
+    v = get_int(&reply, name, -1);
+  }
+  bson_destroy(&reply);
+  bson_destroy(cmd);
+  return v;
+}
+
+/* Runs cmd on db through client c; the reply is copied to out. */
+static bool db_cmd(mongoc_client_t *c, const char *db, const bson_t *cmd, bson_t *out,
+                   bson_error_t *err)
+{
+  return mongoc_client_command_simple(c, db, cmd, NULL, out, err);
+}
+
+static int64_t batch_len(const bson_t *reply)
+{
+  bson_iter_t it, f, a;
+  int64_t n = 0;
+  if (bson_iter_init(&it, reply) &&
+      (bson_iter_find_descendant(&it, "cursor.firstBatch", &f) ||
+       (bson_iter_init(&it, reply) && bson_iter_find_descendant(&it, "cursor.nextBatch", &f))) &&
+      bson_iter_recurse(&f, &a)) {
+    while (bson_iter_next(&a)) {
+      n++;
+    }
+  }
+  return n;
+}
+
+static uint64_t ts_of(const bson_t *d, const char *path)
+{
+  bson_iter_t it, f;
+  uint32_t t = 0, i = 0;
+  if (bson_iter_init(&it, d) && bson_iter_find_descendant(&it, path, &f) &&
+      BSON_ITER_HOLDS_TIMESTAMP(&f)) {
+    bson_iter_timestamp(&f, &t, &i);
+  }
+  return ((uint64_t)t << 32) | i;
+}
+
+static void bulk_insert(const char *db, const char *coll, int n, int id_start)
+{
+  bson_error_t err;
+  bson_t reply;
+  bson_t *cmd = BCON_NEW("cdcacheBulk", BCON_UTF8(coll), "db", BCON_UTF8(db), "n", BCON_INT32(n),
+                         "op", BCON_UTF8("insert"), "idStart", BCON_INT32(id_start));
+  CU_ASSERT(admin_cmd(writer, cmd, &reply, &err));
+  CU_ASSERT_EQUAL(get_int(&reply, "events", 0), n);
+  bson_destroy(&reply);
+  bson_destroy(cmd);
+}
+
+/* batchSize on aggregate (default 101) and getMore (no count limit by
+ * default), replies cut by a limit counted, operationTime and $clusterTime
+ * in every reply. */
+static void test_batches_and_times(void)
+{
+  bson_error_t err;
+  bson_t reply;
+  bson_t *agg = BCON_NEW("aggregate", BCON_UTF8("c"), "pipeline", "[", "{", "$changeStream", "{",
+                         "}", "}", "]", "cursor", "{", "}");
+  CU_ASSERT_FATAL(db_cmd(reader, "cut", agg, &reply, &err));
+  int64_t id = get_int(&reply, "cursor.id", 0);
+  bson_iter_t pit;
+  bson_t *start = NULL;
+  if (bson_iter_init(&pit, &reply) &&
+      bson_iter_find_descendant(&pit, "cursor.postBatchResumeToken", &pit) &&
+      BSON_ITER_HOLDS_DOCUMENT(&pit)) {
+    const uint8_t *data;
+    uint32_t len;
+    bson_iter_document(&pit, &len, &data);
+    start = bson_new_from_data(data, len);
+  }
+  CU_ASSERT_FATAL(start != NULL);
+  CU_ASSERT(id != 0);
+  CU_ASSERT_EQUAL(batch_len(&reply), 0);
+  CU_ASSERT(field_type(&reply, "operationTime") == BSON_TYPE_TIMESTAMP);
+  CU_ASSERT(field_type(&reply, "$clusterTime.clusterTime") == BSON_TYPE_TIMESTAMP);
+  bson_destroy(&reply);
+  bulk_insert("cut", "c", 250, 0);
+
+  int64_t cut0 = server_stat("repliesCut");
+  bson_t *gm = BCON_NEW("getMore", BCON_INT64(id), "collection", BCON_UTF8("c"), "batchSize",
+                        BCON_INT32(100), "maxTimeMS", BCON_INT32(100));
+  CU_ASSERT_FATAL(db_cmd(reader, "cut", gm, &reply, &err));
+  CU_ASSERT_EQUAL(batch_len(&reply), 100);
+  /* operationTime is the point read at: past the last event returned */
+  CU_ASSERT(ts_of(&reply, "operationTime") > ts_of(&reply, "cursor.nextBatch.99.clusterTime"));
+  CU_ASSERT(ts_of(&reply, "$clusterTime.clusterTime") == ts_of(&reply, "operationTime"));
+  bson_destroy(&reply);
+  CU_ASSERT_EQUAL(server_stat("repliesCut"), cut0 + 1);
+  bson_destroy(gm);
+  gm = BCON_NEW("getMore", BCON_INT64(id), "collection", BCON_UTF8("c"), "maxTimeMS",
+                BCON_INT32(100));
+  CU_ASSERT_FATAL(db_cmd(reader, "cut", gm, &reply, &err));
+  CU_ASSERT_EQUAL(batch_len(&reply), 150); /* no count limit */
+  CU_ASSERT(ts_of(&reply, "operationTime") == ts_of(&reply, "cursor.nextBatch.149.clusterTime"));
+  bson_destroy(&reply);
+  CU_ASSERT_EQUAL(server_stat("repliesCut"), cut0 + 1); /* it held everything */
+  bson_destroy(gm);
+
+  /* the first batch of an aggregate: 101 by default, cut */
+  bson_destroy(agg);
+  agg = BCON_NEW("aggregate", BCON_UTF8("c"), "pipeline", "[", "{", "$changeStream", "{",
+                 "resumeAfter", BCON_DOCUMENT(start), "}", "}", "]", "cursor", "{", "}");
+  bson_destroy(start);
+  CU_ASSERT(db_cmd(reader, "cut", agg, &reply, &err));
+  CU_ASSERT_EQUAL(batch_len(&reply), 101);
+  bson_destroy(&reply);
+  CU_ASSERT_EQUAL(server_stat("repliesCut"), cut0 + 2);
+  bson_destroy(agg);
+
+  /* a plain command carries both times as well, an error too */
+  bson_t *ping = BCON_NEW("ping", BCON_INT32(1));
+  CU_ASSERT(db_cmd(writer, "admin", ping, &reply, &err));
+  CU_ASSERT(field_type(&reply, "operationTime") == BSON_TYPE_TIMESTAMP);
+  CU_ASSERT(field_type(&reply, "$clusterTime.clusterTime") == BSON_TYPE_TIMESTAMP);
+  bson_destroy(&reply);
+  bson_destroy(ping);
+}
+
+/* 16 MiB: big events are cut by bytes, not count. */
+static void test_reply_byte_limit(void)
+{
+  bson_error_t err;
+  bson_t reply;
+  bson_t *agg =
+      BCON_NEW("aggregate", BCON_UTF8("big"), "pipeline", "[", "{", "$changeStream", "{",
+               "fullDocument", BCON_UTF8("updateLookup"), "}", "}", "]", "cursor", "{", "}");
+  CU_ASSERT_FATAL(db_cmd(reader, "cut", agg, &reply, &err));
+  int64_t id = get_int(&reply, "cursor.id", 0);
+  bson_destroy(&reply);
+  bson_t *cmd =
+      BCON_NEW("cdcacheBulk", BCON_UTF8("big"), "db", BCON_UTF8("cut"), "n", BCON_INT32(40), "op",
+               BCON_UTF8("insert"), "idStart", BCON_INT32(0), "padBytes", BCON_INT32(1000000));
+  CU_ASSERT(admin_cmd(writer, cmd, &reply, &err));
+  bson_destroy(&reply);
+  bson_destroy(cmd);
+  int64_t cut0 = server_stat("repliesCut");
+  bson_t *gm = BCON_NEW("getMore", BCON_INT64(id), "collection", BCON_UTF8("big"), "maxTimeMS",
+                        BCON_INT32(100));
+  CU_ASSERT_FATAL(db_cmd(reader, "cut", gm, &reply, &err));
+  int64_t n = batch_len(&reply);
+  CU_ASSERT(n >= 10 && n <= 16); /* ~1 MB each, under 16 MiB */
+  CU_ASSERT(reply.len > 15 * 1000 * 1000 && reply.len <= 16 * 1024 * 1024);
+  bson_destroy(&reply);
+  CU_ASSERT_EQUAL(server_stat("repliesCut"), cut0 + 1);
+  CU_ASSERT_FATAL(db_cmd(reader, "cut", gm, &reply, &err));
+  CU_ASSERT(batch_len(&reply) >= 10);
+  bson_destroy(&reply);
+  bson_destroy(gm);
+  bson_destroy(agg);
+}
+
+/* partition: change-stream connections hear nothing while writes on
+ * other connections go on. */
+static void test_fault_partition(void)
+{
+  bson_error_t err;
+  bson_t reply;
+  mongoc_client_t *cs = new_client(&srv);
+  bson_t *agg = BCON_NEW("aggregate", BCON_UTF8("p"), "pipeline", "[", "{", "$changeStream", "{",
+                         "}", "}", "]", "cursor", "{", "batchSize", BCON_INT32(2), "}");
+  CU_ASSERT_FATAL(db_cmd(cs, "part", agg, &reply, &err));
+  int64_t id = get_int(&reply, "cursor.id", 0);
+  bson_destroy(&reply);
+  int64_t held0 = server_stat("partitionHeld");
+  int64_t ms0 = server_stat("partitionMs");
+  CU_ASSERT(fault("{\"cdcacheFault\": \"partition\", \"ms\": 900, \"replyDelayMs\": 150}"));
+  int64_t t0 = now_ms();
+  bulk_insert("part", "p", 20, 0); /* writes go on */
+  CU_ASSERT(now_ms() - t0 < 600);
+  bson_t *gm = BCON_NEW("getMore", BCON_INT64(id), "collection", BCON_UTF8("p"), "batchSize",
+                        BCON_INT32(2), "maxTimeMS", BCON_INT32(100));
+  CU_ASSERT(db_cmd(cs, "part", gm, &reply, &err));
+  CU_ASSERT(now_ms() - t0 >= 800);       /* held until the partition ended */
+  CU_ASSERT_EQUAL(batch_len(&reply), 2); /* the backlog, cut */
+  bson_destroy(&reply);
+  /* the catch-up is slow: each cut reply waits replyDelayMs */
+  int64_t t1 = now_ms();
+  CU_ASSERT(db_cmd(cs, "part", gm, &reply, &err));
+  CU_ASSERT_EQUAL(batch_len(&reply), 2);
+  CU_ASSERT(now_ms() - t1 >= 140);
+  bson_destroy(&reply);
+  CU_ASSERT(server_stat("catchUpDelayed") >= 2);
+  CU_ASSERT(server_stat("partitionHeld") > held0);
+  CU_ASSERT_EQUAL(server_stat("partitionMs"), ms0 + 900);
+  bson_destroy(gm);
+  bson_destroy(agg);
+  mongoc_client_destroy(cs);
+}
+
+/* election: hello says secondary; change-stream commands fail labelled. */
+static void test_fault_election(void)
+{
+  bson_error_t err;
+  bson_t reply;
+  char uri[128];
+  snprintf(uri, sizeof uri, "mongodb://127.0.0.1:%d/?directConnection=true", srv.port);
+  mongoc_client_t *c = mongoc_client_new(uri);
+  mongoc_client_set_error_api(c, MONGOC_ERROR_API_VERSION_2);
+  int64_t err0 = server_stat("errorsSent");
+  CU_ASSERT(fault("{\"cdcacheFault\": \"election\", \"seconds\": 30}"));
+  bson_t *hello = BCON_NEW("hello", BCON_INT32(1));
+  CU_ASSERT(db_cmd(c, "admin", hello, &reply, &err));
+  bson_iter_t it;
+  CU_ASSERT(bson_iter_init_find(&it, &reply, "isWritablePrimary") && !bson_iter_as_bool(&it));
+  CU_ASSERT(bson_iter_init_find(&it, &reply, "secondary") && bson_iter_as_bool(&it));
+  CU_ASSERT(!has_field(&reply, "primary"));
+  bson_destroy(&reply);
+  bson_t *agg = BCON_NEW("aggregate", BCON_UTF8("e"), "pipeline", "[", "{", "$changeStream", "{",
+                         "}", "}", "]", "cursor", "{", "}");
+  CU_ASSERT(!db_cmd(c, "el", agg, &reply, &err));
+  CU_ASSERT_EQUAL(err.code, 10107);
+  CU_ASSERT(mongoc_error_has_label(&reply, "ResumableChangeStreamError"));
+  bson_destroy(&reply);
+  bson_t *gm = BCON_NEW("getMore", BCON_INT64(12345), "collection", BCON_UTF8("e"));
+  CU_ASSERT(!db_cmd(c, "el", gm, &reply, &err));
+  CU_ASSERT_EQUAL(err.code, 11602);
+  CU_ASSERT(mongoc_error_has_label(&reply, "ResumableChangeStreamError"));
+  bson_destroy(&reply);
+  CU_ASSERT(server_stat("errorsSent") >= err0 + 2);
+  CU_ASSERT(server_stat("electionHellos") >= 1);
+  CU_ASSERT(fault("{\"cdcacheFault\": \"off\"}"));
+  CU_ASSERT(db_cmd(c, "el", agg, &reply, &err));
+  bson_destroy(&reply);
+  bson_destroy(gm);
+  bson_destroy(agg);
+  bson_destroy(hello);
+  mongoc_client_destroy(c);
+}
+
+/* poison: every getMore fails with the code, without a label. */
+static void test_fault_poison(void)
+{
+  bson_error_t err;
+  bson_t reply;
+  bson_t *agg = BCON_NEW("aggregate", BCON_UTF8("x"), "pipeline", "[", "{", "$changeStream", "{",
+                         "}", "}", "]", "cursor", "{", "}");
+  CU_ASSERT_FATAL(db_cmd(reader, "poison", agg, &reply, &err));
+  int64_t id = get_int(&reply, "cursor.id", 0);
+  bson_destroy(&reply);
+  int64_t err0 = server_stat("errorsSent");
+  CU_ASSERT(fault("{\"cdcacheFault\": \"poison\", \"code\": 10334}"));
+  bson_t *gm = BCON_NEW("getMore", BCON_INT64(id), "collection", BCON_UTF8("x"), "maxTimeMS",
+                        BCON_INT32(50));
+  for (int i = 0; i < 3; i++) {
+    CU_ASSERT(!db_cmd(reader, "poison", gm, &reply, &err));
+    CU_ASSERT_EQUAL(err.code, 10334);
+    CU_ASSERT(!mongoc_error_has_label(&reply, "ResumableChangeStreamError"));
+    bson_destroy(&reply);
+  }
+  CU_ASSERT_EQUAL(server_stat("errorsSent"), err0 + 3);
+  CU_ASSERT(fault("{\"cdcacheFault\": \"off\"}"));
+  CU_ASSERT(db_cmd(reader, "poison", gm, &reply, &err));
+  bson_destroy(&reply);
+  bson_destroy(gm);
+  bson_destroy(agg);
+}
+
 /* ------------------------------------------------------------------- main */
 
 static int suite_init(void)
@@ -1146,6 +1415,11 @@ int main(int argc, char **argv)
   CU_add_test(s, "fault: invalidate streams", test_fault_invalidate);
   CU_add_test(s, "fault: stall", test_fault_stall);
   CU_add_test(s, "bulk and stats", test_bulk_and_stats);
+  CU_add_test(s, "batchSize, cut replies, operationTime", test_batches_and_times);
+  CU_add_test(s, "replies stop before 16 MiB", test_reply_byte_limit);
+  CU_add_test(s, "fault: partition", test_fault_partition);
+  CU_add_test(s, "fault: election", test_fault_election);
+  CU_add_test(s, "fault: poison", test_fault_poison);
   CU_add_test(s, "getMore wait does not block others", test_getmore_wait_does_not_block);
   CU_add_test(s, "malformed messages", test_malformed_messages);
   CU_basic_set_mode(CU_BRM_VERBOSE);

@@ -885,7 +885,7 @@ int main(int argc, char **argv)
          "ms p99=%" PRIu64 "ms; flushes",
          st.events, st.keys_evicted, st.reconnects, st.lag_p50_ms, st.lag_p99_ms);
   for (int k = 0; k < CDCACHE_CDC_FLUSH_REASONS; k++)
-    printf(" %s=%" PRIu64, cdcache_cdc_flush_reason_name(k), st.flushes[k]);
+    printf(" %s=%" PRIu64, cdcache_cdc_flush_reason_name(k), cdcache_cdc_flush_count(&st, k));
   printf("\n");
   printf("soak: storm: bulk writes=%" PRIu64 "; survived", storm.bulk_writes);
   for (int k = 0; k < 6; k++)
