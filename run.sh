@@ -4,6 +4,7 @@
 #   ./run.sh test    install what is missing, build plain, ASan+UBSan and
 #                    TSan, run the whole test suite in each, then the
 #                    fuzz targets briefly (CDCACHE_FUZZ_SECONDS, default 20)
+#                    and the mutants the suites must catch (short)
 # Other verbs: deps (install only), build (release build only).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -16,7 +17,8 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 PKGS=(build-essential cmake pkg-config liburcu-dev libck-dev libcunit1-dev
       libmongoc-dev libbson-dev libxxhash-dev gnuplot-nox valgrind
       clang libclang-rt-14-dev
-      libmicrohttpd-dev prometheus wrk curl)
+      libmicrohttpd-dev prometheus wrk curl
+      stunnel4 openssl)
 
 deps() {
   local missing=()
@@ -77,7 +79,11 @@ test)
   # libFuzzer targets (clang): regressions, then a short run of each.
   echo "=== fuzz: ${CDCACHE_FUZZ_SECONDS:-20} s per target" >&2
   CDCACHE_FUZZ_BUILD_DIR="$BUILD/fuzz" tests/fuzz/run.sh "${CDCACHE_FUZZ_SECONDS:-20}"
-  echo "all test suites passed: plain, ASan+UBSan, TSan, fuzz" >&2
+  # Deliberately broken copies of the library that the suites must catch
+  # (a scratch copy; one quick suite per mutant: about 3 minutes).
+  echo "=== mutants (short)" >&2
+  JOBS=$JOBS tests/mutants/run.sh --short
+  echo "all test suites passed: plain, ASan+UBSan, TSan, fuzz, mutants" >&2
   ;;
 *)
   echo "usage: $0 bench|test|deps|build [args...]" >&2

@@ -27,7 +27,9 @@
  *   call.
  * - After fork(), the child's handles refuse service with
  *   CDCACHE_EFORKED: nothing keeps a copied cache fresh.  The child may
- *   still call cdcache_close() on them (it frees nothing shared).
+ *   still call cdcache_close() on them (it frees nothing shared).  A
+ *   child opens new caches only if the fork went through
+ *   cdcache_fork_prepare/_parent/_child (see there).
  */
 #ifndef CDCACHE_H
 #define CDCACHE_H
@@ -132,11 +134,16 @@ typedef struct cdcache_config {
   /* sizeof(cdcache_config_t) as the caller was compiled; set by
    * cdcache_config_init.  Lets the struct grow without breaking binaries. */
   size_t struct_size;
-  /* Required: the most entries the cache holds (whole cache). */
+  /* Required: the most entries the cache holds (whole cache), at most
+   * CDCACHE_MAX_ENTRIES_LIMIT. */
   uint64_t max_entries;
   /* The most bytes the cache holds: entries (key, value, real allocator
    * overhead, including unlinked entries awaiting their grace period) plus
-   * the shards' tables.  0 means no byte bound.  Default 0. */
+   * the shards' tables, give or take CDCACHE_MAX_BYTES_SLACK.  Each
+   * shard's share must hold one entry of max_key_len and max_value_len:
+   * with shards 0 the shard count is lowered until it does; with a set
+   * shard count open fails with CDCACHE_EINVAL.  0 means no byte bound.
+   * Default 0. */
   uint64_t max_bytes;
   /* Number of shards, a power of two; 0 picks one from the core count,
    * capped so that each shard's share is at least CDCACHE_MIN_SHARD_ENTRIES.
@@ -163,6 +170,22 @@ typedef struct cdcache_config {
   void *log_ctx;
 } cdcache_config_t;
 
+/* The largest max_entries accepted (2^36: tables of a larger cache would
+ * not fit in any machine's memory). */
+#define CDCACHE_MAX_ENTRIES_LIMIT ((uint64_t)1 << 36)
+
+/*
+ * How far the memory the library holds for a cache may exceed max_bytes,
+ * for `threads` threads writing at the same time: per writing thread, one
+ * entry allocated but not yet linked, the entries one put evicts moving
+ * to the grace-period backlog before the throttle catches up, and one
+ * loaded value in flight (each bounded by max_key_len + max_value_len
+ * plus allocator rounding), plus its counter block.  Proved by
+ * tests/core/test_bounds.c ("the max_bytes slack holds ...").
+ */
+#define CDCACHE_MAX_BYTES_SLACK(cfg, threads)                                                      \
+  ((uint64_t)(threads) * (3u * ((uint64_t)(cfg)->max_key_len + (cfg)->max_value_len + 8192u)))
+
 /* A shard's share of max_entries is never below this (unless max_entries
  * itself is smaller, in which case there is one shard). */
 #define CDCACHE_MIN_SHARD_ENTRIES 1024u
@@ -175,10 +198,37 @@ CDCACHE_EXTERN int cdcache_config_init(cdcache_config_t *cfg);
  * Creates a cache.  Copies *cfg; the caller keeps it.  Allocates the
  * shards and their tables through the allocator hook.  Errors:
  * CDCACHE_EINVAL (NULL, max_entries 0, a limit out of range, shards not a
- * power of two, a struct_size this library does not know, max_bytes too
- * small for the tables), CDCACHE_ENOMEM.
+ * power of two, a struct_size this library does not know, max_entries
+ * above CDCACHE_MAX_ENTRIES_LIMIT, max_bytes too small for the tables and
+ * one largest entry per shard), CDCACHE_ENOMEM, CDCACHE_EFORKED (a child
+ * of a fork that skipped cdcache_fork_prepare/_parent/_child).
  */
 CDCACHE_EXTERN int cdcache_open(const cdcache_config_t *cfg, cdcache_t **out);
+
+/*
+ * fork() without exec() (pre-fork servers).  liburcu, which reclaims the
+ * cache's memory, needs its own handlers to run around a fork in both
+ * processes, or the child's first grace period waits forever for threads
+ * that were not copied.  Either call cdcache_fork_prepare() just before
+ * fork(), then cdcache_fork_parent() in the parent and cdcache_fork_child()
+ * in the child just after it (from the thread that forked, with no other
+ * cdcache call in progress on that thread); or call cdcache_fork_install()
+ * once to register the three with pthread_atfork() (opt-in: liburcu
+ * discourages pthread_atfork when call_rcu callbacks allocate or free,
+ * as cdcache's do, because glibc's allocator locks may then hang a fork
+ * in rare interleavings; the explicit calls avoid that).  A child forked
+ * this way may open, use and close new caches.  Handles opened before the
+ * fork answer CDCACHE_EFORKED in the child either way (nothing keeps a
+ * copied cache fresh) and may only be closed.  In a child forked without
+ * these calls after a cache was opened, cdcache_open() fails with
+ * CDCACHE_EFORKED instead of hanging later.
+ */
+CDCACHE_EXTERN void cdcache_fork_prepare(void);
+CDCACHE_EXTERN void cdcache_fork_parent(void);
+CDCACHE_EXTERN void cdcache_fork_child(void);
+/* Registers the three above with pthread_atfork() once per process
+ * (idempotent).  0 or CDCACHE_ENOMEM.  Thread-safe. */
+CDCACHE_EXTERN int cdcache_fork_install(void);
 
 /*
  * Destroys a cache: stops its CDC subscription if one is still attached,
@@ -329,7 +379,14 @@ typedef struct cdcache_stats {
   uint64_t bytes_pending_free;   /* unlinked, awaiting a grace period */
   uint64_t bytes_tables;         /* the shards' fixed tables */
   uint32_t shards;
+  /* Inserts into a hash chain already CDCACHE_CHAIN_TRIPWIRE entries long
+   * (hostile keys or a failed random source; each is also logged, at most
+   * once per 10 s, as a warning). */
+  uint64_t long_chains;
 } cdcache_stats_t;
+
+/* The chain length the long_chains statistic counts from. */
+#define CDCACHE_CHAIN_TRIPWIRE 16u
 
 /*
  * Fills *stats (set stats->struct_size first; fields past it are not
@@ -689,7 +746,23 @@ typedef struct cdcache_cdc_stats {
    * does (connecting, streaming, backing off). */
   int failed_closed;
   uint64_t flushes_poison; /* CDCACHE_CDC_FLUSH_POISON */
+  /* Aggregates libmongoc started by itself inside one next() to resume
+   * the stream (a dropped connection, CursorNotFound, an election): the
+   * resumes the application never sees.  More than
+   * CDCACHE_CDC_RESUME_LOOP_MAX of them in one next() without a getMore
+   * answered in between is a loop without progress: the subscription
+   * gives the client up and backs off (counted in reconnects too). */
+  uint64_t resumes;
+  /* The latest stream reply's $clusterTime minus its operationTime, in
+   * ms (second resolution): how far the majority commit point the stream
+   * reads at trails the newest write the server knows.  Near 0 normally;
+   * it grows while the majority commit point stalls (writes acknowledged
+   * with w:1 that no majority has yet), and those writes are not
+   * delivered, so not evicted, until it moves. */
+  uint64_t majority_gap_ms;
 } cdcache_cdc_stats_t;
+
+#define CDCACHE_CDC_RESUME_LOOP_MAX 3
 
 /*
  * Fills *st (set st->struct_size first; fields past it are not written).

@@ -106,6 +106,8 @@ typedef struct cdcache__cdc_stats {
   uint64_t keys_evicted;                       /* mu */
   uint64_t flushes[CDCACHE_CDC_FLUSH_REASONS]; /* mu; by reason */
   uint64_t reconnects;                         /* mu */
+  uint64_t resumes;                            /* mu */
+  uint64_t majority_gap_ms;                    /* mu */
   uint64_t malformed_events;                   /* mu */
   uint64_t ignored_events;                     /* mu */
   uint64_t key_errors;                         /* mu */
@@ -136,6 +138,7 @@ void cdcache__stats_applied(cdcache__cdc_stats_t *s, uint64_t cluster_time, int6
 void cdcache__stats_answered(cdcache__cdc_stats_t *s, uint64_t ms);
 void cdcache__stats_token(cdcache__cdc_stats_t *s, const bson_t *token);
 void cdcache__stats_error(cdcache__cdc_stats_t *s, const char *msg);
+void cdcache__stats_majority_gap(cdcache__cdc_stats_t *s, uint64_t gap_ms);
 /* Copies a snapshot into *out (struct_size respected); fresh_until and
  * now let it report FAILED_CLOSED. */
 void cdcache__stats_snapshot(cdcache__cdc_stats_t *s, cdcache_cdc_stats_t *out, uint64_t now_ms,
@@ -189,8 +192,8 @@ bool cdcache__bound_flushed(cdcache__bound_t *b, uint64_t flush_start_ms);
 /* ----------------------------------------------------------- netstream.c */
 
 /*
- * The stream initiator installed on the subscription's client (plain TCP
- * and Unix sockets; TLS URIs keep libmongoc's own).  Every wait polls the
+ * The stream initiator installed on the subscription's client (plain TCP,
+ * Unix sockets, and TLS over them with options from the URI).  Every wait polls the
  * subscription's stop eventfd too, so a stop interrupts connect, read and
  * write at once.  user_data is the cdcache_cdc_t.
  */
@@ -219,6 +222,9 @@ int cdcache__net_connect(const mongoc_host_list_t *host, int stop_fd, int32_t co
  * thread to end on its own before it wakes the sockets. */
 #define CDCACHE__STOP_GRACE_EXTRA_MS 250u
 #define CDCACHE__STOP_GRACE_MAX_MS 800u
+
+/* libmongoc's hidden resumes are logged at most once per this many ms. */
+#define CDCACHE__RESUME_LOG_MS 10000u
 
 /* What applying one event asks of the stream loop. */
 enum { CDCACHE__APPLY_OK = 0, CDCACHE__APPLY_INVALIDATE = 1 };
@@ -281,6 +287,13 @@ struct cdcache_cdc {
     uint64_t held;    /* occurrences not logged since */
   } loglimit[CDCACHE__LOGLIMIT_SLOTS];
   cdcache__bound_t bound; /* the staleness bound's evidence (bound.c) */
+  /* libmongoc's own resumes (stats.resumes): inside mongoc_change_stream_
+   * next(), the aggregates it started since the last answered getMore, and
+   * the rate limit of their log line. */
+  bool in_next;
+  uint32_t next_resumes;
+  uint64_t resume_log_ms; /* cache clock of the last line */
+  uint64_t resumes_held;  /* resumes not logged since */
   uint64_t agg_op_time;   /* operationTime of the latest aggregate reply */
   bool progress;          /* a getMore answered without error, not yet seen */
   /* Backoff: failures since the last progress; the cap's log line given. */
@@ -299,6 +312,11 @@ struct cdcache_cdc {
  * thread, no lock held. */
 void cdcache__cdc_log(const cdcache_cdc_t *sub, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* netstream.c: set on the CDC thread to make every I/O of its client's
+ * streams fail at once (as a stop does), to break a loop of resumes
+ * libmongoc runs inside one next(); cleared when next() returns. */
+extern _Thread_local bool cdcache__net_abort_io;
 
 /* logroute.c: routing libmongoc's process-wide log (see there).  on/off
  * from start/stop (any thread); thread from the subscription's thread

@@ -322,16 +322,16 @@ static int flush_cache(cdcache_cdc_t *sub, int reason, const char *why, bool log
   return 0;
 }
 
+int cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why)
+{
+  return flush_cache(sub, reason, why, true);
+}
+
 void cdcache__cdc_advance_cluster_time(cdcache_cdc_t *sub, uint64_t ct)
 {
   /* The CDC thread is the only writer: load, compare, store is enough. */
   if (ct > cdcache__cluster_time(sub->cache))
     cdcache__set_cluster_time(sub->cache, ct);
-}
-
-int cdcache__cdc_flush(cdcache_cdc_t *sub, int reason, const char *why)
-{
-  return flush_cache(sub, reason, why, true);
 }
 
 /* tmp.agg_out.<uuid> ($out, $merge into a new collection), tmp.mr.*
@@ -505,7 +505,8 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
     /* a missing field alone was logged (rate-limited) above: the flush
      * is not logged again for each event */
     if (unmappable)
-      (void)flush_cache(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, unmappable, other_error || !missing_field);
+      (void)flush_cache(sub, CDCACHE_CDC_FLUSH_UNMAPPABLE, unmappable,
+                        other_error || !missing_field);
     break;
   }
   case CDCACHE_CDC_OP_DROP:
@@ -529,8 +530,7 @@ int cdcache__cdc_apply(cdcache_cdc_t *sub, const uint8_t *data, size_t len)
     break;
   }
   case CDCACHE_CDC_OP_INVALIDATE:
-    (void)cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_INVALIDATE,
-                             "the change stream was invalidated");
+    (void)cdcache__cdc_flush(sub, CDCACHE_CDC_FLUSH_INVALIDATE, "the change stream was invalidated");
     result = CDCACHE__APPLY_INVALIDATE;
     break;
   default:

@@ -62,8 +62,7 @@
  * Connecting: a non-blocking connect() polled with the stop eventfd.  A
  * Unix socket whose listener's backlog is full answers EAGAIN without
  * starting a connection; that is retried (backing off 1 to 50 ms) until
- * connectTimeoutMS, never failed at once.  TLS URIs keep libmongoc's
- * initiator (see README: stop then relies on the short socket timeouts).
+ * connectTimeoutMS, never failed at once.  TLS: see wrap_tls.
  */
 #include "cdc_internal.h"
 
@@ -142,10 +141,12 @@ static int wait_fd(int fd, int stop_fd, short events, int64_t deadline)
   }
 }
 
+_Thread_local bool cdcache__net_abort_io;
+
 static bool stopped(const net_stream_t *s)
 {
   struct pollfd p = {s->stop_fd, POLLIN, 0};
-  return poll(&p, 1, 0) > 0;
+  return cdcache__net_abort_io || poll(&p, 1, 0) > 0;
 }
 
 static int ns_close(mongoc_stream_t *stream)
@@ -523,6 +524,71 @@ int cdcache__net_connect(const mongoc_host_list_t *host, int stop_fd, int32_t co
   return 0;
 }
 
+/*
+ * TLS over the stream, as libmongoc's own initiator does it
+ * (mongoc_client_default_stream_initiator): libmongoc's TLS stream wraps
+ * ours, and the handshake runs here within connectTimeoutMS.  Every read,
+ * write and poll of the TLS stream ends in ours, so a stop interrupts the
+ * handshake and every later wait too.  The options come from the URI (the
+ * client's TLS settings are private to libmongoc): tlsCAFile,
+ * tlsCertificateKeyFile, tlsCertificateKeyFilePassword,
+ * tlsAllowInvalidCertificates, tlsAllowInvalidHostnames, tlsInsecure (and
+ * their ssl* aliases, which libmongoc maps to these).  The two it cannot
+ * pass on (tlsDisableOCSPEndpointCheck and
+ * tlsDisableCertificateRevocationCheck live in the private part of
+ * mongoc_ssl_opt_t) fail the connection with a message saying so rather
+ * than being ignored.  base is consumed.
+ */
+static mongoc_stream_t *wrap_tls(mongoc_stream_t *base, const mongoc_uri_t *uri,
+                                 const mongoc_host_list_t *host, int32_t connect_timeout_ms,
+                                 bson_error_t *error)
+{
+#ifdef MONGOC_ENABLE_SSL
+  static const char *const unsupported[] = {MONGOC_URI_TLSDISABLEOCSPENDPOINTCHECK,
+                                            MONGOC_URI_TLSDISABLECERTIFICATEREVOCATIONCHECK};
+  for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++) {
+    if (mongoc_uri_get_option_as_bool(uri, unsupported[i], false)) {
+      mongoc_stream_destroy(base);
+      bson_set_error(error, MONGOC_ERROR_STREAM, MONGOC_ERROR_STREAM_CONNECT,
+                     "cdcache: the URI option %s is not supported (see README, TLS)",
+                     unsupported[i]);
+      return NULL;
+    }
+  }
+  mongoc_ssl_opt_t opt;
+  memset(&opt, 0, sizeof opt);
+  opt.pem_file = mongoc_uri_get_option_as_utf8(uri, MONGOC_URI_TLSCERTIFICATEKEYFILE, NULL);
+  opt.pem_pwd = mongoc_uri_get_option_as_utf8(uri, MONGOC_URI_TLSCERTIFICATEKEYFILEPASSWORD, NULL);
+  opt.ca_file = mongoc_uri_get_option_as_utf8(uri, MONGOC_URI_TLSCAFILE, NULL);
+  bool insecure = mongoc_uri_get_option_as_bool(uri, MONGOC_URI_TLSINSECURE, false);
+  opt.weak_cert_validation =
+      insecure || mongoc_uri_get_option_as_bool(uri, MONGOC_URI_TLSALLOWINVALIDCERTIFICATES, false);
+  opt.allow_invalid_hostname =
+      insecure || mongoc_uri_get_option_as_bool(uri, MONGOC_URI_TLSALLOWINVALIDHOSTNAMES, false);
+  mongoc_stream_t *tls = mongoc_stream_tls_new_with_hostname(base, host->host, &opt, 1);
+  if (!tls) {
+    mongoc_stream_destroy(base);
+    bson_set_error(error, MONGOC_ERROR_STREAM, MONGOC_ERROR_STREAM_SOCKET,
+                   "cdcache: cannot set up TLS for %s (certificate or key files?)",
+                   host->host_and_port);
+    return NULL;
+  }
+  if (!mongoc_stream_tls_handshake_block(tls, host->host, connect_timeout_ms, error)) {
+    mongoc_stream_destroy(tls);
+    return NULL;
+  }
+  return tls;
+#else
+  (void)uri;
+  (void)connect_timeout_ms;
+  mongoc_stream_destroy(base);
+  bson_set_error(error, MONGOC_ERROR_STREAM, MONGOC_ERROR_STREAM_CONNECT,
+                 "cdcache: libmongoc was built without TLS; cannot connect to %s",
+                 host->host_and_port);
+  return NULL;
+#endif
+}
+
 mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_host_list_t *host,
                                         void *user_data, bson_error_t *error)
 {
@@ -552,5 +618,7 @@ mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_ho
                    "cdcache: out of memory");
     return NULL;
   }
+  if (mongoc_uri_get_tls(uri))
+    return wrap_tls(s, uri, host, ct > 0 ? ct : 1000, error);
   return s; /* unbuffered: see the contract above */
 }

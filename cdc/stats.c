@@ -178,6 +178,8 @@ void cdcache__stats_snapshot(cdcache__cdc_stats_t *s, cdcache_cdc_stats_t *out, 
   tmp.keys_evicted = s->keys_evicted;
   memcpy(tmp.flushes, s->flushes, sizeof tmp.flushes);
   tmp.flushes_poison = s->flushes[CDCACHE_CDC_FLUSH_POISON];
+  tmp.resumes = s->resumes;
+  tmp.majority_gap_ms = s->majority_gap_ms;
   tmp.reconnects = s->reconnects;
   tmp.malformed_events = s->malformed_events;
   tmp.ignored_events = s->ignored_events;
@@ -216,4 +218,11 @@ void cdcache__stats_snapshot(cdcache__cdc_stats_t *s, cdcache_cdc_stats_t *out, 
   }
   tmp.struct_size = out->struct_size;
   memcpy(out, &tmp, n);
+}
+
+void cdcache__stats_majority_gap(cdcache__cdc_stats_t *s, uint64_t gap_ms)
+{
+  (void)pthread_mutex_lock(&s->mu);
+  s->majority_gap_ms = gap_ms;
+  (void)pthread_mutex_unlock(&s->mu);
 }

@@ -447,6 +447,32 @@ fail:
 
 /* --------------------------------------------------------------- APM */
 
+/*
+ * An aggregate started inside next(): libmongoc resuming by itself.
+ * Counted, logged at most once per CDCACHE__RESUME_LOG_MS, and past
+ * CDCACHE_CDC_RESUME_LOOP_MAX without an answered getMore in between,
+ * the client's I/O is made to fail (netstream), so that next() returns
+ * and the loop backs off like any other failure.  CDC thread (APM).
+ */
+static void note_hidden_resume(cdcache_cdc_t *sub)
+{
+  uint64_t now = cdcache__now_ms(sub->cache);
+  cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, resumes), 1);
+  sub->next_resumes++;
+  sub->resumes_held++;
+  if (sub->resume_log_ms == 0 || now - sub->resume_log_ms >= CDCACHE__RESUME_LOG_MS ||
+      now < sub->resume_log_ms) {
+    cdcache__cdc_log(sub, CDCACHE_LOG_WARNING,
+                     "cdc: libmongoc resumed the change stream (%llu resumes since the last "
+                     "such line)",
+                     (unsigned long long)sub->resumes_held);
+    sub->resume_log_ms = now;
+    sub->resumes_held = 0;
+  }
+  if (sub->next_resumes > CDCACHE_CDC_RESUME_LOOP_MAX)
+    cdcache__net_abort_io = true;
+}
+
 static void apm_started(const mongoc_apm_command_started_t *e)
 {
   cdcache_cdc_t *sub = mongoc_apm_command_started_get_context(e);
@@ -455,6 +481,8 @@ static void apm_started(const mongoc_apm_command_started_t *e)
     sub->apm_request_id = mongoc_apm_command_started_get_request_id(e);
     sub->apm_start_ms = cdcache__now_ms(sub->cache);
   }
+  if (sub->in_next && strcmp(name, "aggregate") == 0)
+    note_hidden_resume(sub);
 }
 
 static uint32_t batch_count(const bson_t *reply)
@@ -485,6 +513,21 @@ static uint64_t timestamp_of(const bson_t *doc, const char *key)
   return ((uint64_t)t << 32) | i;
 }
 
+/* $clusterTime (the newest write the server knows) against operationTime
+ * (the majority commit point it read at): their gap, in whole seconds. */
+static void note_majority_gap(cdcache_cdc_t *sub, const bson_t *reply, uint64_t op_time)
+{
+  bson_iter_t it;
+  uint32_t t = 0, i = 0;
+  if (op_time == 0 || !bson_iter_init(&it, reply) ||
+      !bson_iter_find_descendant(&it, "$clusterTime.clusterTime", &it) ||
+      !BSON_ITER_HOLDS_TIMESTAMP(&it))
+    return;
+  bson_iter_timestamp(&it, &t, &i);
+  uint32_t op_secs = (uint32_t)(op_time >> 32);
+  cdcache__stats_majority_gap(&sub->stats, t > op_secs ? (uint64_t)(t - op_secs) * 1000u : 0);
+}
+
 /* Publishes the bound: fresh_until = vouched + max_stale_ms.  Not while a
  * reopen from now waits for its flush (the cache stays failed closed). */
 static void publish(cdcache_cdc_t *sub)
@@ -506,13 +549,15 @@ static void apm_succeeded(const mongoc_apm_command_succeeded_t *e)
     cdcache__reply_t r;
     r.stamp_ms = sub->apm_start_ms;
     r.op_time = timestamp_of(reply, "operationTime");
+    note_majority_gap(sub, reply, r.op_time);
     r.events = batch_count(reply);
     r.bytes = reply->len;
     r.is_getmore = getmore;
     cdcache__stats_answered(&sub->stats, r.stamp_ms);
-    if (getmore)
+    if (getmore) {
       sub->progress = true;
-    else
+      sub->next_resumes = 0;
+    } else
       sub->agg_op_time = r.op_time;
     if (cdcache__bound_answered(&sub->bound, &r))
       publish(sub);
@@ -615,8 +660,8 @@ static int make_client(cdcache_cdc_t *sub)
   primary = mongoc_read_prefs_new(MONGOC_READ_PRIMARY);
   mongoc_client_set_read_prefs(sub->client, primary);
   mongoc_read_prefs_destroy(primary);
-  if (!mongoc_uri_get_tls(sub->uri))
-    mongoc_client_set_stream_initiator(sub->client, cdcache__net_initiator, sub);
+  /* plain TCP, Unix sockets and TLS alike (netstream.c wraps TLS) */
+  mongoc_client_set_stream_initiator(sub->client, cdcache__net_initiator, sub);
   cbs = mongoc_apm_callbacks_new();
   mongoc_apm_set_command_started_cb(cbs, apm_started);
   mongoc_apm_set_command_succeeded_cb(cbs, apm_succeeded);
@@ -840,7 +885,24 @@ static void *cdc_main(void *arg)
 
     while (!is_stopping(sub)) {
       const bson_t *doc = NULL;
-      if (mongoc_change_stream_next(sub->stream, &doc)) {
+      sub->in_next = true;
+      sub->next_resumes = 0;
+      bool got = mongoc_change_stream_next(sub->stream, &doc);
+      sub->in_next = false;
+      if (cdcache__net_abort_io) {
+        /* a loop of resumes without progress was cut (note_hidden_resume) */
+        cdcache__net_abort_io = false;
+        bson_error_t loop_err;
+        bson_set_error(&loop_err, MONGOC_ERROR_STREAM, MONGOC_ERROR_STREAM_SOCKET,
+                       "libmongoc resumed the stream %u times inside one next() without an "
+                       "answered getMore",
+                       sub->next_resumes);
+        if (is_stopping(sub))
+          break;
+        on_failure(sub, "resume loop without progress", &loop_err, NULL);
+        break;
+      }
+      if (got) {
         int r = cdcache__cdc_apply(sub, bson_get_data(doc), doc->len);
         if (cdcache__bound_applied(&sub->bound, event_time(doc)))
           publish(sub);

@@ -5,10 +5,10 @@
  * CLOCK_MONOTONIC_COARSE, which the vDSO answers from the last timer tick
  * for a few nanoseconds (a full clock_gettime(CLOCK_MONOTONIC) costs about
  * 27 ns here).  The coarse clock lags real time by up to one tick, so TTL
- * checks add cdcache__clock_slack_ms() to "now" and err towards expiring
+ * checks add the tick (clock_slack_ms) to "now" and err towards expiring
  * early.
  */
-#include "cache.h"
+#include "clock.h"
 
 #include <time.h>
 
@@ -32,13 +32,6 @@ uint64_t cdcache__coarse_resolution_ms(void)
     return 10;
   /* Round up: a 4 ms tick is 4 ms of possible lag. */
   return ts_to_ms(&ts) + (ts.tv_nsec % 1000000 != 0 ? 1 : 0);
-}
-
-uint64_t cdcache__now_ms(const cdcache_t *cache)
-{
-  if (cache->cfg.clock != NULL)
-    return cache->cfg.clock(cache->cfg.clock_ctx);
-  return cdcache__coarse_ms();
 }
 
 uint64_t cdcache__wall_ms(void)

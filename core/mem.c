@@ -1,11 +1,13 @@
 /*
  * The allocator hook and the byte accounting built on it.  Every
- * allocation the library makes goes through cache->cfg.allocator; an
+ * allocation the library makes goes through the cache's allocator; an
  * entry is charged what the allocator reports as usable (the default
  * allocator's malloc_usable_size), so max_bytes bounds what the heap
  * really hands out, not what the structs add up to.
  */
-#include "cache.h"
+#include "mem.h"
+
+#include "entry.h"
 
 #include <malloc.h>
 #include <stdlib.h>
@@ -38,17 +40,6 @@ void cdcache__default_allocator(cdcache_allocator_t *a)
   a->ctx = NULL;
 }
 
-void *cdcache__alloc(const cdcache_t *cache, size_t size)
-{
-  return cache->cfg.allocator.malloc(cache->cfg.allocator.ctx, size);
-}
-
-void cdcache__free(const cdcache_t *cache, void *ptr, size_t size)
-{
-  if (ptr != NULL)
-    cache->cfg.allocator.free(cache->cfg.allocator.ctx, ptr, size);
-}
-
 /*
  * Cache-line-aligned blocks (the cache handle, the shard array, counter
  * blocks) from an allocator that promises only malloc's alignment: ask for
@@ -70,9 +61,8 @@ void cdcache__free_aligned(const cdcache_allocator_t *a, void *raw, size_t size)
     a->free(a->ctx, raw, size + CDCACHE__CACHELINE - 1);
 }
 
-size_t cdcache__charge(const cdcache_t *cache, void *ptr, size_t size)
+size_t cdcache__charge(const cdcache_allocator_t *a, void *ptr, size_t size)
 {
-  const cdcache_allocator_t *a = &cache->cfg.allocator;
   if (a->usable_size != NULL) {
     size_t u = a->usable_size(a->ctx, ptr, size);
     return u > size ? u : size;

@@ -44,124 +44,101 @@ static char barrier_token;
 
 struct batch {
   struct rcu_head rcu;
-  cdcache_t *cache;
+  struct cdcache__reclaimer *rc;
   struct cdcache__entry *list;
   uint64_t bytes;
 };
 
-static void free_list(cdcache_t *c, struct cdcache__entry *e, uint64_t bytes)
+static void free_list(struct cdcache__reclaimer *rc, struct cdcache__entry *e, uint64_t bytes)
 {
   CDCACHE__TSAN_ACQUIRE(&cdcache__grace_token);
   while (e != NULL) {
     struct cdcache__entry *next = e->u.ret;
-    cdcache__free(c, e, cdcache__entry_size(e->flags, e->klen, e->vlen));
+    rc->alloc->free(rc->alloc->ctx, e, cdcache__entry_size(e->flags, e->klen, e->vlen));
     e = next;
   }
-  atomic_fetch_sub_explicit(&c->bytes_pending, bytes, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&rc->bytes_pending, bytes, memory_order_relaxed);
 }
 
 static void batch_cb(struct rcu_head *head)
 {
   struct batch *b = caa_container_of(head, struct batch, rcu);
   CDCACHE__TSAN_ACQUIRE(b);
-  cdcache_t *c = b->cache;
-  free_list(c, b->list, b->bytes);
-  cdcache__free(c, b, sizeof *b);
+  struct cdcache__reclaimer *rc = b->rc;
+  free_list(rc, b->list, b->bytes);
+  rc->alloc->free(rc->alloc->ctx, b, sizeof *b);
   CDCACHE__TSAN_RELEASE(&barrier_token);
 }
 
-/* rcu_barrier() with its ThreadSanitizer edge. */
-static void barrier(void)
+void cdcache__retire_barrier(void)
 {
   urcu_bp_barrier();
   CDCACHE__TSAN_ACQUIRE(&barrier_token);
 }
 
-void cdcache__retire(cdcache_t *c, struct cdcache__shard *s, struct cdcache__entry *e,
-                     uint64_t charge)
+void cdcache__retire(struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
+                     struct cdcache__entry *e, uint64_t charge)
 {
-  e->u.ret = s->retired;
-  s->retired = e;
-  s->retired_count++;
-  s->retired_bytes += charge;
-  atomic_fetch_add_explicit(&c->bytes_pending, charge, memory_order_relaxed);
+  e->u.ret = l->head;
+  l->head = e;
+  l->count++;
+  l->bytes += charge;
+  atomic_fetch_add_explicit(&rc->bytes_pending, charge, memory_order_relaxed);
 }
 
-void cdcache__retire_take(const cdcache_t *c, struct cdcache__shard *s,
+void cdcache__retire_take(const struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
                           struct cdcache__retired *out, bool force)
 {
   out->list = NULL;
   out->bytes = 0;
-  if (s->retired == NULL ||
-      (!force && s->retired_count < RETIRE_BATCH && s->retired_bytes < c->retire_batch_bytes))
+  if (l->head == NULL || (!force && l->count < RETIRE_BATCH && l->bytes < rc->batch_bytes))
     return;
-  out->list = s->retired;
-  out->bytes = s->retired_bytes;
-  s->retired = NULL;
-  s->retired_count = 0;
-  s->retired_bytes = 0;
+  out->list = l->head;
+  out->bytes = l->bytes;
+  l->head = NULL;
+  l->count = 0;
+  l->bytes = 0;
 }
 
-void cdcache__retire_submit(cdcache_t *c, struct cdcache__retired *r)
+void cdcache__retire_free_now(struct cdcache__reclaimer *rc, struct cdcache__retired *r)
 {
   if (r->list == NULL)
     return;
-  struct batch *b = cdcache__alloc(c, sizeof *b);
-  if (b == NULL) {
-    urcu_bp_synchronize_rcu();
-    free_list(c, r->list, r->bytes);
-  } else {
-    b->cache = c;
-    b->list = r->list;
-    /* The batch header itself is memory held until the callback runs. */
-    b->bytes = r->bytes + sizeof *b;
-    atomic_fetch_add_explicit(&c->bytes_pending, sizeof *b, memory_order_relaxed);
-    CDCACHE__TSAN_RELEASE(b);
-    urcu_bp_call_rcu(&b->rcu, batch_cb);
-  }
+  urcu_bp_synchronize_rcu();
+  free_list(rc, r->list, r->bytes);
   r->list = NULL;
   r->bytes = 0;
 }
 
-bool cdcache__throttle_needed(const cdcache_t *c)
+void cdcache__retire_submit(struct cdcache__reclaimer *rc, struct cdcache__retired *r)
 {
-  /* Half the reserve: past it, a writer frees its own shard's list (see
-   * cdcache__throttle). */
-  return atomic_load_explicit(&c->bytes_pending, memory_order_relaxed) > c->pending_cap / 2;
+  if (r->list == NULL)
+    return;
+  struct batch *b = rc->alloc->malloc(rc->alloc->ctx, sizeof *b);
+  if (b == NULL) {
+    cdcache__retire_free_now(rc, r);
+    return;
+  }
+  b->rc = rc;
+  b->list = r->list;
+  /* The batch header itself is memory held until the callback runs. */
+  b->bytes = r->bytes + sizeof *b;
+  atomic_fetch_add_explicit(&rc->bytes_pending, sizeof *b, memory_order_relaxed);
+  CDCACHE__TSAN_RELEASE(b);
+  urcu_bp_call_rcu(&b->rcu, batch_cb);
+  r->list = NULL;
+  r->bytes = 0;
 }
 
-void cdcache__throttle(cdcache_t *c, struct cdcache__shard *s)
+bool cdcache__throttle_needed(const struct cdcache__reclaimer *rc)
 {
-  /* First free this shard's retire list here, after one grace period of
-   * our own: cheap (membarrier), and it does not wait for the call_rcu
-   * thread, which naps between rounds. */
-  struct cdcache__retired r;
-  pthread_mutex_lock(&s->lock);
-  cdcache__retire_take(c, s, &r, true);
-  pthread_mutex_unlock(&s->lock);
-  if (r.list != NULL) {
-    urcu_bp_synchronize_rcu();
-    free_list(c, r.list, r.bytes);
-  }
-  /* Only when the batches already queued hold three quarters of the
-   * reserve, wait for the reclaimer to free them (the last quarter absorbs
-   * what writers past their check evict and allocate meanwhile). */
-  if (atomic_load_explicit(&c->bytes_pending, memory_order_relaxed) > c->pending_cap / 4 * 3)
-    barrier();
+  /* Half the reserve: past it, a writer frees its own shard's list. */
+  return atomic_load_explicit(&rc->bytes_pending, memory_order_relaxed) > rc->pending_cap / 2;
 }
 
-void cdcache__retire_drain_all(cdcache_t *c)
+bool cdcache__backlog_high(const struct cdcache__reclaimer *rc)
 {
-  for (uint32_t i = 0; i < c->nshards; i++) {
-    struct cdcache__retired r;
-    struct cdcache__shard *s = &c->shards[i];
-    pthread_mutex_lock(&s->lock);
-    cdcache__retire_take(c, s, &r, true);
-    pthread_mutex_unlock(&s->lock);
-    if (r.list != NULL) {
-      urcu_bp_synchronize_rcu();
-      free_list(c, r.list, r.bytes);
-    }
-  }
-  barrier();
+  /* Three quarters: the batches already queued must be waited for (the
+   * last quarter absorbs what writers past their check evict meanwhile). */
+  return atomic_load_explicit(&rc->bytes_pending, memory_order_relaxed) > rc->pending_cap / 4 * 3;
 }

@@ -2,31 +2,54 @@
 #ifndef CDCACHE_RECLAIM_H
 #define CDCACHE_RECLAIM_H
 
-#include "cache.h"
+#include "cdcache.h"
+#include "entry.h"
 
-/* A retire list taken from a shard, to submit after the lock is dropped. */
+/*
+ * One cache's reclamation: its allocator, the byte gauge of unlinked
+ * entries not yet freed, and the thresholds derived from max_bytes.
+ */
+struct cdcache__reclaimer {
+  const cdcache_allocator_t *alloc; /* read-only after open */
+  uint64_t pending_cap;             /* read-only: throttle threshold for bytes_pending */
+  uint64_t batch_bytes;             /* read-only: a retire list is handed over past this */
+  /* Synchronization: atomic, relaxed (a gauge; the throttle rereads it). */
+  _Atomic uint64_t bytes_pending;
+};
+
+/* Unlinked entries waiting to be handed to a grace period.
+ * Synchronization: the owner's lock (a shard's). */
+struct cdcache__retire_list {
+  struct cdcache__entry *head;
+  uint64_t count, bytes;
+};
+
+/* A retire list taken from its owner, to submit after the lock is dropped. */
 struct cdcache__retired {
   struct cdcache__entry *list;
   uint64_t bytes;
 };
 
-/* Shard lock held: put an unlinked entry on the shard's retire list and
- * move `charge` bytes to bytes_pending. */
-void cdcache__retire(cdcache_t *c, struct cdcache__shard *s, struct cdcache__entry *e,
-                     uint64_t charge);
-/* Shard lock held: take the retire list if it is a full batch (or any
- * non-empty list when force). */
-void cdcache__retire_take(const cdcache_t *c, struct cdcache__shard *s,
+/* Owner's lock held: put an unlinked entry on l and move `charge` bytes
+ * to bytes_pending. */
+void cdcache__retire(struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
+                     struct cdcache__entry *e, uint64_t charge);
+/* Owner's lock held: take l if it is a full batch (or any non-empty list
+ * when force). */
+void cdcache__retire_take(const struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
                           struct cdcache__retired *out, bool force);
-/* No lock held: free the list after a grace period. */
-void cdcache__retire_submit(cdcache_t *c, struct cdcache__retired *r);
-/* No lock held: is bytes_pending past its cap? */
-bool cdcache__throttle_needed(const cdcache_t *c);
-/* No lock held, not in a read-side section: submit s's list and wait
- * until every queued batch is freed. */
-void cdcache__throttle(cdcache_t *c, struct cdcache__shard *s);
-/* No lock held: free every retired entry of every shard (close, tests). */
-void cdcache__retire_drain_all(cdcache_t *c);
+/* No lock held: free the list after a grace period (call_rcu). */
+void cdcache__retire_submit(struct cdcache__reclaimer *rc, struct cdcache__retired *r);
+/* No lock held, not in a read-side section: wait for a grace period here
+ * and free the list. */
+void cdcache__retire_free_now(struct cdcache__reclaimer *rc, struct cdcache__retired *r);
+/* No lock held: is bytes_pending past half its cap (throttle) / past
+ * three quarters (wait for the queued batches too)? */
+bool cdcache__throttle_needed(const struct cdcache__reclaimer *rc);
+bool cdcache__backlog_high(const struct cdcache__reclaimer *rc);
+/* No lock held, not in a read-side section: wait until every batch
+ * queued to call_rcu (by any cache) is freed. */
+void cdcache__retire_barrier(void);
 
 /*
  * The read-side section (urcu-bp), with the ThreadSanitizer annotation of

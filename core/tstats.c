@@ -18,7 +18,9 @@
  * be allocated, the thread counts into the cache's shared fallback block
  * with atomic adds: correct, only slower.
  */
-#include "cache.h"
+#include "tstats.h"
+
+#include "mem.h"
 
 #include <string.h>
 
@@ -32,7 +34,7 @@ __thread struct cdcache__tls_slot cdcache__tls_slots[CDCACHE__TLS_SLOTS]
 static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
 struct live_cache {
   uint64_t id;
-  cdcache_t *cache;
+  struct cdcache__tstats_reg *reg;
   struct live_cache *next;
 };
 static struct live_cache *live_caches; /* Synchronization: live_mu */
@@ -57,9 +59,9 @@ static void release_slots(void *unused)
       continue;
     for (struct live_cache *l = live_caches; l != NULL; l = l->next) {
       if (l->id == tls_slots[i].id) {
-        pthread_mutex_lock(&l->cache->tstats.mu);
+        pthread_mutex_lock(&l->reg->mu);
         tls_slots[i].blk->owned = false;
-        pthread_mutex_unlock(&l->cache->tstats.mu);
+        pthread_mutex_unlock(&l->reg->mu);
         break;
       }
     }
@@ -68,20 +70,22 @@ static void release_slots(void *unused)
   pthread_mutex_unlock(&live_mu);
 }
 
-int cdcache__tstats_init(cdcache_t *cache)
+int cdcache__tstats_init(struct cdcache__tstats_reg *r, uint64_t id,
+                         const cdcache_allocator_t *alloc)
 {
-  struct cdcache__tstats_reg *r = &cache->tstats;
   memset(r, 0, sizeof *r);
+  r->id = id;
+  r->alloc = alloc;
   if (pthread_mutex_init(&r->mu, NULL) != 0)
     return CDCACHE_ENOMEM;
   pthread_once(&exit_key_once, make_exit_key);
-  struct live_cache *l = cdcache__alloc(cache, sizeof *l);
+  struct live_cache *l = alloc->malloc(alloc->ctx, sizeof *l);
   if (l == NULL) {
     pthread_mutex_destroy(&r->mu);
     return CDCACHE_ENOMEM;
   }
-  l->id = cache->id;
-  l->cache = cache;
+  l->id = id;
+  l->reg = r;
   pthread_mutex_lock(&live_mu);
   l->next = live_caches;
   live_caches = l;
@@ -89,31 +93,31 @@ int cdcache__tstats_init(cdcache_t *cache)
   return 0;
 }
 
-void cdcache__tstats_destroy(cdcache_t *cache)
+void cdcache__tstats_destroy(struct cdcache__tstats_reg *r)
 {
   struct live_cache *found = NULL;
   pthread_mutex_lock(&live_mu);
   for (struct live_cache **p = &live_caches; *p != NULL; p = &(*p)->next) {
-    if ((*p)->id == cache->id) {
+    if ((*p)->id == r->id) {
       found = *p;
       *p = found->next;
       break;
     }
   }
   pthread_mutex_unlock(&live_mu);
-  cdcache__free(cache, found, sizeof *found);
-  struct cdcache__tstats *b = cache->tstats.blocks;
+  if (found != NULL)
+    r->alloc->free(r->alloc->ctx, found, sizeof *found);
+  struct cdcache__tstats *b = r->blocks;
   while (b != NULL) {
     struct cdcache__tstats *next = b->next;
-    cdcache__free_aligned(&cache->cfg.allocator, b->raw, sizeof *b);
+    cdcache__free_aligned(r->alloc, b->raw, sizeof *b);
     b = next;
   }
-  pthread_mutex_destroy(&cache->tstats.mu);
+  pthread_mutex_destroy(&r->mu);
 }
 
-static struct cdcache__tstats *adopt(cdcache_t *cache)
+static struct cdcache__tstats *adopt(struct cdcache__tstats_reg *r)
 {
-  struct cdcache__tstats_reg *r = &cache->tstats;
   struct cdcache__tstats *b;
   pthread_mutex_lock(&r->mu);
   for (b = r->blocks; b != NULL; b = b->next)
@@ -121,7 +125,7 @@ static struct cdcache__tstats *adopt(cdcache_t *cache)
       break;
   if (b == NULL) {
     void *raw;
-    b = cdcache__alloc_aligned(&cache->cfg.allocator, sizeof *b, &raw);
+    b = cdcache__alloc_aligned(r->alloc, sizeof *b, &raw);
     if (b != NULL) {
       memset(b, 0, sizeof *b);
       b->raw = raw;
@@ -135,17 +139,17 @@ static struct cdcache__tstats *adopt(cdcache_t *cache)
   return b;
 }
 
-struct cdcache__tstats *cdcache__tstats_slow(cdcache_t *cache)
+struct cdcache__tstats *cdcache__tstats_slow(struct cdcache__tstats_reg *r)
 {
   for (int i = 1; i < TLS_SLOTS; i++) {
-    if (tls_slots[i].id == cache->id) {
+    if (tls_slots[i].id == r->id) {
       struct cdcache__tls_slot t = tls_slots[i];
       tls_slots[i] = tls_slots[0];
       tls_slots[0] = t;
       return t.blk;
     }
   }
-  struct cdcache__tstats *b = adopt(cache);
+  struct cdcache__tstats *b = adopt(r);
   if (b == NULL)
     return NULL;
   /* Evict the last slot, handing its block back if its cache is open. */
@@ -154,36 +158,24 @@ struct cdcache__tstats *cdcache__tstats_slow(cdcache_t *cache)
     pthread_mutex_lock(&live_mu);
     for (struct live_cache *l = live_caches; l != NULL; l = l->next) {
       if (l->id == last->id) {
-        pthread_mutex_lock(&l->cache->tstats.mu);
+        pthread_mutex_lock(&l->reg->mu);
         last->blk->owned = false;
-        pthread_mutex_unlock(&l->cache->tstats.mu);
+        pthread_mutex_unlock(&l->reg->mu);
         break;
       }
     }
     pthread_mutex_unlock(&live_mu);
   }
   memmove(&tls_slots[1], &tls_slots[0], sizeof(tls_slots[0]) * (TLS_SLOTS - 1));
-  tls_slots[0].id = cache->id;
+  tls_slots[0].id = r->id;
   tls_slots[0].blk = b;
   if (exit_key_ok)
     (void)pthread_setspecific(exit_key, tls_slots); /* any non-NULL value arms the destructor */
   return b;
 }
 
-void cdcache__ctr_add(cdcache_t *cache, enum cdcache__ctr c, uint64_t n)
+void cdcache__tstats_sum(struct cdcache__tstats_reg *r, uint64_t out[CTR__COUNT])
 {
-  struct cdcache__tstats *t = cdcache__tstats_get(cache);
-  if (__builtin_expect(t != NULL, 1)) {
-    uint64_t v = atomic_load_explicit(&t->v[c], memory_order_relaxed);
-    atomic_store_explicit(&t->v[c], v + n, memory_order_relaxed);
-  } else {
-    atomic_fetch_add_explicit(&cache->tstats.fallback.v[c], n, memory_order_relaxed);
-  }
-}
-
-void cdcache__tstats_sum(cdcache_t *cache, uint64_t out[CTR__COUNT])
-{
-  struct cdcache__tstats_reg *r = &cache->tstats;
   for (int i = 0; i < CTR__COUNT; i++)
     out[i] = atomic_load_explicit(&r->fallback.v[i], memory_order_relaxed);
   pthread_mutex_lock(&r->mu);

@@ -83,6 +83,10 @@ static const bench_impl_t *const trace_impls[] = {&impl_cdcache, &impl_exact_lru
                                                   &impl_mutex_lru, &impl_lfht_ref};
 /* The suite's traces are for the miss ratio (deterministic): one run each. */
 static const bench_impl_t *const suite_trace_impls[] = {&impl_cdcache, &impl_exact_lru};
+/* zipf-stream measures hit ratio, not speed: the policies and exact LRU. */
+static const bench_impl_t *const zstream_impls[] = {&impl_cdcache, &impl_exact_lru};
+/* zipf-stream: requests per entry of capacity (10^7 at the default 10^5). */
+#define ZSTREAM_REQS_PER_ENTRY 100
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 /* --impls filter: NULL keeps every impl. */
@@ -215,6 +219,7 @@ const spread_field_t spread_fields[] = {
     SPREAD("load_miss_p999_ns", kp999[OP_LOAD_MISS]),
     SPREAD("bytes_per_entry", bytes_per_entry),
     SPREAD("stats_bytes_per_entry", stats_bytes_per_entry),
+    SPREAD("policy_bytes_per_entry", policy_bytes_per_entry),
     SPREAD("live_entries", live_entries),
     SPREAD("mem_peak_bytes", mem_peak_bytes),
     SPREAD("mem_drained_bytes", mem_drained_bytes),
@@ -257,13 +262,14 @@ static void usage(FILE *f)
           "                     [--json FILE] [--plot DIR] [--quiet] [--verbose]\n"
           "                     [WORKLOAD ...]\n"
           "WORKLOAD: read-hit | zipf | write-heavy | load | lease | trace:FILE[@SIZE]\n"
-          "          | cdc | scale\n"
+          "          | zipf-stream | cdc | scale\n"
           "  SIZE is an entry count or a fraction of the trace's unique ids (0.01);\n"
           "  without @SIZE a trace runs at 0.01 and 0.1.\n"
           "No WORKLOAD runs the default suite (about 5 min on 2 CPUs): read-hit at\n"
           "1,2,4,8 threads, zipf, write-heavy, load, lease, read-hit at 64, 512 and\n"
-          "4096-byte values, cdc, scale up to 10^6 entries, every shared trace at 1%%\n"
-          "and 10%%.  --full: every workload at threads 1,2,4,8 and values\n"
+          "4096-byte values, zipf-stream, cdc, scale up to 10^6 entries, every shared\n"
+          "trace at 1%%"
+          " and 10%%.  --full: every workload at threads 1,2,4,8 and values\n"
           "8,64,512,4096 with every impl.\n"
           "Defaults: --threads 1,2 --seconds %.1f --capacity %llu --repeat %d,\n"
           "--load-us %.0f, 8-byte keys and values, impls cdcache (shared library),\n"
@@ -367,6 +373,7 @@ int main(int argc, char **argv)
     exe_dir[el] = 0;
     o.exe_dir = dirname(exe_dir);
   }
+  bool w_zstream = false;
   uint64_t scale_max = 10000000ULL;
   trace_req_t treq[64];
   int ntreq = 0, cdc_child_fd = -1, point_child_fd = -1;
@@ -478,6 +485,8 @@ int main(int argc, char **argv)
       w_cdc = any = true;
     } else if (!strcmp(a, "scale")) {
       w_scale = any = true;
+    } else if (!strcmp(a, "zipf-stream")) {
+      w_zstream = any = true;
     } else if (!strncmp(a, "trace:", 6) && ntreq < 64) {
       any = true;
       const char *at = strrchr(a + 6, '@');
@@ -516,7 +525,7 @@ int main(int argc, char **argv)
   }
   if (!any) { /* the default suite */
     suite = true;
-    w_read = w_zipf = w_write = w_cdc = w_scale = w_load = w_lease = true;
+    w_read = w_zipf = w_write = w_cdc = w_scale = w_load = w_lease = w_zstream = true;
     scale_max = 1000000ULL;
     char *dir = trace_find_dir();
     char **list = dir ? trace_list(dir) : NULL;
@@ -636,6 +645,20 @@ int main(int argc, char **argv)
     }
   }
 
+  trace_t zt = {0};
+  if (w_zstream) {
+    uint64_t keys = o.capacity * 10; /* as the zipf workload: 10x the capacity */
+    if (trace_zipf(&zt, keys, 0.99, (size_t)(o.capacity * ZSTREAM_REQS_PER_ENTRY)) != 0) {
+      fprintf(stderr, "cdcache-bench: zipf-stream: out of memory\n");
+      free_run(&pl, traces, ntreq, treq, ntreq);
+      return 1;
+    }
+    char label[128];
+    snprintf(label, sizeof label, "trace:%s@%llu", zt.name, (unsigned long long)o.capacity);
+    plan_group(&pl, &o, label, WL_TRACE, zstream_impls, NELEM(zstream_impls), &one, 1, o.capacity,
+               o.value_size, &zt, suite && !o.full ? 1 : rep);
+  }
+
   uint64_t t_start = bench_now_ns();
   double busy0 = machine_busy_s(), own0 = own_cpu_s();
   for (size_t j = 0; j < pl.njobs; j++) {
@@ -698,6 +721,7 @@ int main(int argc, char **argv)
     for (size_t k = 0; k < nres; k++)
       if (!strcmp(res[k].impl, "exact-lru") && !strcmp(res[k].workload, res[i].workload))
         res[i].ref_miss_ratio = 1.0 - res[k].hit_ratio;
+    res[i].caffeine_miss_ratio = caffeine_miss_ratio(res[i].workload);
   }
 
   if (w_cdc) {
@@ -732,6 +756,7 @@ int main(int argc, char **argv)
            others > 0.05 ? ": the figures above are disturbed; rerun on a quiet machine" : "");
   }
   free_run(&pl, traces, ntreq, treq, ntreq);
+  trace_free(&zt);
   free(res);
   return 0;
 }

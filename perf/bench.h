@@ -144,6 +144,8 @@ typedef struct trace {
 
 int trace_load(const char *path, trace_t *t); /* 0 or -errno */
 void trace_free(trace_t *t);
+/* A generated stream: n Zipf(s) ranks over 0..keys-1, from BENCH_SEED. */
+int trace_zipf(trace_t *t, uint64_t keys, double s, size_t n);
 /* Finds the shared traces directory ($CDCACHE_TRACES_DIR, ../shared/traces
  * from the cwd, or from the repository); returns a malloc'ed path or NULL. */
 char *trace_find_dir(void);
@@ -195,6 +197,9 @@ typedef struct bench_impl {
   int64_t (*mem_bytes)(void *h);
   /* Bytes the impl itself reports (cdcache_stats), or -1. */
   int64_t (*self_bytes)(void *h);
+  /* Of those, the eviction policy's own structures (cdcache's s3fifo
+   * sketch and ghost); NULL when the impl has none. */
+  int64_t (*policy_bytes)(void *h);
 } bench_impl_t;
 
 extern const bench_impl_t impl_cdcache;
@@ -261,10 +266,12 @@ typedef struct result {
    * sampled every millisecond during the timed run, and after settle
    * (drained: pending bytes subtracted). */
   double mem_peak_bytes, mem_drained_bytes, rss_peak_bytes, rss_base_bytes;
-  double bytes_per_entry;       /* from the allocator hook; -1 unknown */
-  double stats_bytes_per_entry; /* from the impl's own stats; -1 none */
+  double bytes_per_entry;        /* from the allocator hook; -1 unknown */
+  double stats_bytes_per_entry;  /* from the impl's own stats; -1 none */
+  double policy_bytes_per_entry; /* of bytes_per_entry, the policy's sketch and ghost; -1 none */
   double live_entries;
-  double ref_miss_ratio; /* trace: exact-lru's miss ratio; -1 otherwise */
+  double ref_miss_ratio;      /* trace: exact-lru's miss ratio; -1 otherwise */
+  double caffeine_miss_ratio; /* trace: Caffeine 2.6.2's (shared/traces/README.md); -1 none */
   /* cdc only (NaN-free: -1 when not measured) */
   double events_per_sec, keys_per_sec, cdc_cpu_ns_per_key;
   double offered_writes_per_sec, lag_p50_ms, lag_p99_ms;
@@ -284,7 +291,7 @@ typedef struct result {
   double retries;
   /* filled by bench.c: min and max over the repetitions of every figure
    * take_medians reports (indexed as its table) */
-#define RESULT_SPREAD 24
+#define RESULT_SPREAD 28
   double min[RESULT_SPREAD], max[RESULT_SPREAD];
   int nrep;
   /* filled by report.c */
@@ -408,5 +415,8 @@ int report_json(const char *path, const result_t *rs, size_t n, const opts_t *o)
 int report_plots(const char *dir, const result_t *rs, size_t n);
 /* The "targets" section; notes lists skipped parts (may be NULL). */
 void report_targets(const result_t *rs, size_t n, const opts_t *o);
+/* Caffeine 2.6.2's miss ratio on a shared trace point ("trace:NAME@0.01"),
+ * as shared/traces/README.md lists it; -1 when it lists none. */
+double caffeine_miss_ratio(const char *workload);
 
 #endif /* CDCACHE_BENCH_H */

@@ -1,9 +1,9 @@
 /*
  * The one hash every implementation in the harness uses, inlined alike:
- * XXH3_64bits_withSecret over a random 192-byte per-instance secret read
- * from getrandom(), as cdcache does (issue 8's core/hash.h).  Each
- * reference draws its own secret at open, so none of them is handed a
- * hash weaker or cheaper than cdcache's.
+ * the library's own inline cdcache__hash (core/hash.h: XXH3-64 with a
+ * 192-byte per-instance secret), each reference with a secret of its own
+ * drawn from getrandom() at open, so none of them is handed a hash weaker
+ * or cheaper than cdcache's.
  */
 #ifndef CDCACHE_BENCH_HASH_H
 #define CDCACHE_BENCH_HASH_H
@@ -11,17 +11,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
+#include "hash.h" /* core/hash.h */
 
-#define BENCH_SECRET_SIZE 192
+#define BENCH_SECRET_SIZE CDCACHE__SECRET_SIZE
 
 /* Fills secret from getrandom(); 0, or -1 if the kernel refused. */
 int bench_secret_init(unsigned char secret[BENCH_SECRET_SIZE]);
 
 static inline uint64_t bench_hash(const unsigned char *secret, const void *key, size_t len)
 {
-  return XXH3_64bits_withSecret(key, len, secret, BENCH_SECRET_SIZE);
+  return cdcache__hash(secret, key, len);
 }
 
 #endif

@@ -83,6 +83,26 @@ int trace_load(const char *path, trace_t *t)
   return 0;
 }
 
+int trace_zipf(trace_t *t, uint64_t keys, double s, size_t n)
+{
+  memset(t, 0, sizeof *t);
+  t->ids = malloc(n * sizeof *t->ids);
+  if (t->ids == NULL)
+    return -ENOMEM;
+  zipf_t z;
+  zipf_init(&z, keys, s);
+  uint64_t rng = BENCH_SEED;
+  for (size_t i = 0; i < n; i++)
+    t->ids[i] = zipf_next(&z, &rng);
+  t->n = n;
+  t->unique = count_unique(t->ids, n);
+  char name[64];
+  (void)snprintf(name, sizeof name, "zipf-stream");
+  t->name = strdup(name);
+  t->path = strdup("(generated)");
+  return 0;
+}
+
 void trace_free(trace_t *t)
 {
   free(t->ids);

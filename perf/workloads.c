@@ -348,6 +348,8 @@ static void measure_memory(const bench_impl_t *impl, void *h, const opts_t *o, r
   int64_t self = impl->self_bytes(h);
   if (self >= 0)
     out->stats_bytes_per_entry = (double)(self - pending) / (double)n - kv;
+  if (impl->policy_bytes != NULL)
+    out->policy_bytes_per_entry = (double)impl->policy_bytes(h) / (double)n;
 }
 
 static void fill_latency(result_t *out, const hist_t *all, const hist_t *kinds)

@@ -51,17 +51,18 @@ uint64_t cdcache__shard_table_bytes(uint64_t nbuckets)
   return nbuckets * sizeof(_Atomic(struct cdcache__entry *));
 }
 
-int cdcache__shard_init(cdcache_t *c, struct cdcache__shard *s, uint64_t cap_entries,
-                        uint64_t cap_bytes, uint64_t nbuckets)
+int cdcache__shard_init(struct cdcache__shard *s, const struct cdcache__shard_env *env,
+                        uint64_t cap_entries, uint64_t cap_bytes, uint64_t nbuckets)
 {
   memset(s, 0, sizeof *s);
-  s->buckets = cdcache__alloc(c, cdcache__shard_table_bytes(nbuckets));
+  s->env = env;
+  s->buckets = env->alloc->malloc(env->alloc->ctx, cdcache__shard_table_bytes(nbuckets));
   if (s->buckets == NULL)
     return CDCACHE_ENOMEM;
   for (uint64_t i = 0; i < nbuckets; i++)
     atomic_init(&s->buckets[i], NULL);
   if (pthread_mutex_init(&s->lock, NULL) != 0) {
-    cdcache__free(c, s->buckets, cdcache__shard_table_bytes(nbuckets));
+    env->alloc->free(env->alloc->ctx, s->buckets, cdcache__shard_table_bytes(nbuckets));
     s->buckets = NULL;
     return CDCACHE_ENOMEM;
   }
@@ -71,7 +72,12 @@ int cdcache__shard_init(cdcache_t *c, struct cdcache__shard *s, uint64_t cap_ent
   return 0;
 }
 
-void cdcache__shard_destroy(cdcache_t *c, struct cdcache__shard *s)
+static void free_entry(const struct cdcache__shard *s, struct cdcache__entry *e)
+{
+  s->env->alloc->free(s->env->alloc->ctx, e, cdcache__entry_size(e->flags, e->klen, e->vlen));
+}
+
+void cdcache__shard_destroy(struct cdcache__shard *s)
 {
   if (s->buckets == NULL)
     return;
@@ -80,12 +86,12 @@ void cdcache__shard_destroy(cdcache_t *c, struct cdcache__shard *s)
     while (e != NULL) {
       struct cdcache__entry *next = atomic_load_explicit(&e->next, memory_order_relaxed);
       if (e->flags & CDCACHE__E_PLACEHOLDER)
-        cdcache__entry_fill(e)->ph = NULL;
-      cdcache__free(c, e, cdcache__entry_size(e->flags, e->klen, e->vlen));
+        cdcache__entry_link(e)->ph = NULL;
+      free_entry(s, e);
       e = next;
     }
   }
-  cdcache__free(c, s->buckets, cdcache__shard_table_bytes(s->mask + 1));
+  s->env->alloc->free(s->env->alloc->ctx, s->buckets, cdcache__shard_table_bytes(s->mask + 1));
   s->buckets = NULL;
   pthread_mutex_destroy(&s->lock);
 }
@@ -140,16 +146,42 @@ static _Atomic(struct cdcache__entry *) *link_to(struct cdcache__shard *s,
   }
 }
 
-void cdcache__shard_unlink(cdcache_t *c, struct cdcache__shard *s, struct cdcache__entry *e,
-                           enum cdcache__why why, struct cdcache__tstats *t)
+#ifdef CDCACHE_ASSERTS
+/* Debug: is e reachable from its bucket? */
+static bool linked(const struct cdcache__shard *s, const struct cdcache__entry *e)
 {
+  for (struct cdcache__entry *cur =
+           atomic_load_explicit(&s->buckets[e->hash & s->mask], memory_order_relaxed);
+       cur != NULL; cur = atomic_load_explicit(&cur->next, memory_order_relaxed))
+    if (cur == e)
+      return true;
+  return false;
+}
+#endif
+
+/* Shard lock held: e is unlinked; retire it. */
+static void retire(struct cdcache__shard *s, struct cdcache__entry *e, uint64_t charge)
+{
+  CDCACHE__ASSERT(!linked(s, e));
+  cdcache__retire(s->env->rec, &s->retired, e, charge);
+}
+
+static bool expired(const struct cdcache__shard *s, const struct cdcache__entry *e, uint64_t now)
+{
+  return cdcache__entry_expired(e, now, s->env->clock_slack_ms);
+}
+
+void cdcache__shard_unlink(struct cdcache__shard *s, struct cdcache__entry *e,
+                           enum cdcache__why why, struct cdcache__shard_report *rep)
+{
+  CDCACHE__ASSERT_LOCKED(s);
   _Atomic(struct cdcache__entry *) *link = link_to(s, e);
   /* P2: readers on e still follow e->next, which stays as it is. */
   atomic_store_explicit(link, atomic_load_explicit(&e->next, memory_order_relaxed),
                         memory_order_release);
-  uint64_t charge = cdcache__entry_charge(c, e);
+  uint64_t charge = e->charge;
   if (e->flags & CDCACHE__E_PLACEHOLDER) {
-    struct cdcache_fill *f = cdcache__entry_fill(e);
+    struct cdcache__fill_link *f = cdcache__entry_link(e);
     f->ph = NULL;
     if (why != WHY_FILLED)
       f->dead = true;
@@ -160,21 +192,17 @@ void cdcache__shard_unlink(cdcache_t *c, struct cdcache__shard *s, struct cdcach
     atomic_store_explicit(&s->n_entries,
                           atomic_load_explicit(&s->n_entries, memory_order_relaxed) - 1,
                           memory_order_relaxed);
-    switch (why) {
-    case WHY_EVICTED:
-      cdcache__ctr_inc(t, CTR_EVICTIONS);
-      break;
-    case WHY_EXPIRED:
-      cdcache__ctr_inc(t, CTR_EXPIRATIONS);
-      break;
-    default:
-      break;
-    }
+    /* Reported to the caller, which counts: the shard calls nothing
+     * above it. */
+    if (why == WHY_EVICTED)
+      rep->evicted++;
+    else if (why == WHY_EXPIRED)
+      rep->expired++;
   }
   atomic_store_explicit(&s->n_bytes,
                         atomic_load_explicit(&s->n_bytes, memory_order_relaxed) - charge,
                         memory_order_relaxed);
-  cdcache__retire(c, s, e, charge);
+  retire(s, e, charge);
 }
 
 /* ------------------------------------------------------------ eviction */
@@ -182,8 +210,11 @@ void cdcache__shard_unlink(cdcache_t *c, struct cdcache__shard *s, struct cdcach
 /*
  * The CLOCK hand: returns the entry to evict from l (never `skip`), or
  * NULL when l holds nothing else.  *why tells eviction from expiry.
+ * Readers may set reference bits again behind the hand while it walks
+ * (they take no lock), so after two laps it stops giving second chances
+ * and takes the oldest entry: a victim is always found when there is one.
  */
-static struct cdcache__entry *pick_victim(const cdcache_t *c, struct cdcache__list *l,
+static struct cdcache__entry *pick_victim(const struct cdcache__shard *s, struct cdcache__list *l,
                                           const struct cdcache__entry *skip, uint64_t now,
                                           enum cdcache__why *why)
 {
@@ -193,7 +224,7 @@ static struct cdcache__entry *pick_victim(const cdcache_t *c, struct cdcache__li
     if (e == skip) {
       if (l->len == 1)
         return NULL;
-    } else if (cdcache__expired(c, e, now)) {
+    } else if (expired(s, e, now)) {
       *why = WHY_EXPIRED;
       return e;
     } else if (!atomic_load_explicit(&e->ref, memory_order_relaxed)) {
@@ -204,6 +235,12 @@ static struct cdcache__entry *pick_victim(const cdcache_t *c, struct cdcache__li
     }
     list_remove(l, e);
     list_append(l, e);
+  }
+  for (e = l->head; e != NULL; e = e->u.lru.next) {
+    if (e != skip) {
+      *why = expired(s, e, now) ? WHY_EXPIRED : WHY_EVICTED;
+      return e;
+    }
   }
   return NULL;
 }
@@ -221,50 +258,60 @@ static bool over_capacity(const struct cdcache__shard *s, int64_t add_entries, u
 }
 
 /* Unlinks expired entries from the head of list l until one is not. */
-static void drop_expired_heads(cdcache_t *c, struct cdcache__shard *s, struct cdcache__list *l,
+static void drop_expired_heads(struct cdcache__shard *s, struct cdcache__list *l,
                                const struct cdcache__entry *skip, uint64_t now,
-                               struct cdcache__tstats *t)
+                               struct cdcache__shard_report *rep)
 {
   struct cdcache__entry *e;
-  while ((e = l->head) != NULL && e != skip && cdcache__expired(c, e, now))
-    cdcache__shard_unlink(c, s, e, WHY_EXPIRED, t);
+  while ((e = l->head) != NULL && e != skip && expired(s, e, now))
+    cdcache__shard_unlink(s, e, WHY_EXPIRED, rep);
 }
 
-int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcache__entry *ne,
-                           uint64_t h, uint64_t now, const struct cdcache_fill *own,
-                           struct cdcache__tstats *t)
+int cdcache__shard_install(struct cdcache__shard *s, struct cdcache__entry *ne, uint64_t h,
+                           uint64_t now, const struct cdcache__fill_link *own,
+                           struct cdcache__shard_report *rep)
 {
+  CDCACHE__ASSERT_LOCKED(s);
   const bool is_ph = (ne->flags & CDCACHE__E_PLACEHOLDER) != 0;
-  uint64_t charge = cdcache__entry_charge(c, ne);
-  struct cdcache__entry *old = cdcache__shard_find(s, h, cdcache__entry_key(ne), ne->klen);
+  uint64_t charge = ne->charge;
+  /* Find the key's entry, measuring the chain on the way (the tripwire). */
+  struct cdcache__entry *old = NULL;
+  uint64_t chain = 0;
+  for (struct cdcache__entry *e =
+           atomic_load_explicit(&s->buckets[h & s->mask], memory_order_relaxed);
+       e != NULL; e = atomic_load_explicit(&e->next, memory_order_relaxed), chain++) {
+    if (e->hash == (uint32_t)h && e->klen == ne->klen &&
+        cdcache__key_eq(cdcache__entry_key(e), cdcache__entry_key(ne), ne->klen)) {
+      old = e;
+      break;
+    }
+  }
   const bool old_live = old != NULL && !(old->flags & CDCACHE__E_PLACEHOLDER);
   const int64_t add_entries = (is_ph ? 0 : 1) - (old_live ? 1 : 0);
-  const uint64_t old_charge = old != NULL ? cdcache__entry_charge(c, old) : 0;
+  const uint64_t old_charge = old != NULL ? old->charge : 0;
 
   if (over_capacity(s, add_entries, charge, old_charge)) {
-    if (c->cfg.policy == CDCACHE_NOEVICTION) {
+    if (s->env->policy == CDCACHE_NOEVICTION) {
       /* Only expired entries may go; if that is not enough, change nothing. */
-      cdcache__shard_sweep(c, s, now, old, t);
-      drop_expired_heads(c, s, &s->lists[0], old, now, t);
+      cdcache__shard_sweep(s, now, old, rep);
+      drop_expired_heads(s, &s->lists[0], old, now, rep);
       if (over_capacity(s, add_entries, charge, old_charge))
         return CDCACHE_EFULL;
     } else {
-      struct cdcache__list *l =
-          &s->lists[c->cfg.policy == CDCACHE_VOLATILE_LRU ? 1 : 0];
+      struct cdcache__list *l = &s->lists[s->env->policy == CDCACHE_VOLATILE_LRU ? 1 : 0];
       /* What eviction could free at most (the list, less the entry being
        * replaced): when even that is not enough, fail before evicting. */
       const bool old_in_l = old_live && list_of(s, old) == l;
       const int64_t can_entries = (int64_t)l->len - (old_in_l ? 1 : 0);
       const uint64_t can_bytes = l->bytes - (old_in_l ? old_charge : 0);
-      if (over_capacity(s, (add_entries) - can_entries, charge,
-                        old_charge + can_bytes))
+      if (over_capacity(s, (add_entries)-can_entries, charge, old_charge + can_bytes))
         return CDCACHE_EFULL;
       while (over_capacity(s, add_entries, charge, old_charge)) {
         enum cdcache__why why;
-        struct cdcache__entry *v = pick_victim(c, l, old, now, &why);
+        struct cdcache__entry *v = pick_victim(s, l, old, now, &why);
         if (v == NULL)
           return CDCACHE_EFULL; /* not reached: the floor check above */
-        cdcache__shard_unlink(c, s, v, why, t);
+        cdcache__shard_unlink(s, v, why, rep);
       }
     }
   }
@@ -282,19 +329,21 @@ int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcach
       if (old->flags & CDCACHE__E_TTL)
         s->n_ttl--;
     } else {
-      struct cdcache_fill *f = cdcache__entry_fill(old);
+      struct cdcache__fill_link *f = cdcache__entry_link(old);
       f->ph = NULL;
       if (f != own)
         f->dead = true;
     }
     atomic_store_explicit(&s->n_bytes, atomic_load_explicit(&s->n_bytes, memory_order_relaxed) - oc,
                           memory_order_relaxed);
-    cdcache__retire(c, s, old, oc);
+    retire(s, old, oc);
   } else {
     _Atomic(struct cdcache__entry *) *head = &s->buckets[h & s->mask];
     atomic_store_explicit(&ne->next, atomic_load_explicit(head, memory_order_relaxed),
                           memory_order_relaxed);
     atomic_store_explicit(head, ne, memory_order_release);
+    if (chain >= CDCACHE__CHAIN_TRIPWIRE)
+      rep->long_chains++;
   }
   if (!is_ph) {
     list_append(list_of(s, ne), ne);
@@ -311,9 +360,10 @@ int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcach
   return 0;
 }
 
-void cdcache__shard_sweep(cdcache_t *c, struct cdcache__shard *s, uint64_t now,
-                          const struct cdcache__entry *skip, struct cdcache__tstats *t)
+void cdcache__shard_sweep(struct cdcache__shard *s, uint64_t now, const struct cdcache__entry *skip,
+                          struct cdcache__shard_report *rep)
 {
+  CDCACHE__ASSERT_LOCKED(s);
   if (s->n_ttl == 0)
     return;
   for (int i = 0; i < SWEEP_BUCKETS; i++) {
@@ -321,18 +371,19 @@ void cdcache__shard_sweep(cdcache_t *c, struct cdcache__shard *s, uint64_t now,
     struct cdcache__entry *e = atomic_load_explicit(&s->buckets[b], memory_order_relaxed);
     while (e != NULL) {
       struct cdcache__entry *next = atomic_load_explicit(&e->next, memory_order_relaxed);
-      if (e != skip && !(e->flags & CDCACHE__E_PLACEHOLDER) && cdcache__expired(c, e, now))
-        cdcache__shard_unlink(c, s, e, WHY_EXPIRED, t);
+      if (e != skip && !(e->flags & CDCACHE__E_PLACEHOLDER) && expired(s, e, now))
+        cdcache__shard_unlink(s, e, WHY_EXPIRED, rep);
       e = next;
     }
   }
 }
 
-void cdcache__shard_clear(cdcache_t *c, struct cdcache__shard *s, struct cdcache__tstats *t)
+void cdcache__shard_clear(struct cdcache__shard *s, struct cdcache__shard_report *rep)
 {
+  CDCACHE__ASSERT_LOCKED(s);
   for (uint64_t b = 0; b <= s->mask; b++) {
     struct cdcache__entry *e;
     while ((e = atomic_load_explicit(&s->buckets[b], memory_order_relaxed)) != NULL)
-      cdcache__shard_unlink(c, s, e, WHY_FLUSHED, t);
+      cdcache__shard_unlink(s, e, WHY_FLUSHED, rep);
   }
 }

@@ -1,16 +1,106 @@
-/* A shard: its lock, its RCU-readable table and its eviction (shard.c). */
+/*
+ * One shard (shard.c): its lock, its RCU-readable table, its CLOCK order,
+ * its TTL sweep and its retire list.  Placeholders are opaque links.  It
+ * reports what it did to its caller and calls nothing above it.
+ */
 #ifndef CDCACHE_SHARD_H
 #define CDCACHE_SHARD_H
 
-#include "cache.h"
+#include "cdcache.h"
+#include "entry.h"
 #include "reclaim.h"
 
+#include <pthread.h>
 #include <string.h>
 
-int cdcache__shard_init(cdcache_t *c, struct cdcache__shard *s, uint64_t cap_entries,
-                        uint64_t cap_bytes, uint64_t nbuckets);
-/* No readers, no lock: frees every entry and the table. */
-void cdcache__shard_destroy(cdcache_t *c, struct cdcache__shard *s);
+/* What a shard needs of its cache, fixed at open. */
+struct cdcache__shard_env {
+  cdcache_policy_t policy;          /* read-only */
+  uint64_t clock_slack_ms;          /* read-only: the clock's possible lag */
+  const cdcache_allocator_t *alloc; /* read-only */
+  struct cdcache__reclaimer *rec;   /* the cache's reclamation */
+};
+
+struct cdcache__list {
+  struct cdcache__entry *head; /* oldest: the CLOCK hand */
+  struct cdcache__entry *tail; /* newest */
+  uint64_t len;
+  uint64_t bytes; /* sum of the entries' charges */
+};
+
+/*
+ * Three cache lines at least: what every reader loads (read-only after
+ * open), the lock, and what writers change under it.  Keeping the lock
+ * off the readers' line means a write does not invalidate the line every
+ * get loads.
+ */
+struct cdcache__shard {
+  /* Read-mostly line. */
+  /* Synchronization: read-only after open (the array); its slots are
+   * RCU-published like entry->next. */
+  _Atomic(struct cdcache__entry *) *buckets;
+  uint64_t mask;        /* read-only after open */
+  uint64_t cap_entries; /* read-only after open: this shard's share */
+  uint64_t cap_bytes;   /* read-only after open: its share of live bytes, 0 = none */
+  const struct cdcache__shard_env *env; /* read-only after open */
+
+  pthread_mutex_t lock __attribute__((aligned(CDCACHE__CACHELINE)));
+#ifdef CDCACHE_ASSERTS
+  pthread_t owner; /* Synchronization: lock (debug: who holds it) */
+  bool held;       /* Synchronization: lock */
+#endif
+
+  /* Written by writers, under the lock. */
+  /* Synchronization: shard lock.  [0]: entries without a TTL (and every
+   * entry under allkeys-lru); [1]: entries with a TTL under volatile-lru. */
+  struct cdcache__list lists[2] __attribute__((aligned(CDCACHE__CACHELINE)));
+  uint64_t sweep_cursor; /* Synchronization: shard lock */
+  uint64_t n_ttl;        /* Synchronization: shard lock: live entries with a TTL */
+  /* Synchronization: shard lock.  Unlinked entries waiting for a batch to
+   * be handed to a grace period. */
+  struct cdcache__retire_list retired;
+  /* Synchronization: written under the shard lock, read relaxed by stats. */
+  _Atomic uint64_t n_entries, n_bytes;
+} __attribute__((aligned(CDCACHE__CACHELINE)));
+
+/* The shard lock; in assertion builds it records its holder. */
+static inline void cdcache__shard_lock(struct cdcache__shard *s)
+{
+  pthread_mutex_lock(&s->lock);
+#ifdef CDCACHE_ASSERTS
+  s->owner = pthread_self();
+  s->held = true;
+#endif
+}
+static inline void cdcache__shard_unlock(struct cdcache__shard *s)
+{
+#ifdef CDCACHE_ASSERTS
+  CDCACHE__ASSERT(s->held && pthread_equal(s->owner, pthread_self()));
+  s->held = false;
+#endif
+  pthread_mutex_unlock(&s->lock);
+}
+#ifdef CDCACHE_ASSERTS
+#define CDCACHE__ASSERT_LOCKED(s)                                                                  \
+  CDCACHE__ASSERT((s)->held &&pthread_equal((s)->owner, pthread_self()))
+#else
+#define CDCACHE__ASSERT_LOCKED(s) ((void)0)
+#endif
+
+/* Shard lock held: take the retire list if it is a full batch (or any
+ * non-empty list when force), to submit after unlocking. */
+static inline void cdcache__shard_retire_take(struct cdcache__shard *s, struct cdcache__retired *r,
+                                              bool force)
+{
+  CDCACHE__ASSERT_LOCKED(s);
+  cdcache__retire_take(s->env->rec, &s->retired, r, force);
+}
+
+int cdcache__shard_init(struct cdcache__shard *s, const struct cdcache__shard_env *env,
+                        uint64_t cap_entries, uint64_t cap_bytes, uint64_t nbuckets);
+/* No readers, no lock: frees every entry and the table (a placeholder's
+ * link gets ph NULL). */
+void cdcache__shard_destroy(struct cdcache__shard *s);
 uint64_t cdcache__shard_table_bytes(uint64_t nbuckets);
 
 /*
@@ -32,13 +122,20 @@ static inline struct cdcache__entry *cdcache__shard_find(const struct cdcache__s
   return NULL;
 }
 
-/* Is a value entry expired at `now` (cache clock)?  Errs early by the
- * coarse clock's lag. */
-static inline bool cdcache__expired(const cdcache_t *c, const struct cdcache__entry *e,
-                                    uint64_t now)
-{
-  return (e->flags & CDCACHE__E_TTL) && now + c->clock_slack_ms >= cdcache__entry_expiry(e);
-}
+/*
+ * What a shard operation did, for its caller to count and log: the shard
+ * never calls up into counters or logging.  The caller zeroes it.
+ */
+struct cdcache__shard_report {
+  uint64_t evicted;     /* live entries evicted for room */
+  uint64_t expired;     /* expired entries reclaimed */
+  uint64_t long_chains; /* inserts into a chain already CDCACHE__CHAIN_TRIPWIRE long */
+};
+
+/* A chain this long is abnormal: with at most two entries per bucket on
+ * average and an unpredictable hash, a chain of 16 has odds of about
+ * 4e-10 per bucket.  Inserting into one counts in the report. */
+#define CDCACHE__CHAIN_TRIPWIRE CDCACHE_CHAIN_TRIPWIRE
 
 /* Why an entry leaves the table (which counter it bumps). */
 enum cdcache__why {
@@ -53,36 +150,29 @@ enum cdcache__why {
 
 /*
  * Shard lock held.  Unlinks e (a value or a placeholder) from table and
- * eviction list and retires it.  A placeholder's fill is marked dead
+ * eviction list and retires it.  A placeholder's link is marked dead
  * unless why is WHY_FILLED.
  */
-void cdcache__shard_unlink(cdcache_t *c, struct cdcache__shard *s, struct cdcache__entry *e,
-                           enum cdcache__why why, struct cdcache__tstats *t);
+void cdcache__shard_unlink(struct cdcache__shard *s, struct cdcache__entry *e,
+                           enum cdcache__why why, struct cdcache__shard_report *rep);
 
 /*
  * Shard lock held.  Makes room for and links ne (a value entry or a
  * placeholder) under its key, replacing the entry or placeholder there
- * (a replaced placeholder's fill is marked dead, unless it is `own`, the
+ * (a replaced placeholder's link is marked dead, unless it is `own`, the
  * fill completing with this very entry).  Evicts by the cache policy.
  * Returns 0, or CDCACHE_EFULL with nothing linked (ne not consumed).
  */
-int cdcache__shard_install(cdcache_t *c, struct cdcache__shard *s, struct cdcache__entry *ne,
-                           uint64_t h, uint64_t now, const struct cdcache_fill *own,
-                           struct cdcache__tstats *t);
+int cdcache__shard_install(struct cdcache__shard *s, struct cdcache__entry *ne, uint64_t h,
+                           uint64_t now, const struct cdcache__fill_link *own,
+                           struct cdcache__shard_report *rep);
 
 /* Shard lock held.  Reclaims expired entries in the next few buckets,
  * except `skip` (an entry the caller is about to replace; may be NULL). */
-void cdcache__shard_sweep(cdcache_t *c, struct cdcache__shard *s, uint64_t now,
-                          const struct cdcache__entry *skip, struct cdcache__tstats *t);
+void cdcache__shard_sweep(struct cdcache__shard *s, uint64_t now, const struct cdcache__entry *skip,
+                          struct cdcache__shard_report *rep);
 
 /* Shard lock held.  Unlinks every entry and placeholder (flush). */
-void cdcache__shard_clear(cdcache_t *c, struct cdcache__shard *s, struct cdcache__tstats *t);
-
-/* The bytes an entry is charged (what the allocator handed out). */
-static inline uint64_t cdcache__entry_charge(const cdcache_t *c, struct cdcache__entry *e)
-{
-  (void)c;
-  return e->charge;
-}
+void cdcache__shard_clear(struct cdcache__shard *s, struct cdcache__shard_report *rep);
 
 #endif

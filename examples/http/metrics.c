@@ -180,7 +180,7 @@ static void render_cdc(out_t *o, cdcache_cdc_t *sub)
   head(o, "cdcache_cdc_flushes_total", "counter", "Whole-cache flushes by the subscription.");
   for (int r = 0; r < CDCACHE_CDC_FLUSH_REASONS; r++)
     put(o, "cdcache_cdc_flushes_total{reason=\"%s\"} %llu\n", cdcache_cdc_flush_reason_name(r),
-        (unsigned long long)s.flushes[r]);
+        (unsigned long long)cdcache_cdc_flush_count(&s, r));
   counter(o, "cdcache_cdc_reconnects_total", "Streams reopened after a failure or invalidate.",
           s.reconnects);
   counter(o, "cdcache_cdc_malformed_events_total", "Undecodable change events.",

@@ -2,11 +2,13 @@
 #include "cdc_testutil.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,6 +18,32 @@ uint64_t tu_now_ms(void)
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int tu_free_port(void)
+{
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a;
+  socklen_t al = sizeof a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int port = -1;
+  if (s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 &&
+      getsockname(s, (struct sockaddr *)&a, &al) == 0)
+    port = ntohs(a.sin_port);
+  if (s >= 0)
+    close(s);
+  return port;
+}
+
+cdcache_cdc_stats_t tu_stats(cdcache_cdc_t *sub)
+{
+  cdcache_cdc_stats_t st;
+  memset(&st, 0, sizeof st);
+  st.struct_size = sizeof st;
+  (void)cdcache_cdc_stats(sub, &st);
+  return st;
 }
 
 static void nap_ms(unsigned ms)
@@ -39,6 +67,11 @@ bool tu_wait(bool (*pred)(void *), void *ctx, uint32_t timeout_ms)
 
 int tu_server_start(const char *path, int oplog_size, tu_server_t *s)
 {
+  return tu_server_start_args(path, oplog_size, NULL, s);
+}
+
+int tu_server_start_args(const char *path, int oplog_size, const char *const *extra, tu_server_t *s)
+{
   char portfile[128], oplog[32];
   memset(s, 0, sizeof *s);
   (void)snprintf(s->dir, sizeof s->dir, "/tmp/cdc-e2e-XXXXXX");
@@ -52,8 +85,11 @@ int tu_server_start(const char *path, int oplog_size, tu_server_t *s)
   if (s->pid == 0) {
     /* never outlive the test, even when it is killed */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
-    execl(path, path, "--port", "0", "--port-file", portfile, "--oplog-size", oplog, "--quiet",
-          (char *)NULL);
+    const char *argv[24] = {path,     "--port",       "0",   "--port-file",
+                            portfile, "--oplog-size", oplog, "--quiet"};
+    for (int i = 0, n = 8; extra && extra[i] && n < 23; i++)
+      argv[n++] = extra[i];
+    execv(path, (char *const *)argv);
     _exit(127);
   }
   uint64_t deadline = tu_now_ms() + 10000;

@@ -5,6 +5,7 @@
 #ifndef CDC_TESTUTIL_H
 #define CDC_TESTUTIL_H
 
+#include <cdcache.h>
 #include <mongoc/mongoc.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -20,6 +21,10 @@ typedef struct tu_server {
 /* Starts path --port 0 --port-file F --quiet [--oplog-size N]; waits (at
  * most 10 s) for the port.  Returns 0 or -1. */
 int tu_server_start(const char *path, int oplog_size, tu_server_t *s);
+/* The same with extra arguments (NULL-terminated; NULL: none), e.g.
+ * {"--hello-pad", "1300", NULL}. */
+int tu_server_start_args(const char *path, int oplog_size, const char *const *extra,
+                         tu_server_t *s);
 /* SIGTERM, then SIGKILL after 5 s; reaps the child. */
 void tu_server_stop(tu_server_t *s);
 
@@ -43,6 +48,10 @@ bool tu_rename(mongoc_client_t *c, const char *db, const char *from, const char 
 int64_t tu_find_v(mongoc_client_t *c, const char *db, const char *coll, int64_t id);
 
 uint64_t tu_now_ms(void);
+/* A loopback port free a moment ago (bound, then closed); -1 on error. */
+int tu_free_port(void);
+/* The subscription's stats (struct_size set). */
+cdcache_cdc_stats_t tu_stats(cdcache_cdc_t *sub);
 /* Polls pred every 2 ms until it holds or timeout_ms passed. */
 bool tu_wait(bool (*pred)(void *), void *ctx, uint32_t timeout_ms);
 

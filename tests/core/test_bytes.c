@@ -69,6 +69,7 @@ static void test_max_bytes_holds_under_concurrent_writers(void)
   cdcache_config_init(&cfg);
   cfg.max_entries = 10000;
   cfg.max_bytes = 256 * 1024;
+  cfg.max_value_len = 1024; /* each shard's share must hold a largest entry */
   cfg.shards = 4;
   test_alloc_install(&cfg, &a);
   cdcache_t *c = test_open(&cfg);

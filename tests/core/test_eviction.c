@@ -1,8 +1,11 @@
 /* Eviction order, policies and capacity edges. */
 #include "testutil.h"
 
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int put_i(cdcache_t *c, int i, uint32_t ttl)
 {
@@ -165,6 +168,7 @@ static void test_max_bytes_bounds_live_and_pending_bytes(void)
   cdcache_config_init(&cfg);
   cfg.max_entries = 2000;
   cfg.max_bytes = 64 * 1024;
+  cfg.max_value_len = 1024; /* each shard's share must hold a largest entry */
   cfg.shards = 2;
   cdcache_t *c = test_open(&cfg);
   char v[200] = {0};
@@ -179,6 +183,103 @@ static void test_max_bytes_bounds_live_and_pending_bytes(void)
   }
   CU_ASSERT(st.evictions > 0);
   CU_ASSERT(st.entries > 100);
+  cdcache_close(c);
+}
+
+/* ---- a put never fails for want of a victim under allkeys-lru */
+
+struct hammer {
+  cdcache_t *c;
+  atomic_int *stop;
+  atomic_int *newest; /* the key the writer put last */
+};
+
+/* Reads the 16 keys the writer put last (the ones resident), over and
+ * over, so that every entry the CLOCK hand passes is soon referenced
+ * again. */
+static void *hammer_reads(void *arg)
+{
+  struct hammer *h = arg;
+  while (!atomic_load_explicit(h->stop, memory_order_relaxed)) {
+    int top = atomic_load_explicit(h->newest, memory_order_relaxed);
+    for (int i = top; i > top - 16 && i >= 0; i--)
+      (void)has_i(h->c, i);
+  }
+  return NULL;
+}
+
+static void test_readers_setting_reference_bits_never_make_a_put_efull(void)
+{
+  /* One 16-entry shard; 3 readers keep setting every entry's CLOCK bit
+   * while a writer replaces and inserts keys. */
+  cdcache_t *c = open_policy(CDCACHE_ALLKEYS_LRU, 16, 1);
+  atomic_int stop = 0, newest = 0;
+  struct hammer h = {c, &stop, &newest};
+  pthread_t th[3];
+  for (int i = 0; i < 3; i++)
+    pthread_create(&th[i], NULL, hammer_reads, &h);
+  const char *env = getenv("CDCACHE_STRESS_MS");
+  long ms = env != NULL ? atol(env) : 3000;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  long efull = 0, puts = 0;
+  for (;;) {
+    for (int i = 0; i < 1000; i++, puts++) {
+      efull += put_i(c, (int)puts, 0) == CDCACHE_EFULL;
+      atomic_store_explicit(&newest, (int)puts, memory_order_relaxed);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if ((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 > ms)
+      break;
+  }
+  atomic_store(&stop, 1);
+  for (int i = 0; i < 3; i++)
+    pthread_join(th[i], NULL);
+  printf("\n  %ld puts against 3 readers: %ld EFULL\n", puts, efull);
+  CU_ASSERT_EQUAL(efull, 0);
+  cdcache_stats_t st = {.struct_size = sizeof st};
+  cdcache_stats(c, &st);
+  CU_ASSERT(st.entries <= 16);
+  cdcache_close(c);
+}
+
+static void test_a_shard_holding_only_placeholders_is_the_one_efull(void)
+{
+  /* The documented exception: when a shard's byte share is taken by the
+   * placeholders of fills in flight, there is no entry to evict. */
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  cfg.max_entries = 1000;
+  cfg.shards = 1;
+  cfg.max_key_len = 200;
+  cfg.max_value_len = 512;
+  cfg.max_bytes = 64 * 1024;
+  cdcache_t *c = test_open(&cfg);
+  static cdcache_lease_t *leases[4096];
+  char k[256], buf[8];
+  size_t n;
+  int got = 0, rc = 0;
+  memset(k, 'p', sizeof k);
+  while (got < 4096) {
+    int kl = snprintf(k, sizeof k, "%0190d", got);
+    rc = cdcache_get_lease(c, k, (size_t)kl, buf, sizeof buf, &n, &leases[got]);
+    if (rc != CDCACHE_ENOENT)
+      break;
+    got++;
+  }
+  CU_ASSERT_EQUAL(rc, CDCACHE_EFULL);
+  CU_ASSERT(got > 10);
+  /* Nothing but placeholders: a put finds no victim. */
+  static char big[512];
+  CU_ASSERT_EQUAL(cdcache_put(c, KEY("x"), big, sizeof big, 0), CDCACHE_EFULL);
+  /* Once a fill completes, puts evict as usual again. */
+  for (int i = 0; i < 4; i++)
+    CU_ASSERT_EQUAL(cdcache_lease_release(c, leases[--got]), 0);
+  CU_ASSERT_EQUAL(cdcache_put(c, KEY("x"), big, sizeof big, 0), 0);
+  while (got > 0)
+    CU_ASSERT_EQUAL(cdcache_lease_release(c, leases[--got]), 0);
+  for (int i = 0; i < 500; i++)
+    CU_ASSERT_EQUAL(put_i(c, i, 0), 0);
   cdcache_close(c);
 }
 
@@ -202,5 +303,9 @@ int main(void)
               test_default_shard_count_respects_minimum_share);
   CU_add_test(s, "max_bytes bounds live plus pending bytes",
               test_max_bytes_bounds_live_and_pending_bytes);
+  CU_add_test(s, "readers setting reference bits never make a put EFULL",
+              test_readers_setting_reference_bits_never_make_a_put_efull);
+  CU_add_test(s, "a shard holding only placeholders is the one EFULL",
+              test_a_shard_holding_only_placeholders_is_the_one_efull);
   return test_run();
 }

@@ -120,7 +120,8 @@ static void check_rejected(int what)
   /* The dead placeholder is gone: the next caller loads afresh. */
   a.what = 0;
   a.value = "new";
-  cdcache_delete(c, KEY("k"));
+  /* what == 4 left the put's value, the others nothing at all */
+  CU_ASSERT_EQUAL(cdcache_delete(c, KEY("k")), what == 4 ? 0 : CDCACHE_ENOENT);
   CU_ASSERT_EQUAL(gol(c, "k", &a, out, 0), 0);
   CU_ASSERT_STRING_EQUAL(out, "new");
   CU_ASSERT_TRUE(cached(c, "k", out));
@@ -483,6 +484,112 @@ static void test_waiter_on_a_released_lease_loads_itself(void)
   cdcache_close(c);
 }
 
+static int v2_loader(void *ctx, const void *key, size_t klen, cdcache_fill_t *fill)
+{
+  (void)ctx;
+  (void)key;
+  (void)klen;
+  return cdcache_fill_set_value(fill, "v2", 2);
+}
+
+static void test_a_hung_load_is_taken_over_and_its_waiters_wake(void)
+{
+  static struct test_clock clk;
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  cfg.max_entries = 100;
+  cfg.fill_timeout_ms = 1000;
+  atomic_store(&clk.now_ms, 5000);
+  test_clock_install(&cfg, &clk);
+  cdcache_t *c = test_open(&cfg);
+  gate_reset();
+  /* A: a loader that hangs.  B: waits for it with no time limit. */
+  pthread_t ta, tb;
+  struct caller a = {c, "k", CDCACHE_WAIT_FOREVER, -999, {0}};
+  struct caller b = {c, "k", CDCACHE_WAIT_FOREVER, -999, {0}};
+  pthread_create(&ta, NULL, call_gol, &a);
+  gate_wait_entered();
+  pthread_create(&tb, NULL, call_gol, &b);
+  wait_waiters(c, 1);
+  /* Before fill_timeout_ms, a third caller waits (and times out). */
+  char buf[16];
+  size_t n = 0;
+  atomic_fetch_add(&clk.now_ms, 999);
+  CU_ASSERT_EQUAL(cdcache_get_or_load(c, KEY("k"), v2_loader, NULL, 0, 0, buf, sizeof buf, &n),
+                  CDCACHE_EBUSY);
+  /* After it, the third caller takes the key over and loads. */
+  atomic_fetch_add(&clk.now_ms, 1);
+  CU_ASSERT_EQUAL(cdcache_get_or_load(c, KEY("k"), v2_loader, NULL, 0, 2000, buf, sizeof buf, &n),
+                  0);
+  CU_ASSERT(n == 2 && memcmp(buf, "v2", 2) == 0);
+  /* B was woken by the takeover and found the new value. */
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += 30;
+  int joined = pthread_timedjoin_np(tb, NULL, &dl) == 0;
+  CU_ASSERT_TRUE(joined);
+  gate_open();
+  pthread_join(ta, NULL);
+  if (!joined)
+    pthread_join(tb, NULL);
+  CU_ASSERT_EQUAL(b.rc, 0);
+  CU_ASSERT_STRING_EQUAL(b.out, "v2");
+  /* A's late value reaches A only; the cache keeps the takeover's. */
+  CU_ASSERT_EQUAL(a.rc, 0);
+  CU_ASSERT_STRING_EQUAL(a.out, "loaded");
+  char out[16];
+  CU_ASSERT_TRUE(cached(c, "k", out));
+  CU_ASSERT_STRING_EQUAL(out, "v2");
+  CU_ASSERT_EQUAL(STAT(c, stale_fills_rejected), 1);
+  cdcache_close(c);
+}
+
+static void test_a_clock_stepping_back_does_not_expire_a_lease(void)
+{
+  static struct test_clock clk;
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  cfg.max_entries = 100;
+  cfg.fill_timeout_ms = 1000;
+  atomic_store(&clk.now_ms, 100000);
+  test_clock_install(&cfg, &clk);
+  cdcache_t *c = test_open(&cfg);
+  cdcache_lease_t *l1 = NULL, *l2 = NULL;
+  char buf[16];
+  size_t n;
+  CU_ASSERT_EQUAL(cdcache_get_lease(c, KEY("k"), buf, sizeof buf, &n, &l1), CDCACHE_ENOENT);
+  atomic_store(&clk.now_ms, 50000); /* an injected clock stepped back */
+  CU_ASSERT_EQUAL(cdcache_get_lease(c, KEY("k"), buf, sizeof buf, &n, &l2), CDCACHE_EBUSY);
+  CU_ASSERT_PTR_NULL(l2);
+  CU_ASSERT_EQUAL(cdcache_put_leased(c, l1, "v1", 2, 0), 0);
+  cdcache_close(c);
+}
+
+static void test_a_put_failing_with_efull_kills_the_fill_in_flight(void)
+{
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  cfg.max_entries = 2;
+  cfg.shards = 1;
+  cfg.policy = CDCACHE_NOEVICTION;
+  cdcache_t *c = test_open(&cfg);
+  CU_ASSERT_EQUAL(cdcache_put(c, KEY("a"), "1", 1, 0), 0);
+  CU_ASSERT_EQUAL(cdcache_put(c, KEY("b"), "2", 1, 0), 0);
+  cdcache_lease_t *l = NULL;
+  char buf[16];
+  size_t n;
+  /* A lease's placeholder takes no entry slot. */
+  CU_ASSERT_EQUAL(cdcache_get_lease(c, KEY("k"), buf, sizeof buf, &n, &l), CDCACHE_ENOENT);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+  /* A newer value is written to the database, but the cache is full. */
+  CU_ASSERT_EQUAL(cdcache_put(c, KEY("k"), "new", 3, 0), CDCACHE_EFULL);
+  CU_ASSERT_EQUAL(cdcache_delete(c, KEY("a")), 0);
+  /* The lease read the older value: it must not be cached now. */
+  CU_ASSERT_EQUAL(cdcache_put_leased(c, l, "old", 3, 0), CDCACHE_ESTALE);
+  CU_ASSERT_FALSE(cached(c, "k", NULL));
+  cdcache_close(c);
+}
+
 int main(void)
 {
   if (CU_initialize_registry() != CUE_SUCCESS)
@@ -518,5 +625,11 @@ int main(void)
               test_get_or_load_waits_for_a_lease_and_gets_its_value);
   CU_add_test(s, "a waiter on a released lease loads itself",
               test_waiter_on_a_released_lease_loads_itself);
+  CU_add_test(s, "a hung load is taken over and its waiters wake",
+              test_a_hung_load_is_taken_over_and_its_waiters_wake);
+  CU_add_test(s, "a clock stepping back does not expire a lease",
+              test_a_clock_stepping_back_does_not_expire_a_lease);
+  CU_add_test(s, "a put failing with EFULL kills the fill in flight",
+              test_a_put_failing_with_efull_kills_the_fill_in_flight);
   return test_run();
 }

@@ -4,16 +4,18 @@
  * subscription's bound.
  *
  *   cdcache-freshness [--seconds N] [--servers K]
- *                     [--fault none|hangup|stall|history-lost|invalidate]
- *                     [--max-stale-ms MS] [--slack-ms MS] [--ids N]
+ *                     [--fault none|hangup|stall|history-lost|invalidate|
+ *                              stream-stall|partition|election|poison]
+ *                     [--max-stale-ms MS] [--slack-ms MS] [--lag-target-ms MS]
+ *                     [--ids N] [--cold-ids N] [--cold-period-ms MS]
  *                     [--writers N] [--readers N] [--read-pause-us N]
  *                     [--mongo-server PATH] [--seed N] [--verbose]
- *                     [--control-no-cdc]
+ *                     [--control-no-cdc [--expect-stale]]
  *
  * --control-no-cdc is the negative control: the servers' caches have no
  * subscription, so nothing evicts what the writers change, and the check
- * must report stale reads (the run then exits 1).  It shows the check can
- * fail.
+ * must report stale reads.  With --expect-stale that is the success (exit
+ * 0); no stale read, no read checked or a harness error is a failure.
  *
  * Processes
  * ---------
@@ -35,11 +37,12 @@
  *
  * The check (a reader, right after each read that returned a value)
  * -----------------------------------------------------------------
- *   The value is a version v (the document's "v"), or "absent" (the
- *   loader found no document; the cache holds a zero-length value).  The
- *   newer write that makes it stale is the one right after it: v + 1, or
- *   for "absent" the write after the latest delete issued before the read
- *   ended.  With t_read the time the read began and t_ack that write's
+ *   The value is a version v (the document's "v"), or "absent after
+ *   delete d": the loader found no document and recorded d, the latest
+ *   delete sent before its find returned (the newest state the absence
+ *   can reflect; judging by an earlier one would only find it staler).
+ *   The newer write that makes it stale is the one right after it: v + 1,
+ *   or d + 1.  With t_read the time the read began and t_ack that write's
  *   acknowledgement:
  *       staleness = t_read - t_ack   (0 when not acknowledged yet)
  *       stale      <=> staleness > max_stale_ms + slack_ms
@@ -56,9 +59,17 @@
  *   the read is kept and checked again after the writers stopped, when
  *   every acknowledgement is final.
  *
- * Exit status: 0 when every server checked reads, no read was stale, the
- * fault had its effect (a flush for history-lost and invalidate, a
- * fail-closed period for stall) and nothing unexpected happened; 1
+ * Half the reads go to cold ids (--cold-ids, written once per
+ * --cold-period-ms each by their own writer), whose cached values live
+ * much longer than the bound: an invalidation lost there is seen.
+ *
+ * Exit status: 0 when every server checked reads, no read was stale, with
+ * no fault the largest staleness stayed under --lag-target-ms, the fault
+ * had its effect (the test server's own counters show it: connections
+ * dropped, seconds stalled, requests held by a partition, replies cut,
+ * errors sent, hellos answered as a secondary; a flush for history-lost
+ * and invalidate; a fail-closed period on every server for the faults
+ * that starve the stream) and nothing unexpected happened; 1
  * otherwise; 2 on usage errors; 3 when the watchdog or a signal ended the
  * run.  The last line printed is always
  *   freshness: reads=N stale=S max_staleness_ms=X fault=F
@@ -86,8 +97,21 @@
 #define MAX_WRITERS 16
 #define DEFERRED_MAX 65536 /* per reader thread */
 
-enum fault { F_NONE, F_HANGUP, F_STALL, F_HISTORY_LOST, F_INVALIDATE };
-static const char *const fault_names[] = {"none", "hangup", "stall", "history-lost", "invalidate"};
+enum fault {
+  F_NONE,
+  F_HANGUP,
+  F_STALL,
+  F_HISTORY_LOST,
+  F_INVALIDATE,
+  F_STREAM_STALL,
+  F_PARTITION,
+  F_ELECTION,
+  F_POISON,
+  F_LAST = F_POISON
+};
+static const char *const fault_names[] = {"none",         "hangup",     "stall",
+                                          "history-lost", "invalidate", "stream-stall",
+                                          "partition",    "election",   "poison"};
 
 enum wkind { W_INSERT = 1, W_UPDATE = 2, W_REPLACE = 3, W_DELETE = 4 };
 
@@ -134,7 +158,12 @@ struct shared {
 /* Run settings: set by main before any fork or thread; read-only after. */
 static struct {
   int seconds, servers, ids, writers, readers, read_pause_us, verbose;
-  int no_cdc; /* negative control: servers run without a subscription */
+  int cold;           /* ids written rarely, after the hot ones */
+  int all;            /* ids + cold */
+  int cold_period_ms; /* each cold id is written once per period */
+  uint32_t lag_target_ms;
+  int no_cdc;       /* negative control: servers run without a subscription */
+  int expect_stale; /* the control's verdict: success means stale reads found */
   enum fault fault;
   uint32_t max_stale_ms, slack_ms;
   uint64_t bound_ns;
@@ -242,14 +271,27 @@ static void judge(struct reader *r, int id, uint32_t next, uint64_t t_read, bool
   }
 }
 
-/* Checks a value read of id: version v (absent: v == 0), read in
- * [t_read, t_end]. */
+/* Checks a value read of id: version v, or for an absence the delete d
+ * its loader recorded, read in [t_read, t_end]. */
 static void check_read(struct reader *r, int id, bool absent, uint32_t v, uint64_t t_read,
                        uint64_t t_end)
 {
   uint32_t issued = atomic_load_explicit(&sh_issued[id], memory_order_acquire);
   uint32_t next;
-  if (!absent) {
+  if (absent) {
+    /* The absence names the delete it reflects: the latest delete its
+     * loader could have seen (any earlier one would only make it look
+     * staler).  It must be a delete, sent before the read ended. */
+    if (v == 0 || v > issued ||
+        atomic_load_explicit(&rec(id, v)->kind, memory_order_relaxed) != W_DELETE ||
+        atomic_load_explicit(&rec(id, v)->t_issue, memory_order_acquire) >= t_end) {
+      r->phantom++;
+      problem(r, "id %d read as absent after version %u, which is no delete sent before", id, v);
+      return;
+    }
+    next = v + 1;
+    r->absent_reads++;
+  } else {
     /* The value must have been written (and sent before the read ended). */
     if (v == 0 || v > issued ||
         atomic_load_explicit(&rec(id, v)->t_issue, memory_order_acquire) >= t_end) {
@@ -258,20 +300,6 @@ static void check_read(struct reader *r, int id, bool absent, uint32_t v, uint64
       return;
     }
     next = v + 1;
-  } else {
-    /* The latest write sent before the read ended... */
-    uint32_t k = issued;
-    while (k > 0 && atomic_load_explicit(&rec(id, k)->t_issue, memory_order_acquire) >= t_end)
-      k--;
-    /* ...and the latest delete up to it: the newest state "absent" can be. */
-    uint32_t d = k == 0 ? 0 : atomic_load_explicit(&rec(id, k)->prev_delete, memory_order_relaxed);
-    if (d == 0) {
-      r->phantom++;
-      problem(r, "id %d read as absent, but no delete had been sent", id);
-      return;
-    }
-    next = d + 1;
-    r->absent_reads++;
   }
   r->reads_checked++;
   judge(r, id, next, t_read, false);
@@ -279,8 +307,19 @@ static void check_read(struct reader *r, int id, bool absent, uint32_t v, uint64
 
 /* =========================================================== a server */
 
+/* The latest delete of id sent before t (0: none): what an absence read
+ * by a find that ended at t can reflect, at the latest. */
+static uint32_t latest_delete_before(int id, uint64_t t)
+{
+  uint32_t k = atomic_load_explicit(&sh_issued[id], memory_order_acquire);
+  while (k > 0 && atomic_load_explicit(&rec(id, k)->t_issue, memory_order_acquire) >= t)
+    k--;
+  return k == 0 ? 0 : atomic_load_explicit(&rec(id, k)->prev_delete, memory_order_relaxed);
+}
+
 /* The loader: the document from the primary (find by _id), as its
- * version (8 bytes) or a zero-length value when there is none. */
+ * version (8 bytes), or for no document -(d + 1), d being the delete the
+ * absence reflects (recorded now, judged whenever it is read). */
 #define LOADER_EMONGO 1000
 static int load_doc(void *ctx, const void *key, size_t klen, cdcache_fill_t *fill)
 {
@@ -309,7 +348,8 @@ static int load_doc(void *ctx, const void *key, size_t klen, cdcache_fill_t *fil
   } else if (mongoc_cursor_error(cur, &err)) {
     rc = LOADER_EMONGO;
   } else {
-    rc = cdcache_fill_set_value(fill, NULL, 0); /* cache the absence */
+    int64_t absent = -(int64_t)latest_delete_before((int)id, h_now_ns()) - 1;
+    rc = cdcache_fill_set_value(fill, &absent, sizeof absent); /* cache the absence */
   }
   mongoc_cursor_destroy(cur);
   bson_destroy(&filter);
@@ -324,7 +364,11 @@ static void *reader_main(void *arg)
   uint8_t buf[64];
   while (!atomic_load_explicit(&sh->stop, memory_order_acquire) &&
          !atomic_load_explicit(&sh->abort, memory_order_relaxed)) {
-    int id = (int)(xorshift(&r->rng) % (uint64_t)cfg.ids);
+    /* Half the reads go to the cold ids, so their values stay cached
+     * long between writes: a lost invalidation shows there. */
+    uint64_t pick = xorshift(&r->rng);
+    int id = cfg.cold > 0 && (pick & 1) ? cfg.ids + (int)((pick >> 1) % (uint64_t)cfg.cold)
+                                        : (int)((pick >> 1) % (uint64_t)cfg.ids);
     int klen = snprintf(key, sizeof key, "doc:%d", id);
     size_t vlen = 0;
     uint64_t t0 = h_now_ns();
@@ -333,12 +377,13 @@ static void *reader_main(void *arg)
     uint64_t t1 = h_now_ns();
     switch (rc) {
     case 0:
-      if (vlen == 0) {
-        check_read(r, id, true, 0, t0, t1);
-      } else if (vlen == sizeof(int64_t)) {
+      if (vlen == sizeof(int64_t)) {
         int64_t v;
         memcpy(&v, buf, sizeof v);
-        check_read(r, id, false, v > 0 && v < UINT32_MAX ? (uint32_t)v : 0, t0, t1);
+        if (v < 0)
+          check_read(r, id, true, -v - 1 < UINT32_MAX ? (uint32_t)(-v - 1) : 0, t0, t1);
+        else
+          check_read(r, id, false, v > 0 && v < UINT32_MAX ? (uint32_t)v : 0, t0, t1);
       } else {
         r->unexpected++;
         problem(r, "id %d: value of %zu bytes", id, vlen);
@@ -451,6 +496,9 @@ static int server_main(int idx)
   scfg.n_rules = 1;
   scfg.max_stale_ms = cfg.max_stale_ms;
   scfg.backoff_max_ms = 1000; /* recover promptly between faults */
+  /* The partition's catch-up comes in cut replies of 50 events. */
+  if (cfg.fault == F_PARTITION)
+    scfg.batch_size = 50;
   cdcache_cdc_t *sub = NULL;
   rc = cfg.no_cdc ? 0 : cdcache_cdc_start(cache, &scfg, &sub);
   if (rc != 0) {
@@ -487,7 +535,12 @@ static int server_main(int idx)
     r->deferred = malloc(DEFERRED_MAX * sizeof *r->deferred);
     /* Loader timeouts below the bound: a load hung by a stall fails
      * instead of holding the key's fill for long. */
-    r->client = h_client(cfg.ms.uri, 1000, 1000, "cdcache-freshness-reader");
+    /* retryReads=false: libmongoc 1.23.1 leaks a copy of the first reply
+     * when a retried find fails again (seen under LeakSanitizer in the
+     * election fault); a loader that fails is a miss either way. */
+    char ruri[300];
+    (void)snprintf(ruri, sizeof ruri, "%s&retryReads=false", cfg.ms.uri);
+    r->client = h_client(ruri, 1000, 1000, "cdcache-freshness-reader");
     if (!r->deferred || !r->client) {
       ok = false;
       break;
@@ -654,6 +707,38 @@ static bool write_version(struct writer *w, int id, uint32_t ver, enum wkind kin
   return ok;
 }
 
+/* The next kind of write of id after its latest (owner only). */
+static enum wkind next_kind(struct writer *w, int id, uint32_t cur)
+{
+  enum wkind last = (enum wkind)atomic_load_explicit(&rec(id, cur)->kind, memory_order_relaxed);
+  if (last == W_DELETE)
+    return W_INSERT;
+  uint64_t d = xorshift(&w->rng) % 100;
+  return d < 50 ? W_UPDATE : d < 80 ? W_REPLACE : W_DELETE;
+}
+
+/* The cold writer: each cold id once per cold_period_ms, in turn. */
+static void *cold_writer_main(void *arg)
+{
+  struct writer *w = arg;
+  uint64_t pause = (uint64_t)cfg.cold_period_ms / (uint64_t)cfg.cold;
+  for (int k = 0; !atomic_load_explicit(&writers_stop, memory_order_acquire) &&
+                  !atomic_load_explicit(&sh->abort, memory_order_relaxed);
+       k++) {
+    int id = cfg.ids + k % cfg.cold;
+    uint32_t cur = atomic_load_explicit(&sh_issued[id], memory_order_relaxed);
+    if (cur + 1 < cfg.cap) {
+      if (!write_version(w, id, cur + 1, next_kind(w, id, cur))) {
+        w->failures++;
+        break;
+      }
+      w->writes++;
+    }
+    h_sleep_ms(pause ? pause : 1);
+  }
+  return NULL;
+}
+
 static void *writer_main(void *arg)
 {
   struct writer *w = arg;
@@ -669,15 +754,7 @@ static void *writer_main(void *arg)
       h_sleep_ms(1);
       continue;
     }
-    enum wkind last = (enum wkind)atomic_load_explicit(&rec(id, cur)->kind, memory_order_relaxed);
-    enum wkind kind;
-    if (last == W_DELETE) {
-      kind = W_INSERT;
-    } else {
-      uint64_t d = xorshift(&w->rng) % 100;
-      kind = d < 50 ? W_UPDATE : d < 80 ? W_REPLACE : W_DELETE;
-    }
-    if (!write_version(w, id, cur + 1, kind)) {
+    if (!write_version(w, id, cur + 1, next_kind(w, id, cur))) {
       w->failures++;
       break; /* the run is ending: this version stays unacknowledged */
     }
@@ -766,6 +843,51 @@ static void *fault_main(void *arg)
       if (fault_cmd(f, "{\"cdcacheFault\": \"invalidateStreams\"}"))
         f->injected++;
     break;
+  case F_STREAM_STALL:
+    /* Only the change streams starve; writers and loaders go on, so
+     * cached values do go stale: the bound must close every cache. */
+    (void)snprintf(cmd, sizeof cmd, "{\"cdcacheFault\": \"partition\", \"ms\": %u}",
+                   cfg.max_stale_ms + 1000);
+    while (fault_nap(f, 1000)) {
+      if (fault_cmd(f, cmd))
+        f->injected++;
+      if (!fault_nap(f, cfg.max_stale_ms + 1000 + 1500))
+        break;
+    }
+    break;
+  case F_PARTITION:
+    /* The same, then a slow catch-up in cut replies (batch size 50,
+     * 20 ms apart): cut replies must not move the bound. */
+    (void)snprintf(cmd, sizeof cmd,
+                   "{\"cdcacheFault\": \"partition\", \"ms\": %u, \"replyDelayMs\": 20}",
+                   cfg.max_stale_ms + 500);
+    while (fault_nap(f, 800)) {
+      if (fault_cmd(f, cmd))
+        f->injected++;
+      if (!fault_nap(f, cfg.max_stale_ms + 500 + 3000))
+        break;
+    }
+    break;
+  case F_ELECTION:
+    /* hello says secondary, commands fail 10107 / 11602 (labelled). */
+    while (fault_nap(f, 800)) {
+      if (fault_cmd(f, "{\"cdcacheFault\": \"election\", \"ms\": 2500}"))
+        f->injected++;
+      if (!fault_nap(f, 2500 + 2500))
+        break;
+    }
+    break;
+  case F_POISON:
+    /* Every getMore fails 10334 (no label) for 3 s. */
+    while (fault_nap(f, 800)) {
+      if (fault_cmd(f, "{\"cdcacheFault\": \"poison\", \"code\": 10334}"))
+        f->injected++;
+      bool more = fault_nap(f, 3000);
+      (void)fault_cmd(f, "{\"cdcacheFault\": \"off\"}");
+      if (!more || !fault_nap(f, 2500))
+        break;
+    }
+    break;
   }
   (void)fault_cmd(f, "{\"cdcacheFault\": \"off\"}");
   return NULL;
@@ -776,9 +898,11 @@ static void *fault_main(void *arg)
 static void usage(void)
 {
   fprintf(stderr, "usage: cdcache-freshness [--seconds N] [--servers K] "
-                  "[--fault none|hangup|stall|history-lost|invalidate] [--max-stale-ms MS] "
-                  "[--slack-ms MS] [--ids N] [--writers N] [--readers N] [--read-pause-us N] "
-                  "[--mongo-server PATH] [--seed N] [--verbose] [--control-no-cdc]\n");
+                  "[--fault none|hangup|stall|history-lost|invalidate|stream-stall|partition|"
+                  "election|poison] [--max-stale-ms MS] [--slack-ms MS] [--lag-target-ms MS] "
+                  "[--ids N] [--cold-ids N] [--cold-period-ms MS] [--writers N] [--readers N] "
+                  "[--read-pause-us N] [--mongo-server PATH] [--seed N] [--verbose] "
+                  "[--control-no-cdc [--expect-stale]]\n");
 }
 
 static bool parse_int(const char *s, long lo, long hi, long *out)
@@ -798,6 +922,9 @@ static int parse_args(int argc, char **argv)
   cfg.seconds = 8;
   cfg.servers = 3;
   cfg.ids = 50;
+  cfg.cold = 16;
+  cfg.cold_period_ms = 2500;
+  cfg.lag_target_ms = 500;
   cfg.writers = 3;
   cfg.readers = 2;
   cfg.read_pause_us = 200;
@@ -814,6 +941,10 @@ static int parse_args(int argc, char **argv)
     }
     if (strcmp(a, "--control-no-cdc") == 0) {
       cfg.no_cdc = 1;
+      continue;
+    }
+    if (strcmp(a, "--expect-stale") == 0) {
+      cfg.expect_stale = 1;
       continue;
     }
     if (i + 1 >= argc) {
@@ -833,6 +964,9 @@ static int parse_args(int argc, char **argv)
     INT_OPT("--seconds", 1, 86400, cfg.seconds)
     INT_OPT("--servers", 1, MAX_SERVERS, cfg.servers)
     INT_OPT("--ids", 1, 10000, cfg.ids)
+    INT_OPT("--cold-ids", 0, 1000, cfg.cold)
+    INT_OPT("--cold-period-ms", 100, 600000, cfg.cold_period_ms)
+    INT_OPT("--lag-target-ms", 1, 600000, cfg.lag_target_ms)
     INT_OPT("--writers", 1, MAX_WRITERS, cfg.writers)
     INT_OPT("--readers", 1, MAX_READERS, cfg.readers)
     INT_OPT("--read-pause-us", 0, 1000000, cfg.read_pause_us)
@@ -842,7 +976,7 @@ static int parse_args(int argc, char **argv)
 #undef INT_OPT
     if (strcmp(a, "--fault") == 0) {
       bool found = false;
-      for (int f = 0; f <= F_INVALIDATE; f++)
+      for (int f = 0; f <= F_LAST; f++)
         if (strcmp(val, fault_names[f]) == 0) {
           cfg.fault = (enum fault)f;
           found = true;
@@ -862,6 +996,7 @@ static int parse_args(int argc, char **argv)
   }
   if (cfg.writers > cfg.ids)
     cfg.writers = cfg.ids;
+  cfg.all = cfg.ids + cfg.cold;
   cfg.bound_ns = ((uint64_t)cfg.max_stale_ms + cfg.slack_ms) * 1000000u;
   /* Each writer writes at most ~1000 times a second (1 ms pause). */
   uint64_t per_id = (uint64_t)cfg.writers * 1000u * (uint64_t)cfg.seconds / (uint64_t)cfg.ids;
@@ -887,7 +1022,7 @@ static bool seed_docs(mongoc_client_t *c)
 {
   struct writer w = {.client = c, .coll = mongoc_client_get_collection(c, DB_NAME, COLL_NAME)};
   bool ok = true;
-  for (int id = 0; id < cfg.ids && ok; id++)
+  for (int id = 0; id < cfg.all && ok; id++)
     ok = write_version(&w, id, 1, W_INSERT);
   mongoc_collection_destroy(w.coll);
   return ok;
@@ -905,8 +1040,8 @@ int main(int argc, char **argv)
   h_install_cleanup((unsigned)cfg.seconds + 90);
 
   size_t hist_off = (sizeof(struct shared) + 63) & ~(size_t)63;
-  size_t issued_sz = ((size_t)cfg.ids * sizeof(_Atomic uint32_t) + 63) & ~(size_t)63;
-  size_t total = hist_off + issued_sz + (size_t)cfg.ids * cfg.cap * sizeof(struct hrec);
+  size_t issued_sz = ((size_t)cfg.all * sizeof(_Atomic uint32_t) + 63) & ~(size_t)63;
+  size_t total = hist_off + issued_sz + (size_t)cfg.all * cfg.cap * sizeof(struct hrec);
   void *mem =
       mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (mem == MAP_FAILED) {
@@ -967,7 +1102,7 @@ int main(int argc, char **argv)
     }
   }
 
-  struct writer writers[MAX_WRITERS];
+  struct writer writers[MAX_WRITERS + 1]; /* the hot ones, then the cold one */
   struct faulter fault = {0};
   int n_writers = 0;
   bool fault_started = false;
@@ -992,6 +1127,25 @@ int main(int argc, char **argv)
         break;
       }
       n_writers++;
+    }
+    if (ok && cfg.cold > 0) {
+      struct writer *w = &writers[n_writers];
+      memset(w, 0, sizeof *w);
+      w->index = n_writers;
+      w->rng = cfg.seed * 37u + 7;
+      w->client = h_client(cfg.ms.uri, 20000, 5000, "cdcache-freshness-cold-writer");
+      if (w->client) {
+        w->coll = mongoc_client_get_collection(w->client, DB_NAME, COLL_NAME);
+        if (pthread_create(&w->thread, NULL, cold_writer_main, w) == 0) {
+          n_writers++;
+        } else {
+          mongoc_collection_destroy(w->coll);
+          mongoc_client_destroy(w->client);
+          ok = false;
+        }
+      } else {
+        ok = false;
+      }
     }
     fault.client = h_client(cfg.ms.uri, 5000, 5000, "cdcache-freshness-fault");
     if (ok && fault.client && pthread_create(&fault.thread, NULL, fault_main, &fault) == 0)
@@ -1037,6 +1191,27 @@ int main(int argc, char **argv)
     else
       fprintf(stderr, "freshness: server %d ended badly (status 0x%x)\n", i, (unsigned)st);
   }
+  /* The server's own counters: the evidence that the fault happened. */
+  int64_t counters[7] = {0};
+  static const char *const counter_names[7] = {
+      "connectionsDropped", "stallMs",    "partitionHeld", "repliesCut",
+      "catchUpDelayed",     "errorsSent", "electionHellos"};
+  mongoc_client_t *sc = h_client(cfg.ms.uri, 5000, 5000, "cdcache-freshness-stats");
+  bson_t sreply;
+  char serr[256];
+  if (sc && h_admin(sc, "{\"cdcacheStats\": 1}", &sreply, serr, sizeof serr)) {
+    for (int k = 0; k < 7; k++) {
+      bson_iter_t it;
+      if (bson_iter_init_find(&it, &sreply, counter_names[k]) && BSON_ITER_HOLDS_NUMBER(&it))
+        counters[k] = bson_iter_as_int64(&it);
+    }
+    bson_destroy(&sreply);
+  } else {
+    fprintf(stderr, "freshness: cdcacheStats failed\n");
+    ok = false;
+  }
+  if (sc)
+    mongoc_client_destroy(sc);
   int ms_status = h_server_stop(&cfg.ms);
   mongoc_cleanup();
 
@@ -1099,6 +1274,49 @@ int main(int argc, char **argv)
   }
   if (cfg.fault != F_NONE && fault.injected == 0)
     effect = false;
+  /* ...and the server says so: its counters, not only our commands. */
+  switch (cfg.fault) {
+  case F_HANGUP:
+  case F_HISTORY_LOST:
+    effect = effect && counters[0] > 0;
+    break;
+  case F_STALL:
+    effect = effect && counters[1] > 0;
+    break;
+  case F_STREAM_STALL:
+    effect = effect && counters[2] > 0;
+    break;
+  case F_PARTITION:
+    effect = effect && counters[2] > 0 && counters[3] > 0 && counters[4] > 0;
+    break;
+  case F_ELECTION:
+    effect = effect && counters[5] > 0 && counters[6] > 0;
+    break;
+  case F_POISON:
+    effect = effect && counters[5] > 0;
+    break;
+  default:
+    break;
+  }
+  /* Faults that starve the stream must have closed every cache. */
+  for (int i = 0; i < cfg.servers && !cfg.no_cdc; i++)
+    if ((cfg.fault == F_STREAM_STALL || cfg.fault == F_PARTITION || cfg.fault == F_ELECTION ||
+         cfg.fault == F_POISON) &&
+        sh->srv[i].fail_closed_periods == 0)
+      effect = false;
+  printf("freshness: server counters:");
+  for (int k = 0; k < 7; k++)
+    printf(" %s=%" PRId64, counter_names[k], counters[k]);
+  printf("\n");
+  /* The largest staleness: under the bound always (stale == 0), and with
+   * no fault under the lag target, as the stream keeps up. */
+  bool lag_ok =
+      cfg.fault != F_NONE || cfg.no_cdc || max_ns <= (uint64_t)cfg.lag_target_ms * 1000000u;
+  printf("freshness: largest staleness %.1f ms; bound %u ms%s\n", (double)max_ns / 1e6,
+         cfg.max_stale_ms + cfg.slack_ms,
+         cfg.fault == F_NONE ? (lag_ok ? "; under the lag target" : "; OVER the lag target") : "");
+  if (cfg.fault == F_NONE)
+    printf("freshness: lag target %u ms\n", cfg.lag_target_ms);
   printf("freshness: fault effect %s; servers ok %d/%d; test server exit %s\n",
          effect ? "seen" : "MISSING", children_ok, cfg.servers,
          ms_status >= 0 && WIFEXITED(ms_status) && WEXITSTATUS(ms_status) == 0 ? "clean"
@@ -1106,8 +1324,10 @@ int main(int argc, char **argv)
   (void)closed_periods;
   final_line(reads, stale, (double)max_ns / 1e6);
   munmap(mem, total);
-  if (stale > 0 || reads == 0 || !ok || !effect || unexpected || phantom ||
-      children_ok != cfg.servers)
+  bool sound = reads > 0 && ok && effect && !unexpected && !phantom && children_ok == cfg.servers;
+  if (cfg.expect_stale) /* the negative control: it must find stale reads */
+    return sound && stale > 0 ? 0 : 1;
+  if (stale > 0 || !lag_ok || !sound)
     return 1;
   return 0;
 }

@@ -9,7 +9,14 @@
  * gets miss, puts return CDCACHE_ESTALE), and stop returns within 1.5 s.
  * Then change streams with hostile contents: an event without
  * documentKey, an event without _id (resume token), an _id of every BSON
- * type.  ASan / valgrind check that nothing leaks.
+ * type.  Then replies in pieces (issue 14): the wire-protocol test server
+ * (tests/mongo-server, --server PATH) behind the splitproxy
+ * (tests/splitproxy), which delivers a handshake in two pieces 300 ms
+ * apart, cuts command replies inside the message header and closes, or
+ * goes silent past socketTimeoutMS, or holds a reply while the
+ * subscription is stopped; each asserts the process survives, the error
+ * is in the stats and the log, and no event is lost once the network
+ * heals.  ASan / valgrind check that nothing leaks.
  *
  * The cases that kill the process inside libmongoc 1.23 (an OP_MSG reply
  * whose BSON claims more bytes than the frame holds: SIGSEGV in
@@ -20,6 +27,9 @@
  * child ended.  See TABLE.md.
  */
 #include "hostile_util.h"
+
+#include "cdc_testutil.h"
+#include "splitproxy.h"
 
 #include <CUnit/Basic.h>
 #include <mongoc/mongoc.h>
@@ -34,6 +44,7 @@
 #define ROW(call, expected) CU_ASSERT_EQUAL((call), (expected))
 
 static const char *g_self;
+static const char *g_server_path; /* --server: cdcache-mongo-test-server */
 
 static const char *const bad_names[] = {"answer",        "silent",        "garbage_http",
                                         "garbage_frame", "truncated",     "truncated_stall",
@@ -310,6 +321,7 @@ static void test_stream_event_without_document_key(void)
 {
   fx_t f;
   fx_open(&f, "user:{_id}");
+  f.cfg.socket_timeout_ms = 3000; /* reconnects must stay 0, also on a loaded machine */
   h_server_init(&f.srv);
   bson_t *ev1 = event("insert", NULL);
   bson_t *dk = BCON_NEW("_id", BCON_INT32(7));
@@ -407,6 +419,246 @@ static void test_stream_id_of_every_bson_type(void)
   CU_ASSERT(stop_timed(&f) < 1500);
   h_server_stop(&f.srv);
   fx_close(&f);
+}
+
+/* ------------------------------------------- replies in pieces (issue 14) */
+
+typedef struct sfx {
+  fx_t f;
+  tu_server_t srv;
+  sp_proxy_t *proxy;
+  mongoc_client_t *w; /* the test's writes: straight to the server */
+  char uri[128];
+} sfx_t;
+
+/* The test server (extra arguments: NULL or a NULL-terminated list), the
+ * splitproxy in front of it with rule (NULL: pass-through), a writer, and
+ * a subscription config pointing at the proxy.  false: cannot run. */
+static bool sfx_open(sfx_t *x, const char *const *server_args, const sp_rule_t *rule)
+{
+  memset(x, 0, sizeof *x);
+  if (!g_server_path || !*g_server_path) {
+    CU_FAIL("test_hostile_net needs --server PATH (cdcache-mongo-test-server)");
+    return false;
+  }
+  if (tu_server_start_args(g_server_path, 0, server_args, &x->srv) != 0) {
+    CU_FAIL("cannot start the test server");
+    return false;
+  }
+  CU_ASSERT_FATAL(sp_start(0, x->srv.port, rule, 14, &x->proxy) == 0);
+  (void)snprintf(x->uri, sizeof x->uri, "mongodb://127.0.0.1:%d/?directConnection=true",
+                 sp_port(x->proxy));
+  x->w = tu_client(x->srv.uri);
+  CU_ASSERT_FATAL(x->w != NULL);
+  fx_open(&x->f, "user:{_id}");
+  x->f.cfg.uri = x->uri;
+  return true;
+}
+
+static void sfx_close(sfx_t *x)
+{
+  fx_close(&x->f);
+  if (x->w)
+    mongoc_client_destroy(x->w);
+  sp_stop(x->proxy);
+  tu_server_stop(&x->srv);
+}
+
+static void insert_ids(sfx_t *x, int from, int to)
+{
+  for (int i = from; i <= to; i++) {
+    bson_t *d = BCON_NEW("_id", BCON_INT32(i), "v", BCON_INT32(i));
+    CU_ASSERT(tu_insert(x->w, "app", "users", d));
+    bson_destroy(d);
+  }
+}
+
+/* Whether every key user:from .. user:to was evicted (seen by on_evict). */
+static bool seen_all(fx_t *f, int from, int to)
+{
+  bool all = true;
+  pthread_mutex_lock(&f->seen.mu);
+  for (int i = from; i <= to && all; i++) {
+    char k[32];
+    int kl = snprintf(k, sizeof k, "user:%d", i);
+    bool found = false;
+    for (int j = 0; j < f->seen.n && !found; j++)
+      found = f->seen.klen[j] == (size_t)kl && memcmp(f->seen.key[j], k, (size_t)kl) == 0;
+    all = found;
+  }
+  pthread_mutex_unlock(&f->seen.mu);
+  return all;
+}
+
+static bool wait_seen(fx_t *f, int from, int to, uint32_t ms)
+{
+  uint64_t t0 = h_now_ms();
+  while (!seen_all(f, from, to)) {
+    if (h_now_ms() - t0 > ms) {
+      (void)printf("(events user:%d..%d not all seen in %u ms) ", from, to, ms);
+      return false;
+    }
+    h_nap_ms(5);
+  }
+  return true;
+}
+
+/* Waits until libmongoc gave up after the proxy cut a reply (its counter
+ * *cut >= 1) and the subscription reconnected (more than `before`
+ * reconnects): the error is in the stats. */
+static bool wait_reported(sfx_t *x, uint64_t before, const uint64_t *cut, uint32_t ms,
+                          cdcache_cdc_stats_t *st, sp_stats_t *ps)
+{
+  uint64_t t0 = h_now_ms();
+  do {
+    *st = stats_of(x->f.sub);
+    sp_stats(x->proxy, ps);
+    if (*cut >= 1 && st->reconnects > before && st->last_error[0])
+      return true;
+    h_nap_ms(5);
+  } while (h_now_ms() - t0 < ms);
+  return false;
+}
+
+/* A handshake reply of about 1.7 KB arriving as 1200 bytes, then the rest
+ * 300 ms later (every handshake, also the rescans): the subscription
+ * connects as if nothing happened. */
+static void test_split_handshake(void)
+{
+  sfx_t x;
+  sp_rule_t r;
+  memset(&r, 0, sizeof r);
+  r.match = "maxWireVersion"; /* hello and legacy isMaster replies */
+  r.cuts[0] = 1200;
+  r.ncuts = 1;
+  r.pause_ms = 300;
+  static const char *const pad[] = {"--hello-pad", "1300", NULL};
+  if (!sfx_open(&x, pad, &r))
+    return;
+  x.f.cfg.connect_timeout_ms = 2000;
+  x.f.cfg.socket_timeout_ms = 2000;
+  x.f.cfg.max_stale_ms = 0;
+  ROW(cdcache_cdc_start(x.f.cache, &x.f.cfg, &x.f.sub), 0);
+  CU_ASSERT(wait_for(&x.f, 0, 10000));
+  insert_ids(&x, 1, 3);
+  CU_ASSERT(wait_seen(&x.f, 1, 3, 10000));
+  cdcache_cdc_stats_t st = stats_of(x.f.sub);
+  sp_stats_t ps;
+  sp_stats(x.proxy, &ps);
+  CU_ASSERT(ps.split >= 1);
+  CU_ASSERT(ps.pieces >= 2 * ps.split);
+  CU_ASSERT_EQUAL(st.reconnects, 0);
+  CU_ASSERT_EQUAL(st.state, CDCACHE_CDC_STREAMING);
+  (void)printf("(%llu handshakes in two pieces, %llu events, error \"%s\") ",
+               (unsigned long long)ps.split, (unsigned long long)st.events, st.last_error);
+  CU_ASSERT(stop_timed(&x.f) < 1500);
+  sfx_close(&x);
+}
+
+/* The stream established and events flowing, then every cursor reply
+ * (aggregate and getMore) arrives in pieces - 10 bytes (inside the
+ * 16-byte header), then all but the last 3 bytes - and the connection is
+ * closed (how) or left silent past socketTimeoutMS (silent).  libmongoc's resume fails the same
+ * way, it gives up, the subscription reports the error and backs off; once the network heals, it
+ * resumes from its token: no event is lost. */
+static void split_then_fault(sp_after_t how)
+{
+  sfx_t x;
+  cdcache_cdc_stats_t st;
+  if (!sfx_open(&x, NULL, NULL))
+    return;
+  /* long enough that a loaded machine (or TSan) does not time out on its
+   * own; the silent case waits it out three times */
+  x.f.cfg.socket_timeout_ms = how == SP_SILENT ? 1000 : 3000;
+  x.f.cfg.max_stale_ms = 0; /* watch the states, keep serving */
+  x.f.log.want = "cdc:";
+  ROW(cdcache_cdc_start(x.f.cache, &x.f.cfg, &x.f.sub), 0);
+  CU_ASSERT_FATAL(wait_for(&x.f, 0, 10000));
+  insert_ids(&x, 1, 2);
+  CU_ASSERT(wait_seen(&x.f, 1, 2, 10000));
+
+  sp_rule_t r;
+  memset(&r, 0, sizeof r);
+  r.match = "Batch"; /* firstBatch, nextBatch */
+  r.cuts[0] = 10;
+  r.ncuts = 1;
+  r.pause_ms = 50;
+  r.withhold = 3;
+  r.after = how;
+  uint64_t before = stats_of(x.f.sub).reconnects;
+  sp_stats_t ps;
+  CU_ASSERT_FATAL(sp_set_rule(x.proxy, &r) == 0);
+  insert_ids(&x, 3, 4); /* written during the outage */
+  CU_ASSERT(
+      wait_reported(&x, before, how == SP_CLOSE ? &ps.closed : &ps.silenced, 20000, &st, &ps));
+  (void)printf("(cut replies %llu, reconnects %llu: %s) ", (unsigned long long)ps.split,
+               (unsigned long long)st.reconnects, st.last_error);
+  CU_ASSERT(h_log_matched(&x.f.log));
+
+  CU_ASSERT_FATAL(sp_set_rule(x.proxy, NULL) == 0); /* the network heals */
+  insert_ids(&x, 5, 6);
+  CU_ASSERT(wait_seen(&x.f, 1, 6, 20000));
+  CU_ASSERT(wait_for(&x.f, 0, 10000));
+  st = stats_of(x.f.sub);
+  CU_ASSERT_EQUAL(st.state, CDCACHE_CDC_STREAMING);
+  CU_ASSERT(stop_timed(&x.f) < 1500);
+  sfx_close(&x);
+}
+
+static void test_split_reply_then_close(void)
+{
+  split_then_fault(SP_CLOSE);
+}
+
+static void test_split_reply_then_silent(void)
+{
+  split_then_fault(SP_SILENT);
+}
+
+/* A getMore reply in pieces - 10 bytes, then all but the last 3 bytes 50
+ * ms later, the rest 10 s later - and socketTimeoutMS 5 s:
+ * cdcache_cdc_stop while libmongoc waits for the rest returns at once,
+ * and a new subscription then works. */
+static void test_stop_while_split_reply_pending(void)
+{
+  sfx_t x;
+  if (!sfx_open(&x, NULL, NULL))
+    return;
+  x.f.cfg.socket_timeout_ms = 5000;
+  ROW(cdcache_cdc_start(x.f.cache, &x.f.cfg, &x.f.sub), 0);
+  CU_ASSERT_FATAL(wait_for(&x.f, 0, 10000));
+  sp_rule_t r;
+  memset(&r, 0, sizeof r);
+  r.match = "nextBatch";
+  r.cuts[0] = 10;
+  r.ncuts = 1;
+  r.pause_ms = 50;
+  r.withhold = 3;
+  r.hold_ms = 10000;
+  CU_ASSERT_FATAL(sp_set_rule(x.proxy, &r) == 0);
+  sp_stats_t ps;
+  uint64_t t0 = h_now_ms();
+  do {
+    h_nap_ms(2);
+    sp_stats(x.proxy, &ps);
+  } while ((ps.pending < 1 || ps.pieces < 2) && h_now_ms() - t0 < 5000);
+  CU_ASSERT_FATAL(ps.pending >= 1 && ps.pieces >= 2);
+  h_nap_ms(20); /* libmongoc reads the second piece */
+  uint64_t took = stop_timed(&x.f);
+  (void)printf("(stop with a reply half delivered: %llu ms) ", (unsigned long long)took);
+  CU_ASSERT(took < 1500);
+
+  /* the process lives on: a new subscription streams */
+  CU_ASSERT_FATAL(sp_set_rule(x.proxy, NULL) == 0);
+  pthread_mutex_lock(&x.f.seen.mu);
+  x.f.seen.n = 0;
+  pthread_mutex_unlock(&x.f.seen.mu);
+  ROW(cdcache_cdc_start(x.f.cache, &x.f.cfg, &x.f.sub), 0);
+  CU_ASSERT(wait_for(&x.f, 0, 10000));
+  insert_ids(&x, 1, 2);
+  CU_ASSERT(wait_seen(&x.f, 1, 2, 10000));
+  CU_ASSERT(stop_timed(&x.f) < 1500);
+  sfx_close(&x);
 }
 
 /* ------------------------------ crashes inside libmongoc (opt-in) */
@@ -508,6 +760,11 @@ int main(int argc, char **argv)
 {
   g_self = argv[0];
   signal(SIGPIPE, SIG_IGN);
+  if (argc >= 3 && strcmp(argv[1], "--server") == 0) {
+    g_server_path = argv[2];
+    argc -= 2;
+    argv += 2;
+  }
   if (argc == 3 && strcmp(argv[1], "--crash-case") == 0) {
     /* the fixture asserts through CUnit: give it a registry */
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -550,6 +807,10 @@ int main(int argc, char **argv)
   ADD("stream: event without documentKey", test_stream_event_without_document_key);
   ADD("stream: event without _id (resume token)", test_stream_event_without_resume_token);
   ADD("stream: _id of every BSON type", test_stream_id_of_every_bson_type);
+  ADD("pieces: handshake 1200 bytes, the rest 300 ms later", test_split_handshake);
+  ADD("pieces: replies cut in the header, then close", test_split_reply_then_close);
+  ADD("pieces: replies cut in the header, then silence", test_split_reply_then_silent);
+  ADD("pieces: stop while a reply is half delivered", test_stop_while_split_reply_pending);
   ADD("crashes inside libmongoc (opt-in)", test_libmongoc_crashes);
 #undef ADD
   setvbuf(stdout, NULL, _IONBF, 0);

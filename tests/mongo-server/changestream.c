@@ -235,7 +235,7 @@ static bool fill_batch(ms_cursor_t *c, batch_t *b, uint32_t limit, bool *closed,
 {
   bool full = false;
   *closed = false;
-  while (!full && b->n < limit && c->pos < g_ms.last_seq) {
+  while (!full && b->n < limit && c->pos < ms_visible_seq()) {
     if (c->pos < g_ms.last_dropped_seq) {
       *code = 286;
       return false;
@@ -304,7 +304,7 @@ static bool fill_batch(ms_cursor_t *c, batch_t *b, uint32_t limit, bool *closed,
       return true;
     }
   }
-  if ((full || b->n >= limit) && c->pos < g_ms.last_seq) {
+  if ((full || b->n >= limit) && c->pos < ms_visible_seq()) {
     g_ms.stat_replies_cut++;
     ms_reply_was_cut = true;
     return true;
@@ -321,9 +321,19 @@ static bool fill_batch(ms_cursor_t *c, batch_t *b, uint32_t limit, bool *closed,
   return true;
 }
 
+uint64_t ms_visible_seq(void)
+{
+  return g_ms.majority_stalled ? g_ms.majority_seq : g_ms.last_seq;
+}
+
+uint32_t ms_visible_ts(void)
+{
+  return g_ms.majority_stalled ? g_ms.majority_ts : g_ms.last_ts;
+}
+
 static void append_operation_time(bson_t *reply)
 {
-  BSON_APPEND_TIMESTAMP(reply, "operationTime", g_ms.last_ts, (uint32_t)g_ms.last_seq);
+  BSON_APPEND_TIMESTAMP(reply, "operationTime", ms_visible_ts(), (uint32_t)ms_visible_seq());
 }
 
 static void history_lost(bson_t *reply)
@@ -544,7 +554,7 @@ void ms_cmd_aggregate(ms_conn_t *conn, const bson_t *cmd, const char *db, bson_t
 
   pthread_mutex_lock(&g_ms.mu);
   reap_idle();
-  uint64_t pos = g_ms.last_seq;
+  uint64_t pos = ms_visible_seq(); /* "now" is the majority commit point */
   if (have_ra || have_sa) {
     resume_tok = have_ra ? &resume_after : &start_after;
     uint64_t seq;

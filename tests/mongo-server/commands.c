@@ -1065,8 +1065,10 @@ static void cmd_stats(bson_t *reply)
   BSON_APPEND_INT64(reply, "commands", (int64_t)g_ms.stat_commands);
   BSON_APPEND_INT64(reply, "openCursors", (int64_t)ms_cursors_count());
   BSON_APPEND_INT64(reply, "getMoreWaits", (int64_t)g_ms.stat_getmore_waits);
+  BSON_APPEND_INT64(reply, "majorityStalls", (int64_t)g_ms.stat_majority_stalls);
   BSON_APPEND_INT64(reply, "repliesCut", (int64_t)g_ms.stat_replies_cut);
   BSON_APPEND_INT64(reply, "errorsSent", (int64_t)g_ms.stat_errors_sent);
+  BSON_APPEND_INT64(reply, "stallMs", (int64_t)g_ms.stat_stall_ms);
   BSON_APPEND_INT64(reply, "partitionMs", (int64_t)g_ms.stat_partition_ms);
   BSON_APPEND_INT64(reply, "partitionHeld", (int64_t)g_ms.stat_partition_held);
   BSON_APPEND_INT64(reply, "connectionsDropped", (int64_t)g_ms.stat_conns_dropped);
@@ -1189,6 +1191,7 @@ static void rules_clear_all(void)
   g_ms.partition_until_us = 0;
   g_ms.catchup_delay_ms = 0;
   g_ms.election_until_us = 0;
+  g_ms.majority_stalled = false;
   pthread_cond_broadcast(&g_ms.cond);
   pthread_mutex_unlock(&g_ms.mu);
 }
@@ -1231,6 +1234,7 @@ static ms_action_t cmd_fault(ms_conn_t *conn, const bson_t *cmd, bson_t *reply)
     int64_t until = ms_now_mono_us() + ms * 1000;
     if (!strcmp(what, "stall")) {
       g_ms.stall_until_us = until;
+      g_ms.stat_stall_ms += (uint64_t)ms;
     } else if (!strcmp(what, "partition")) {
       g_ms.partition_until_us = until;
       g_ms.stat_partition_ms += (uint64_t)ms;
@@ -1262,12 +1266,22 @@ static ms_action_t cmd_fault(ms_conn_t *conn, const bson_t *cmd, bson_t *reply)
     if (!ok) {
       return MS_REPLY;
     }
+  } else if (!strcmp(what, "majorityStall")) {
+    /* The majority commit point stops where it is until "off". */
+    pthread_mutex_lock(&g_ms.mu);
+    if (!g_ms.majority_stalled) {
+      g_ms.majority_stalled = true;
+      g_ms.majority_seq = g_ms.last_seq;
+      g_ms.majority_ts = g_ms.last_ts;
+      g_ms.stat_majority_stalls++;
+    }
+    pthread_mutex_unlock(&g_ms.mu);
   } else if (!strcmp(what, "off")) {
     rules_clear_all();
   } else {
     ms_reply_error(reply, 2,
                    "cdcacheFault must be one of dropConnections, failCommands, truncateOplog, "
-                   "invalidateStreams, stall, partition, election, poison, off");
+                   "invalidateStreams, stall, partition, election, poison, majorityStall, off");
     return MS_REPLY;
   }
   BSON_APPEND_DOUBLE(reply, "ok", 1.0);
@@ -1378,6 +1392,15 @@ static void cmd_hello(ms_conn_t *conn, bool legacy, bson_t *reply)
   BSON_APPEND_INT32(reply, "minWireVersion", 0);
   BSON_APPEND_INT32(reply, "maxWireVersion", MS_MAX_WIRE_VERSION);
   BSON_APPEND_BOOL(reply, "readOnly", false);
+  if (g_ms.hello_pad > 0) {
+    /* a bigger handshake, as a large replica set or speculative
+     * authentication gives; clients ignore unknown fields */
+    char *pad = bson_malloc(g_ms.hello_pad + 1);
+    memset(pad, 'x', g_ms.hello_pad);
+    pad[g_ms.hello_pad] = '\0';
+    BSON_APPEND_UTF8(reply, "cdcachePadding", pad);
+    bson_free(pad);
+  }
   BSON_APPEND_DOUBLE(reply, "ok", 1.0);
 }
 
@@ -1449,9 +1472,10 @@ ms_action_t ms_handle_command(ms_conn_t *conn, const ms_request_t *req, bson_t *
       (!strcmp(bson_iter_key(&it), "hello") || !strcasecmp(bson_iter_key(&it), "isMaster"));
   pthread_mutex_lock(&g_ms.mu);
   uint32_t t = g_ms.last_ts, i = (uint32_t)g_ms.last_seq;
+  uint32_t mt = ms_visible_ts(), mi = (uint32_t)ms_visible_seq();
   pthread_mutex_unlock(&g_ms.mu);
   if (!hello && !bson_has_field(reply, "operationTime")) {
-    BSON_APPEND_TIMESTAMP(reply, "operationTime", t, i);
+    BSON_APPEND_TIMESTAMP(reply, "operationTime", mt, mi);
   }
   bson_t ct, sig;
   uint8_t hash[20] = {0};

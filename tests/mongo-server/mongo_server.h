@@ -185,6 +185,7 @@ typedef struct {
   size_t oplog_cap;
   bool quiet;
   char set_name[64];
+  size_t hello_pad; /* --hello-pad: bytes of padding in every hello reply */
   uint32_t epoch;
 
   /* Everything below is guarded by mu, except the connection list. */
@@ -209,10 +210,18 @@ typedef struct {
   /* partition: change-stream connections get no answer until then. */
   int64_t partition_until_us;
   /* After a partition with replyDelayMs: each cut change-stream reply
-   * waits this long (a slow catch-up), until a reply is not cut. */
+   * waits this long (a slow catch-up), until "off" or the next partition. */
   int64_t catchup_delay_ms;
   /* election: hello says secondary, commands fail with 10107 / 11602. */
   int64_t election_until_us;
+  /* majorityStall: the majority commit point frozen at (majority_seq,
+   * majority_ts) while writes go on (acknowledged as with w:1): change
+   * streams deliver nothing past it and operationTime stays there, while
+   * $clusterTime advances.  Cleared by "off". */
+  bool majority_stalled;
+  uint64_t majority_seq;
+  uint32_t majority_ts;
+  uint64_t stat_majority_stalls; /* majorityStall faults begun */
 
   uint64_t stat_events;
   uint64_t stat_commands;
@@ -221,6 +230,7 @@ typedef struct {
   /* Evidence that a fault happened (cdcacheStats). */
   uint64_t stat_replies_cut;     /* cursor replies stopped by batchSize or 16 MiB, more left */
   uint64_t stat_errors_sent;     /* error replies of faults (rules, election, poison) */
+  uint64_t stat_stall_ms;        /* stall time asked for, in total */
   uint64_t stat_partition_ms;    /* partition time asked for, in total */
   uint64_t stat_partition_held;  /* requests and replies held by a partition */
   uint64_t stat_conns_dropped;   /* connections closed by a fault */
@@ -233,6 +243,11 @@ typedef struct {
 } ms_server_t;
 
 extern ms_server_t g_ms;
+
+/* The newest event a change stream may see, and its time: the majority
+ * commit point (the last event, but during a majorityStall).  g_ms.mu. */
+uint64_t ms_visible_seq(void);
+uint32_t ms_visible_ts(void);
 
 int64_t ms_now_mono_us(void);
 /* Waits on g_ms.cond until the monotonic deadline; mu must be held. */

@@ -92,21 +92,18 @@ bool ms_wait_out_partition(ms_conn_t *c)
   return running;
 }
 
-/* The slow catch-up after a partition: a cut reply waits, a whole one
- * ends the slow phase. */
+/* The slow catch-up after a partition: every cut change-stream reply
+ * waits (of any connection: a stream resumed on a new one too), until
+ * "off" or the next partition. */
 static void pace_catch_up(void)
 {
   pthread_mutex_lock(&g_ms.mu);
-  if (g_ms.catchup_delay_ms > 0 && ms_reply_was_cursor &&
+  if (g_ms.catchup_delay_ms > 0 && ms_reply_was_cursor && ms_reply_was_cut &&
       g_ms.partition_until_us <= ms_now_mono_us()) {
-    if (ms_reply_was_cut) {
-      int64_t until = ms_now_mono_us() + g_ms.catchup_delay_ms * 1000;
-      g_ms.stat_catchup_delayed++;
-      while (!g_ms.shutting_down && ms_now_mono_us() < until) {
-        ms_cond_wait_until(until);
-      }
-    } else {
-      g_ms.catchup_delay_ms = 0;
+    int64_t until = ms_now_mono_us() + g_ms.catchup_delay_ms * 1000;
+    g_ms.stat_catchup_delayed++;
+    while (!g_ms.shutting_down && ms_now_mono_us() < until) {
+      ms_cond_wait_until(until);
     }
   }
   pthread_mutex_unlock(&g_ms.mu);
@@ -225,13 +222,15 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
   fprintf(f, "usage: cdcache-mongo-test-server [--host 127.0.0.1] [--port N] [--port-file PATH]\n"
-             "                                 [--oplog-size N] [--set-name rs0] [--quiet]\n"
+             "                                 [--oplog-size N] [--set-name rs0] [--hello-pad N]\n"
+             "                                 [--quiet]\n"
              "A MongoDB wire-protocol test server with change streams and fault injection.\n"
              "  --port N         TCP port (0, the default, picks a free port)\n"
              "  --host ADDR      IPv4 loopback address to listen on (default 127.0.0.1)\n"
              "  --port-file PATH write the chosen port there once listening\n"
              "  --oplog-size N   number of change events kept for resuming (default 100000)\n"
              "  --set-name NAME  replica set name reported by hello (default rs0)\n"
+             "  --hello-pad N    add N bytes of padding to every hello reply (default 0)\n"
              "  --quiet          no log output\n");
 }
 
@@ -266,7 +265,7 @@ static bool write_port_file(const char *path, int port)
 
 int main(int argc, char **argv)
 {
-  long port = 0, oplog = 100000;
+  long port = 0, oplog = 100000, pad = 0;
   const char *port_file = NULL;
   memset(&g_ms, 0, sizeof g_ms);
   bson_strncpy(g_ms.host, "127.0.0.1", sizeof g_ms.host);
@@ -290,6 +289,9 @@ int main(int argc, char **argv)
       i++;
     } else if (!strcmp(a, "--host") && v && strlen(v) < sizeof g_ms.host) {
       bson_strncpy(g_ms.host, v, sizeof g_ms.host);
+      i++;
+    } else if (!strcmp(a, "--hello-pad") && v && parse_long(v, 0, 1000000, &pad)) {
+      g_ms.hello_pad = (size_t)pad;
       i++;
     } else if (!strcmp(a, "--set-name") && v && *v && strlen(v) < sizeof g_ms.set_name) {
       bson_strncpy(g_ms.set_name, v, sizeof g_ms.set_name);

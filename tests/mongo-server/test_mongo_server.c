@@ -935,10 +935,13 @@ static void test_fault_invalidate(void)
   bson_destroy(inv);
 }
 
+static int64_t server_stat(const char *name);
+
 static void test_fault_stall(void)
 {
   bson_error_t err;
   bson_t *ping = BCON_NEW("ping", BCON_INT32(1));
+  int64_t stalled = server_stat("stallMs");
   CU_ASSERT(fault("{\"cdcacheFault\": \"stall\", \"ms\": 600}"));
   int64_t t0 = now_ms();
   CU_ASSERT(mongoc_client_command_simple(reader, "admin", ping, NULL, NULL, &err));
@@ -947,6 +950,7 @@ static void test_fault_stall(void)
   t0 = now_ms();
   CU_ASSERT(mongoc_client_command_simple(reader, "admin", ping, NULL, NULL, &err));
   CU_ASSERT(now_ms() - t0 < 450);
+  CU_ASSERT_EQUAL(server_stat("stallMs"), stalled + 600);
   bson_destroy(ping);
 }
 
@@ -1038,8 +1042,15 @@ static void test_getmore_wait_does_not_block(void)
   mongoc_change_stream_next(cs, &ev); /* Uses up the empty first batch. */
   waiter_t w = {cs, 0};
   pthread_t th;
+  int64_t waits0 = server_stat("getMoreWaits");
   pthread_create(&th, NULL, waiter_main, &w);
-  usleep(200000);
+  /* Ordered by the server's own counter, not a sleep: the getMore is
+   * waiting before the ping is sent. */
+  int64_t until = now_ms() + 1000;
+  while (server_stat("getMoreWaits") <= waits0 && now_ms() < until) {
+    usleep(2000);
+  }
+  CU_ASSERT(server_stat("getMoreWaits") > waits0);
   bson_t *ping = BCON_NEW("ping", BCON_INT32(1));
   bson_error_t err;
   int64_t t0 = now_ms();

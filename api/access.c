@@ -27,7 +27,7 @@ static uint32_t effective_ttl(const cdcache_t *c, uint32_t ttl_ms)
   return ttl_ms;
 }
 
-struct cdcache__entry *cdcache__entry_new(cdcache_t *c, const void *key, size_t klen,
+struct cdcache__entry *cdcache__entry_new(cdcache_t *c, uint64_t h, const void *key, size_t klen,
                                           const void *val, size_t vlen, uint32_t ttl_ms,
                                           uint64_t now, struct cdcache_fill *fill)
 {
@@ -42,12 +42,13 @@ struct cdcache__entry *cdcache__entry_new(cdcache_t *c, const void *key, size_t 
     return NULL;
   atomic_init(&e->next, NULL);
   e->u.lru.prev = e->u.lru.next = NULL;
-  e->hash = (uint32_t)cdcache__hash(key, klen);
+  e->hash = (uint32_t)h;
   e->vlen = (uint32_t)vlen;
   e->klen = (uint16_t)klen;
   e->flags = flags;
   atomic_init(&e->ref, 0);
-  e->charge = (uint32_t)cdcache__charge(c, e, cdcache__entry_size(flags, klen, vlen));
+  e->charge =
+      (uint32_t)cdcache__charge(&c->cfg.allocator, e, cdcache__entry_size(flags, klen, vlen));
   unsigned char *p = e->data;
   if (flags & CDCACHE__E_TTL) {
     uint64_t exp = now + ttl;
@@ -55,7 +56,7 @@ struct cdcache__entry *cdcache__entry_new(cdcache_t *c, const void *key, size_t 
     p += sizeof exp;
   }
   if (flags & CDCACHE__E_PLACEHOLDER) {
-    uintptr_t fp = (uintptr_t)fill;
+    uintptr_t fp = (uintptr_t)&fill->link;
     memcpy(p, &fp, sizeof fp);
     p += sizeof fp;
   }
@@ -118,82 +119,163 @@ int cdcache__lookup(cdcache_t *c, uint64_t h, const void *key, size_t klen, void
 
 int cdcache__get(cdcache_t *c, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
 {
-  uint64_t h = cdcache__hash(key, klen);
+  uint64_t h = cdcache__hash(c->secret, key, klen);
   int rc = lookup(c, h, key, klen, buf, cap, vlen);
-  cdcache__count(c, cdcache__tstats_get(c), rc == CDCACHE_ENOENT ? CTR_MISSES : CTR_HITS);
+  cdcache__count(c, cdcache__tstats_of(c), rc == CDCACHE_ENOENT ? CTR_MISSES : CTR_HITS);
   return rc;
+}
+
+void cdcache__throttle(cdcache_t *c, struct cdcache__shard *s)
+{
+  /* First free this shard's retire list here, after one grace period of
+   * our own: cheap (membarrier), and it does not wait for the call_rcu
+   * thread, which naps between rounds. */
+  struct cdcache__retired r;
+  cdcache__shard_lock(s);
+  cdcache__shard_retire_take(s, &r, true);
+  cdcache__shard_unlock(s);
+  cdcache__retire_free_now(&c->rec, &r);
+  if (cdcache__backlog_high(&c->rec))
+    cdcache__retire_barrier();
+}
+
+void cdcache__retire_drain_all(cdcache_t *c)
+{
+  for (uint32_t i = 0; i < c->nshards; i++) {
+    struct cdcache__retired r;
+    struct cdcache__shard *s = &c->shards[i];
+    cdcache__shard_lock(s);
+    cdcache__shard_retire_take(s, &r, true);
+    cdcache__shard_unlock(s);
+    cdcache__retire_free_now(&c->rec, &r);
+  }
+  cdcache__retire_barrier();
+}
+
+void cdcache__retire_drain_forked(cdcache_t *c)
+{
+  cdcache__retire_barrier();
+  for (uint32_t i = 0; i < c->nshards; i++) {
+    struct cdcache__retired r;
+    struct cdcache__shard *s = &c->shards[i];
+    /* Held by a thread of the parent at the fork: its lists may be half
+     * updated; leave them (the child's copy leaks, nothing worse). */
+    if (pthread_mutex_trylock(&s->lock) != 0)
+      continue;
+    cdcache__retire_take(&c->rec, &s->retired, &r, true);
+    pthread_mutex_unlock(&s->lock);
+    cdcache__retire_free_now(&c->rec, &r);
+  }
 }
 
 void cdcache__after_write(cdcache_t *c, struct cdcache__shard *s, struct cdcache__retired *r)
 {
-  cdcache__retire_submit(c, r);
-  if (cdcache__throttle_needed(c))
+  cdcache__retire_submit(&c->rec, r);
+  if (cdcache__throttle_needed(&c->rec))
     cdcache__throttle(c, s);
 }
 
 int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, size_t vlen,
                  uint32_t ttl_ms)
 {
-  uint64_t h = cdcache__hash(key, klen);
+  uint64_t h = cdcache__hash(c->secret, key, klen);
   struct cdcache__shard *s = cdcache__shard_of(c, h);
   uint64_t now = cdcache__now_ms(c);
   if (!cdcache__fresh(c, now))
     return CDCACHE_ESTALE;
   /* Throttle first, so the bytes this put adds find the backlog small. */
-  if (cdcache__throttle_needed(c))
+  if (cdcache__throttle_needed(&c->rec))
     cdcache__throttle(c, s);
-  struct cdcache__entry *e = cdcache__entry_new(c, key, klen, val, vlen, ttl_ms, now, NULL);
+  struct cdcache__entry *e = cdcache__entry_new(c, h, key, klen, val, vlen, ttl_ms, now, NULL);
   if (e == NULL)
     return CDCACHE_ENOMEM;
-  struct cdcache__tstats *t = cdcache__tstats_get(c);
+  struct cdcache__tstats *t = cdcache__tstats_of(c);
+  struct cdcache__shard_report rep = {0};
   struct cdcache__retired r;
-  pthread_mutex_lock(&s->lock);
-  int rc = cdcache__shard_install(c, s, e, h, now, NULL, t);
+  cdcache__shard_lock(s);
+  int rc = cdcache__shard_install(s, e, h, now, NULL, &rep);
   if (rc == 0) {
-    cdcache__count(c, t, CTR_PUTS);
-    cdcache__shard_sweep(c, s, now, NULL, t);
+    cdcache__shard_sweep(s, now, NULL, &rep);
+  } else {
+    /* The put failed, but the database moved on: a fill of the key in
+     * flight read the older value and must not be cached. */
+    struct cdcache__entry *ph = cdcache__shard_find(s, h, key, klen);
+    if (ph != NULL && (ph->flags & CDCACHE__E_PLACEHOLDER))
+      cdcache__shard_unlink(s, ph, WHY_REPLACED, &rep);
   }
-  cdcache__retire_take(c, s, &r, false);
-  pthread_mutex_unlock(&s->lock);
-  if (rc != 0)
+  cdcache__shard_retire_take(s, &r, false);
+  cdcache__shard_unlock(s);
+  if (rc == 0)
+    cdcache__count(c, t, CTR_PUTS);
+  else
     cdcache__entry_free(c, e);
+  cdcache__account(c, t, &rep);
   cdcache__after_write(c, s, &r);
   return rc;
 }
 
 int cdcache__remove(cdcache_t *c, const void *key, size_t klen, bool invalidation)
 {
-  uint64_t h = cdcache__hash(key, klen);
+  uint64_t h = cdcache__hash(c->secret, key, klen);
   struct cdcache__shard *s = cdcache__shard_of(c, h);
-  struct cdcache__tstats *t = cdcache__tstats_get(c);
+  struct cdcache__tstats *t = cdcache__tstats_of(c);
+  struct cdcache__shard_report rep = {0};
   struct cdcache__retired r;
   int rc = CDCACHE_ENOENT;
-  pthread_mutex_lock(&s->lock);
+  cdcache__shard_lock(s);
   struct cdcache__entry *e = cdcache__shard_find(s, h, key, klen);
   if (e != NULL) {
-    cdcache__shard_unlink(c, s, e, invalidation ? WHY_INVALIDATED : WHY_DELETED, t);
-    cdcache__count(c, t, invalidation ? CTR_INVALIDATIONS : CTR_DELETES);
+    cdcache__shard_unlink(s, e, invalidation ? WHY_INVALIDATED : WHY_DELETED, &rep);
     rc = 0;
   }
-  cdcache__retire_take(c, s, &r, false);
-  pthread_mutex_unlock(&s->lock);
+  cdcache__shard_retire_take(s, &r, false);
+  cdcache__shard_unlock(s);
+  if (rc == 0)
+    cdcache__count(c, t, invalidation ? CTR_INVALIDATIONS : CTR_DELETES);
+  cdcache__account(c, t, &rep);
   cdcache__after_write(c, s, &r);
   return rc;
 }
 
 int cdcache__flush(cdcache_t *c)
 {
-  struct cdcache__tstats *t = cdcache__tstats_get(c);
+  struct cdcache__tstats *t = cdcache__tstats_of(c);
   atomic_fetch_add_explicit(&c->epoch, 1, memory_order_seq_cst);
   for (uint32_t i = 0; i < c->nshards; i++) {
     struct cdcache__shard *s = &c->shards[i];
     struct cdcache__retired r;
-    pthread_mutex_lock(&s->lock);
-    cdcache__shard_clear(c, s, t);
-    cdcache__retire_take(c, s, &r, true);
-    pthread_mutex_unlock(&s->lock);
-    cdcache__retire_submit(c, &r);
+    struct cdcache__shard_report rep = {0};
+    cdcache__shard_lock(s);
+    cdcache__shard_clear(s, &rep);
+    cdcache__shard_retire_take(s, &r, true);
+    cdcache__shard_unlock(s);
+    cdcache__retire_submit(&c->rec, &r);
   }
   cdcache__count(c, t, CTR_FLUSHES);
   return 0;
+}
+
+void cdcache__account(cdcache_t *c, struct cdcache__tstats *t,
+                      const struct cdcache__shard_report *rep)
+{
+  if (rep->evicted != 0)
+    cdcache__count_add(c, t, CTR_EVICTIONS, rep->evicted);
+  if (rep->expired != 0)
+    cdcache__count_add(c, t, CTR_EXPIRATIONS, rep->expired);
+  if (__builtin_expect(rep->long_chains == 0, 1))
+    return;
+  cdcache__count_add(c, t, CTR_LONG_CHAINS, rep->long_chains);
+  uint64_t now = cdcache__now_ms(c);
+  uint64_t last = atomic_load_explicit(&c->chain_log_ms, memory_order_relaxed);
+  if (last != UINT64_MAX && now - last < CDCACHE__CHAIN_LOG_INTERVAL_MS && now >= last)
+    return;
+  if (!atomic_compare_exchange_strong_explicit(&c->chain_log_ms, &last, now, memory_order_relaxed,
+                                               memory_order_relaxed))
+    return; /* another thread logs this interval */
+  uint64_t v[CTR__COUNT];
+  cdcache__tstats_sum(&c->tstats, v);
+  cdcache__log(c, CDCACHE_LOG_WARNING,
+               "hash chains of %u or more entries (%llu inserts so far): hostile keys or a "
+               "broken random source",
+               (unsigned)CDCACHE__CHAIN_TRIPWIRE, (unsigned long long)v[CTR_LONG_CHAINS]);
 }

@@ -21,14 +21,23 @@
 #include "ops.h"
 #include "shard.h"
 
+#include <urcu-bp.h>
+
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 _Atomic uint32_t cdcache__fork_gen;
+/* The fork generation in which cdcache_fork_child() ran liburcu's child
+ * handling: a child may open caches only when it equals cdcache__fork_gen. */
+static _Atomic uint32_t rcu_ready_gen;
 static _Atomic uint64_t next_cache_id = 1;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static pthread_once_t fork_install_once = PTHREAD_ONCE_INIT;
+static int fork_install_rc;
 
+/* Registered at the first open: only bumps a counter (no allocation, no
+ * lock), so it is safe in any child. */
 static void on_fork_child(void)
 {
   atomic_fetch_add_explicit(&cdcache__fork_gen, 1, memory_order_relaxed);
@@ -37,6 +46,61 @@ static void on_fork_child(void)
 static void install_atfork(void)
 {
   (void)pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+/*
+ * fork.  liburcu-bp survives fork only if its own handlers run around it
+ * in both processes: the call_rcu worker threads are paused before the
+ * fork and restarted after it (in the child, recreated: the parent's
+ * threads do not exist there), and the reader registry is locked across
+ * it and pruned in the child.  Without that, the child's first
+ * rcu_barrier or synchronize_rcu waits forever for threads that were not
+ * copied.  The order: call_rcu's before the reader registry's going in,
+ * the reverse coming out (a call_rcu worker may be inside a grace period,
+ * which takes the registry lock).
+ */
+void cdcache_fork_prepare(void)
+{
+  urcu_bp_call_rcu_before_fork();
+  urcu_bp_before_fork();
+}
+
+void cdcache_fork_parent(void)
+{
+  urcu_bp_after_fork_parent();
+  urcu_bp_call_rcu_after_fork_parent();
+}
+
+void cdcache_fork_child(void)
+{
+  urcu_bp_after_fork_child();
+  urcu_bp_call_rcu_after_fork_child();
+  atomic_store_explicit(&rcu_ready_gen,
+                        atomic_load_explicit(&cdcache__fork_gen, memory_order_relaxed),
+                        memory_order_relaxed);
+}
+
+static void install_fork_handlers(void)
+{
+  /* The generation counter's handler first, so that in the child it runs
+   * before cdcache_fork_child (child handlers run in registration order). */
+  pthread_once(&atfork_once, install_atfork);
+  fork_install_rc =
+      pthread_atfork(cdcache_fork_prepare, cdcache_fork_parent, cdcache_fork_child) == 0
+          ? 0
+          : CDCACHE_ENOMEM;
+}
+
+int cdcache_fork_install(void)
+{
+  pthread_once(&fork_install_once, install_fork_handlers);
+  return fork_install_rc;
+}
+
+static bool rcu_usable(void)
+{
+  return atomic_load_explicit(&rcu_ready_gen, memory_order_relaxed) ==
+         atomic_load_explicit(&cdcache__fork_gen, memory_order_relaxed);
 }
 
 static uint32_t default_shards(uint64_t max_entries)
@@ -64,9 +128,50 @@ static uint64_t buckets_for(uint64_t share)
   return b < 8 ? 8 : b;
 }
 
+uint64_t cdcache__max_entry_charge(const cdcache_config_t *cfg)
+{
+  uint64_t sz = cdcache__entry_size(CDCACHE__E_TTL, cfg->max_key_len, cfg->max_value_len);
+  return sz + sz / 4 + (sz >= (64u << 10) ? 4096 : 16);
+}
+
+/*
+ * Sizes the cache for nshards: the fixed part (tables_bytes), the pending
+ * reserve and the live share per shard.  Every quantity is bounded:
+ * max_entries <= CDCACHE_MAX_ENTRIES_LIMIT and nshards <= 65536 keep the
+ * tables far below 2^64; the byte budget is only subtracted from once
+ * checked larger.  Returns 0, or CDCACHE_EINVAL when max_bytes cannot
+ * hold the tables and one largest entry per shard.
+ */
+static int size_for(cdcache_t *c, const cdcache_config_t *cfg, uint64_t *live_share)
+{
+  uint64_t base = cfg->max_entries / c->nshards, extra = cfg->max_entries % c->nshards;
+  /* The fixed part: shard headers, bucket arrays, and the slack of the
+   * two cache-line-aligned allocations and the registry node. */
+  c->tables_bytes = sizeof(struct cdcache__shard) * c->nshards + 3 * CDCACHE__CACHELINE;
+  for (uint32_t i = 0; i < c->nshards; i++)
+    c->tables_bytes += cdcache__shard_table_bytes(buckets_for(base + (i < extra)));
+  *live_share = 0;
+  if (cfg->max_bytes == 0) {
+    c->rec.pending_cap = 64u << 20;
+    return 0;
+  }
+  if (cfg->max_bytes <= c->tables_bytes + sizeof *c)
+    return CDCACHE_EINVAL;
+  uint64_t budget = cfg->max_bytes - c->tables_bytes - sizeof *c;
+  c->rec.pending_cap = budget / 8;
+  *live_share = (budget - c->rec.pending_cap) / c->nshards;
+  /* A share must take one largest entry, or such a put could never
+   * succeed; a share of 0 would mean "no bound". */
+  return *live_share < cdcache__max_entry_charge(cfg) ? CDCACHE_EINVAL : 0;
+}
+
 int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out)
 {
   pthread_once(&atfork_once, install_atfork);
+  if (!rcu_usable())
+    return CDCACHE_EFORKED; /* a child whose fork skipped cdcache_fork_*() */
+  if (cfg->max_entries > CDCACHE_MAX_ENTRIES_LIMIT)
+    return CDCACHE_EINVAL;
   cdcache_allocator_t alloc = cfg->allocator;
   void *self_raw;
   cdcache_t *c = cdcache__alloc_aligned(&alloc, sizeof *c, &self_raw);
@@ -78,7 +183,18 @@ int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out)
   c->cfg.struct_size = sizeof c->cfg;
   c->id = atomic_fetch_add_explicit(&next_cache_id, 1, memory_order_relaxed);
   c->fork_gen = atomic_load_explicit(&cdcache__fork_gen, memory_order_relaxed);
+  (void)cdcache__secret_init(c->secret);
   c->nshards = cfg->shards != 0 ? cfg->shards : default_shards(cfg->max_entries);
+  uint64_t live_share = 0;
+  int src;
+  /* The automatic shard count halves until a share takes a largest
+   * entry; a configured one is refused instead. */
+  while ((src = size_for(c, cfg, &live_share)) != 0 && cfg->shards == 0 && c->nshards > 1)
+    c->nshards >>= 1;
+  if (src != 0) {
+    cdcache__free_aligned(&alloc, self_raw, sizeof *c);
+    return src;
+  }
   unsigned bits = 0;
   while ((1u << bits) < c->nshards)
     bits++;
@@ -87,29 +203,17 @@ int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out)
   atomic_init(&c->fresh_until, CDCACHE__FRESH_FOREVER);
   atomic_init(&c->epoch, 1);
   atomic_init(&c->cluster_time, 0);
-  atomic_init(&c->bytes_pending, 0);
-
+  atomic_init(&c->chain_log_ms, UINT64_MAX);
+  atomic_init(&c->rec.bytes_pending, 0);
+  c->rec.alloc = &c->cfg.allocator;
+  c->shard_env = (struct cdcache__shard_env){.policy = c->cfg.policy,
+                                             .clock_slack_ms = c->clock_slack_ms,
+                                             .alloc = &c->cfg.allocator,
+                                             .rec = &c->rec};
   uint64_t base = cfg->max_entries / c->nshards, extra = cfg->max_entries % c->nshards;
-  /* The fixed part: shard headers, bucket arrays, and the slack of the
-   * two cache-line-aligned allocations and the registry node. */
-  c->tables_bytes = sizeof(struct cdcache__shard) * c->nshards + 3 * CDCACHE__CACHELINE;
-  for (uint32_t i = 0; i < c->nshards; i++)
-    c->tables_bytes += cdcache__shard_table_bytes(buckets_for(base + (i < extra)));
-  uint64_t live_share = 0;
-  if (cfg->max_bytes != 0) {
-    if (cfg->max_bytes <= c->tables_bytes + sizeof *c) {
-      cdcache__free_aligned(&alloc, self_raw, sizeof *c);
-      return CDCACHE_EINVAL;
-    }
-    uint64_t budget = cfg->max_bytes - c->tables_bytes - sizeof *c;
-    c->pending_cap = budget / 8;
-    live_share = (budget - c->pending_cap) / c->nshards;
-  } else {
-    c->pending_cap = 64u << 20;
-  }
-  c->retire_batch_bytes = c->pending_cap / ((uint64_t)4 * c->nshards);
-  if (c->retire_batch_bytes < 256)
-    c->retire_batch_bytes = 256;
+  c->rec.batch_bytes = c->rec.pending_cap / ((uint64_t)4 * c->nshards);
+  if (c->rec.batch_bytes < 256)
+    c->rec.batch_bytes = 256;
 
   int rc = CDCACHE_ENOMEM;
   if (pthread_mutex_init(&c->attach_mu, NULL) != 0)
@@ -121,11 +225,12 @@ int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out)
   uint32_t made = 0;
   for (; made < c->nshards; made++) {
     uint64_t share = base + (made < extra);
-    rc = cdcache__shard_init(c, &c->shards[made], share, live_share, buckets_for(share));
+    rc =
+        cdcache__shard_init(&c->shards[made], &c->shard_env, share, live_share, buckets_for(share));
     if (rc != 0)
       goto fail_shards;
   }
-  rc = cdcache__tstats_init(c);
+  rc = cdcache__tstats_init(&c->tstats, c->id, &c->cfg.allocator);
   if (rc != 0)
     goto fail_shards;
   *out = c;
@@ -133,7 +238,7 @@ int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out)
 
 fail_shards:
   while (made-- > 0)
-    cdcache__shard_destroy(c, &c->shards[made]);
+    cdcache__shard_destroy(&c->shards[made]);
   cdcache__free_aligned(&c->cfg.allocator, c->shards_raw,
                         sizeof(struct cdcache__shard) * c->nshards);
 fail_mu:
@@ -153,20 +258,26 @@ int cdcache__close(cdcache_t *c)
     stop(sub);
 
   if (!cdcache__forked(c)) {
-    struct cdcache__tstats *t = cdcache__tstats_get(c);
     for (uint32_t i = 0; i < c->nshards; i++) {
-      pthread_mutex_lock(&c->shards[i].lock);
-      cdcache__shard_clear(c, &c->shards[i], t);
-      pthread_mutex_unlock(&c->shards[i].lock);
+      struct cdcache__shard_report rep = {0};
+      cdcache__shard_lock(&c->shards[i]);
+      cdcache__shard_clear(&c->shards[i], &rep);
+      cdcache__shard_unlock(&c->shards[i]);
     }
     /* Frees every retired entry, and waits for the batches in flight. */
     cdcache__retire_drain_all(c);
+  } else if (rcu_usable()) {
+    /* A child forked through cdcache_fork_*(): the parent's queued
+     * batches were handed to the child's call_rcu thread and may name
+     * this handle; let them run first, then free what the shards had
+     * retired (only where no parent thread held the lock at the fork). */
+    cdcache__retire_drain_forked(c);
   }
   /* In a forked child no other thread exists: free what is linked; what
    * the parent's reclaimer thread held is not this process's to free. */
   for (uint32_t i = 0; i < c->nshards; i++)
-    cdcache__shard_destroy(c, &c->shards[i]);
-  cdcache__tstats_destroy(c);
+    cdcache__shard_destroy(&c->shards[i]);
+  cdcache__tstats_destroy(&c->tstats);
   cdcache__free_aligned(&c->cfg.allocator, c->shards_raw,
                         sizeof(struct cdcache__shard) * c->nshards);
   pthread_mutex_destroy(&c->attach_mu);
@@ -178,7 +289,7 @@ int cdcache__close(cdcache_t *c)
 int cdcache__stats(cdcache_t *c, cdcache_stats_t *st)
 {
   uint64_t v[CTR__COUNT];
-  cdcache__tstats_sum(c, v);
+  cdcache__tstats_sum(&c->tstats, v);
   cdcache_stats_t full;
   memset(&full, 0, sizeof full);
   full.hits = v[CTR_HITS];
@@ -192,11 +303,12 @@ int cdcache__stats(cdcache_t *c, cdcache_stats_t *st)
   full.stale_fills_rejected = v[CTR_STALE_REJECTED];
   full.loads = v[CTR_LOADS];
   full.load_waits = v[CTR_LOAD_WAITS];
+  full.long_chains = v[CTR_LONG_CHAINS];
   for (uint32_t i = 0; i < c->nshards; i++) {
     full.entries += atomic_load_explicit(&c->shards[i].n_entries, memory_order_relaxed);
     full.bytes_live += atomic_load_explicit(&c->shards[i].n_bytes, memory_order_relaxed);
   }
-  full.bytes_pending_free = atomic_load_explicit(&c->bytes_pending, memory_order_relaxed);
+  full.bytes_pending_free = atomic_load_explicit(&c->rec.bytes_pending, memory_order_relaxed);
   full.bytes_tables = c->tables_bytes;
   full.shards = c->nshards;
   size_t n = st->struct_size < sizeof full ? st->struct_size : sizeof full;
@@ -206,6 +318,24 @@ int cdcache__stats(cdcache_t *c, cdcache_stats_t *st)
 }
 
 /* ------------------------------------------------ hooks for cdc/ */
+
+uint64_t cdcache__now_ms(const cdcache_t *c)
+{
+  if (c->cfg.clock != NULL)
+    return c->cfg.clock(c->cfg.clock_ctx);
+  return cdcache__coarse_ms();
+}
+
+void *cdcache__alloc(const cdcache_t *c, size_t size)
+{
+  return c->cfg.allocator.malloc(c->cfg.allocator.ctx, size);
+}
+
+void cdcache__free(const cdcache_t *c, void *ptr, size_t size)
+{
+  if (ptr != NULL)
+    c->cfg.allocator.free(c->cfg.allocator.ctx, ptr, size);
+}
 
 void cdcache__set_fresh_until(cdcache_t *c, uint64_t ms)
 {

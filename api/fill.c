@@ -141,34 +141,39 @@ static int fill_complete(cdcache_t *c, struct cdcache_fill *f, int rc, uint32_t 
 {
   struct cdcache_fill_key *fk = fk_of(f);
   struct cdcache__shard *s = cdcache__shard_of(c, f->hash);
-  struct cdcache__tstats *t = cdcache__tstats_get(c);
+  struct cdcache__tstats *t = cdcache__tstats_of(c);
   uint64_t now = cdcache__now_ms(c);
   struct cdcache__entry *ne = NULL;
   int out = rc;
   if (rc == 0) {
-    ne = cdcache__entry_new(c, fk->key, fk->klen, f->val, f->vlen, ttl_ms, now, NULL);
+    ne = cdcache__entry_new(c, f->hash, fk->key, fk->klen, f->val, f->vlen, ttl_ms, now, NULL);
     if (ne == NULL)
       out = CDCACHE_ENOMEM;
   }
   struct cdcache__retired r;
-  pthread_mutex_lock(&s->lock);
+  struct cdcache__shard_report rep = {0};
+  bool cached = false;
+  cdcache__shard_lock(s);
   if (rc == 0) {
-    if (f->dead || f->epoch != atomic_load_explicit(&c->epoch, memory_order_seq_cst) ||
+    if (f->link.dead || f->epoch != atomic_load_explicit(&c->epoch, memory_order_seq_cst) ||
         !cdcache__fresh(c, now)) {
       out = CDCACHE_ESTALE;
       cdcache__count(c, t, CTR_STALE_REJECTED);
     } else if (ne != NULL) {
-      out = cdcache__shard_install(c, s, ne, f->hash, now, f, t);
+      out = cdcache__shard_install(s, ne, f->hash, now, &f->link, &rep);
       if (out == 0) {
         ne = NULL;
-        cdcache__count(c, t, CTR_PUTS);
+        cached = true;
       }
     }
   }
-  if (f->ph != NULL) /* not replaced by the value: unlink the placeholder */
-    cdcache__shard_unlink(c, s, f->ph, WHY_FILLED, t);
-  cdcache__retire_take(c, s, &r, false);
-  pthread_mutex_unlock(&s->lock);
+  if (f->link.ph != NULL) /* not replaced by the value: unlink the placeholder */
+    cdcache__shard_unlink(s, f->link.ph, WHY_FILLED, &rep);
+  cdcache__shard_retire_take(s, &r, false);
+  cdcache__shard_unlock(s);
+  if (cached)
+    cdcache__count(c, t, CTR_PUTS);
+  cdcache__account(c, t, &rep);
   cdcache__entry_free(c, ne);
   cdcache__after_write(c, s, &r);
 
@@ -203,7 +208,7 @@ static int fill_wait(struct cdcache_fill *f, uint32_t timeout_ms, void *buf, siz
   if (timeout_ms != CDCACHE_WAIT_FOREVER)
     cdcache__deadline_after(&deadline, timeout_ms);
   pthread_mutex_lock(&f->mu);
-  while (!f->done && rc == 0) {
+  while (!f->done && !f->taken_over && rc == 0) {
     if (timeout_ms == CDCACHE_WAIT_FOREVER)
       pthread_cond_wait(&f->cv, &f->mu);
     else if (pthread_cond_timedwait(&f->cv, &f->mu, &deadline) == ETIMEDOUT)
@@ -211,6 +216,8 @@ static int fill_wait(struct cdcache_fill *f, uint32_t timeout_ms, void *buf, siz
   }
   if (f->done)
     rc = copy_result(f, buf, cap, vlen);
+  else if (f->taken_over)
+    rc = FILL_RETRY; /* join the fill that took the key over */
   pthread_mutex_unlock(&f->mu);
   fill_unref(f);
   return rc;
@@ -231,14 +238,16 @@ static enum miss_kind on_miss(cdcache_t *c, uint64_t h, const void *key, size_t 
 {
   struct cdcache__shard *s = cdcache__shard_of(c, h);
   uint64_t now = cdcache__now_ms(c);
-  struct cdcache__tstats *t = cdcache__tstats_get(c);
+  struct cdcache__tstats *t = cdcache__tstats_of(c);
   /* Allocate before locking; freed below if not needed. */
   struct cdcache_fill *nf = fill_new(c, h, key, klen, now, lease);
   struct cdcache__entry *ph =
-      nf != NULL ? cdcache__entry_new(c, key, klen, NULL, 0, CDCACHE_TTL_NONE, now, nf) : NULL;
+      nf != NULL ? cdcache__entry_new(c, h, key, klen, NULL, 0, CDCACHE_TTL_NONE, now, nf) : NULL;
   enum miss_kind kind;
   struct cdcache__retired r;
-  pthread_mutex_lock(&s->lock);
+  struct cdcache__shard_report rep = {0};
+  struct cdcache_fill *stale = NULL; /* a fill past fill_timeout_ms, taken over */
+  cdcache__shard_lock(s);
   struct cdcache__entry *e = cdcache__shard_find(s, h, key, klen);
   if (e != NULL && !(e->flags & CDCACHE__E_PLACEHOLDER)) {
     *rc = cdcache__serve(c, e, buf, cap, vlen);
@@ -250,9 +259,12 @@ static enum miss_kind on_miss(cdcache_t *c, uint64_t h, const void *key, size_t 
   }
   if (e != NULL) {
     struct cdcache_fill *f = cdcache__entry_fill(e);
-    if (f->is_lease && now - f->started_ms >= c->cfg.fill_timeout_ms) {
-      /* An abandoned lease: the new placeholder replaces it below (its
-       * put will be stale), or nothing changes if that fails. */
+    /* A clock that steps back never makes a fill look old. */
+    if (now >= f->started_ms && now - f->started_ms >= c->cfg.fill_timeout_ms) {
+      /* An abandoned lease or a hung load: the new placeholder replaces
+       * it below (its result will be stale), or nothing changes if that
+       * fails. */
+      stale = f;
     } else if (!may_wait) {
       kind = MISS_BUSY;
       goto out;
@@ -271,19 +283,30 @@ static enum miss_kind on_miss(cdcache_t *c, uint64_t h, const void *key, size_t 
     goto out;
   }
   /* A placeholder counts against the byte budget like any entry. */
-  *rc = cdcache__shard_install(c, s, ph, h, now, NULL, t);
+  *rc = cdcache__shard_install(s, ph, h, now, NULL, &rep);
   if (*rc != 0) {
     kind = MISS_ERR;
     goto out;
   }
-  nf->ph = ph;
+  if (stale != NULL) {
+    /* The old fill is dead now (install replaced its placeholder); its
+     * leader still holds its reference (it has not completed: its
+     * placeholder was linked), so it is safe to wake its waiters, who
+     * retry and find this fill. */
+    pthread_mutex_lock(&stale->mu);
+    stale->taken_over = true;
+    pthread_cond_broadcast(&stale->cv);
+    pthread_mutex_unlock(&stale->mu);
+  }
+  nf->link.ph = ph;
   *fp = nf;
   nf = NULL;
   ph = NULL;
   kind = MISS_LEAD;
 out:
-  cdcache__retire_take(c, s, &r, false);
-  pthread_mutex_unlock(&s->lock);
+  cdcache__shard_retire_take(s, &r, false);
+  cdcache__shard_unlock(s);
+  cdcache__account(c, t, &rep);
   cdcache__entry_free(c, ph);
   if (nf != NULL)
     fill_unref(nf);
@@ -296,7 +319,7 @@ static int lead(cdcache_t *c, struct cdcache_fill *f, const void *key, size_t kl
                 cdcache_loader_fn loader, void *ctx, uint32_t ttl_ms, void *buf, size_t cap,
                 size_t *vlen)
 {
-  cdcache__count(c, cdcache__tstats_get(c), CTR_LOADS);
+  cdcache__count(c, cdcache__tstats_of(c), CTR_LOADS);
   int lrc = loader(ctx, key, klen, f);
   if (lrc == 0 && f->val == NULL)
     lrc = CDCACHE_ELOADER;
@@ -314,7 +337,7 @@ int cdcache__get_or_load(cdcache_t *c, const void *key, size_t klen, cdcache_loa
                          void *ctx, uint32_t ttl_ms, uint32_t timeout_ms, void *buf, size_t cap,
                          size_t *vlen)
 {
-  uint64_t h = cdcache__hash(key, klen);
+  uint64_t h = cdcache__hash(c->secret, key, klen);
   bool hit = false;
   int rc;
   for (;;) {
@@ -330,7 +353,7 @@ int cdcache__get_or_load(cdcache_t *c, const void *key, size_t klen, cdcache_loa
     } else if (kind == MISS_BUSY) {
       rc = CDCACHE_EBUSY;
     } else if (kind == MISS_WAIT) {
-      cdcache__count(c, cdcache__tstats_get(c), CTR_LOAD_WAITS);
+      cdcache__count(c, cdcache__tstats_of(c), CTR_LOAD_WAITS);
       rc = fill_wait(f, timeout_ms, buf, cap, vlen);
       if (rc == FILL_RETRY)
         continue; /* a lease given up without a value: try again */
@@ -340,14 +363,14 @@ int cdcache__get_or_load(cdcache_t *c, const void *key, size_t klen, cdcache_loa
     break;
   }
   /* Exactly one of hits or misses per call. */
-  cdcache__count(c, cdcache__tstats_get(c), hit ? CTR_HITS : CTR_MISSES);
+  cdcache__count(c, cdcache__tstats_of(c), hit ? CTR_HITS : CTR_MISSES);
   return rc;
 }
 
 int cdcache__get_lease(cdcache_t *c, const void *key, size_t klen, void *buf, size_t cap,
                        size_t *vlen, cdcache_lease_t **lease)
 {
-  uint64_t h = cdcache__hash(key, klen);
+  uint64_t h = cdcache__hash(c->secret, key, klen);
   *lease = NULL;
   int rc = cdcache__lookup(c, h, key, klen, buf, cap, vlen);
   if (rc == CDCACHE_ENOENT) {
@@ -366,7 +389,7 @@ int cdcache__get_lease(cdcache_t *c, const void *key, size_t klen, void *buf, si
       break;
     }
   }
-  cdcache__count(c, cdcache__tstats_get(c),
+  cdcache__count(c, cdcache__tstats_of(c),
                  (rc == 0 || rc == CDCACHE_ERANGE) ? CTR_HITS : CTR_MISSES);
   return rc;
 }

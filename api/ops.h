@@ -4,10 +4,9 @@
 #define CDCACHE_OPS_H
 
 #include "cache.h"
-#include "reclaim.h"
 
 /* access.c */
-struct cdcache__entry *cdcache__entry_new(cdcache_t *c, const void *key, size_t klen,
+struct cdcache__entry *cdcache__entry_new(cdcache_t *c, uint64_t h, const void *key, size_t klen,
                                           const void *val, size_t vlen, uint32_t ttl_ms,
                                           uint64_t now, struct cdcache_fill *fill);
 void cdcache__entry_free(cdcache_t *c, struct cdcache__entry *e);
@@ -24,13 +23,31 @@ int cdcache__remove(cdcache_t *c, const void *key, size_t klen, bool invalidatio
 int cdcache__flush(cdcache_t *c);
 /* After a write: submit the shard's retire batch, throttle if needed. */
 void cdcache__after_write(cdcache_t *c, struct cdcache__shard *s, struct cdcache__retired *r);
+/* No lock held, not in a read-side section: free s's retire list after a
+ * grace period of our own, and wait for the queued batches if the
+ * backlog is past three quarters of its cap. */
+void cdcache__throttle(cdcache_t *c, struct cdcache__shard *s);
+/* In a child forked through cdcache_fork_*(), closing a handle from
+ * before the fork: wait for the batches call_rcu inherited (they may name
+ * c), then free the retire lists of the shards whose lock is free. */
+void cdcache__retire_drain_forked(cdcache_t *c);
+/* Counts into this thread's block t, or into the cache's shared fallback
+ * block (atomic adds) when the thread has none (t NULL). */
+static inline void cdcache__count_add(cdcache_t *c, struct cdcache__tstats *t,
+                                      enum cdcache__ctr ctr, uint64_t n)
+{
+  cdcache__count_n(&c->tstats, t, ctr, n);
+}
 static inline void cdcache__count(cdcache_t *c, struct cdcache__tstats *t, enum cdcache__ctr ctr)
 {
-  if (__builtin_expect(t != NULL, 1))
-    cdcache__ctr_inc(t, ctr);
-  else
-    cdcache__ctr_add(c, ctr, 1);
+  cdcache__count_n(&c->tstats, t, ctr, 1);
 }
+/* No lock held: counts what a shard operation reported, and logs long
+ * chains (at most once per CDCACHE__CHAIN_LOG_INTERVAL_MS). */
+struct cdcache__shard_report;
+void cdcache__account(cdcache_t *c, struct cdcache__tstats *t,
+                      const struct cdcache__shard_report *rep);
+#define CDCACHE__CHAIN_LOG_INTERVAL_MS 10000u
 
 /* fill.c */
 int cdcache__get_or_load(cdcache_t *c, const void *key, size_t klen, cdcache_loader_fn loader,
