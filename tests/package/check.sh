@@ -16,7 +16,7 @@ export PKG_CONFIG_PATH="$libdir/pkgconfig"
 cc -o "$work/consumer_pc" "$src/consumer.c" $(pkg-config --cflags --libs cdcache)
 LD_LIBRARY_PATH="$libdir" "$work/consumer_pc"
 # dlopen()ed into a process that links neither cdcache nor liburcu-bp
-# (its initial-exec TLS must still load).
+# (its initial-exec and descriptor TLS must still load).
 cc -o "$work/consumer_dlopen" -I"$work/prefix/include" "$src/dlopen.c" -ldl
 "$work/consumer_dlopen" "$libdir/libcdcache.so"
 # Only the public API is exported from the shared library.

@@ -1,7 +1,8 @@
 /* Loads the shared library with dlopen() into a process that links neither
  * it nor liburcu-bp, then puts and gets a key: the library's initial-exec
- * TLS (its own per-thread state and liburcu-bp's reader) must fit glibc's
- * surplus static TLS.  Run by check.sh. */
+ * TLS (its per-thread counter slots) must fit glibc's surplus static TLS,
+ * and liburcu-bp's reader must be reachable through its TLS descriptors.
+ * Run by check.sh. */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
