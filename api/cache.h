@@ -70,6 +70,7 @@ struct cdcache {           // NOLINT(clang-analyzer-optin.performance.Padding)
   unsigned shard_shift;    /* read-only: hash >> shard_shift picks the shard (64 = one shard) */
   uint64_t clock_slack_ms; /* read-only: coarse clock lag (0 when injected) */
   uint64_t tables_bytes;   /* read-only */
+  uint64_t policy_bytes;   /* read-only: of tables_bytes, the s3fifo sketches and ghosts */
   struct cdcache__shard_env shard_env; /* read-only after open */
   struct cdcache__shard *shards;       /* read-only pointer; see the shard */
   void *shards_raw;                    /* read-only: what to free (aligned allocation) */
@@ -84,6 +85,9 @@ struct cdcache {           // NOLINT(clang-analyzer-optin.performance.Padding)
   /* Synchronization: atomic.  Advanced by flush (seq_cst) before it clears
    * the shards; fills compare it under the shard lock at completion. */
   _Atomic uint64_t epoch;
+  /* read-only after open: the most a hit counts into an entry's ref byte
+   * (1 under the lru policies, 3 under s3fifo). */
+  uint32_t ref_max;
 
   /* Written on every change event by the CDC thread: a line of its own,
    * away from fresh_until. */

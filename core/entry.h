@@ -60,7 +60,7 @@ struct cdcache__fill_link {
 /*
  * A cached key and value, or a placeholder for a fill in flight.  The
  * entry is immutable once published except for next (RCU-published chain
- * link), the list links (shard lock) and ref (the CLOCK bit).
+ * link), the list links and in_main (shard lock) and ref (the hit count).
  * Layout: 40 bytes of header, then [expiry][link pointer][key][value].
  */
 struct cdcache__entry {
@@ -79,10 +79,18 @@ struct cdcache__entry {
   uint32_t vlen; /* read-only after publication */
   uint16_t klen; /* read-only after publication */
   uint8_t flags; /* read-only after publication */
-  /* Synchronization: atomic, relaxed.  Set by readers only when clear,
-   * cleared by the evictor under the shard lock. */
+  /* Synchronization: atomic, relaxed.  The hits since the hand last
+   * passed, saturating at the cache's cap (1: CLOCK's reference bit; 3:
+   * s3fifo's 2-bit counter): a reader stores ref + 1 only while it is
+   * below the cap, so a hot entry's byte is written a few times per trip
+   * of the hand, not once per hit.  The evictor lowers it under the shard
+   * lock.  A reader's store may overwrite a concurrent lowering, or two
+   * readers may count one hit: the count is a hint, never a bound. */
   _Atomic uint8_t ref;
-  uint32_t charge; /* read-only: bytes the allocator charged for the entry */
+  uint32_t charge : 31; /* read-only: bytes the allocator charged (< 2^31: values <= 1 GiB) */
+  /* Synchronization: shard lock (writers only; readers never look).
+   * s3fifo: the entry is on the main FIFO, not the small one. */
+  uint32_t in_main : 1;
   unsigned char data[];
 };
 
