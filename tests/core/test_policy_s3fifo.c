@@ -135,6 +135,7 @@ static void test_max_bytes_bounds_live_pending_and_policy_bytes(void)
   test_alloc_install(&cfg, &a);
   cfg.max_entries = 4000;
   cfg.max_bytes = 256 * 1024;
+  cfg.max_value_len = 1024; /* each shard's share must hold a largest entry */
   cfg.shards = 2;
   cfg.policy = CDCACHE_ALLKEYS_S3FIFO;
   cdcache_t *c = test_open(&cfg);
