@@ -46,11 +46,13 @@ typedef struct plan {
   size_t njobs, jcap;
 } plan_t;
 
-static const bench_impl_t *const synth_impls[] = {&impl_cdcache, &impl_mutex_lru, &impl_lfht_ref};
-static const bench_impl_t *const trace_impls[] = {&impl_cdcache, &impl_exact_lru, &impl_mutex_lru,
-                                                  &impl_lfht_ref};
+static const bench_impl_t *const synth_impls[] = {&impl_cdcache, &impl_cdcache_s3fifo,
+                                                  &impl_mutex_lru, &impl_lfht_ref};
+static const bench_impl_t *const trace_impls[] = {&impl_cdcache, &impl_cdcache_s3fifo,
+                                                  &impl_exact_lru, &impl_mutex_lru, &impl_lfht_ref};
 /* zipf-stream measures hit ratio, not speed: the policies and exact LRU. */
-static const bench_impl_t *const zstream_impls[] = {&impl_cdcache, &impl_exact_lru};
+static const bench_impl_t *const zstream_impls[] = {&impl_cdcache, &impl_cdcache_s3fifo,
+                                                    &impl_exact_lru};
 /* zipf-stream: requests per entry of capacity (10^7 at the default 10^5). */
 #define ZSTREAM_REQS_PER_ENTRY 100
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
@@ -180,8 +182,8 @@ static void usage(FILE *f)
           "No WORKLOAD runs the default suite: read-hit zipf write-heavy zipf-stream cdc,\n"
           "scale up to 10^6 entries, every shared trace at 1%% and 10%%.\n"
           "Defaults: --threads 1,2 --seconds %.1f --capacity %llu --repeat %d,\n"
-          "8-byte keys and values, impls cdcache,mutex-lru,lfht-ref (traces also\n"
-          "exact-lru).  See perf/README.md.\n",
+          "8-byte keys and values, impls cdcache,cdcache-s3fifo,mutex-lru,lfht-ref\n"
+          "(traces also exact-lru).  See perf/README.md.\n",
           DEFAULT_SECONDS, (unsigned long long)DEFAULT_CAPACITY, DEFAULT_REPEAT);
 }
 

@@ -1,6 +1,7 @@
 /*
- * The cdcache adapter.  The cache is opened with the default shard count
- * (shards = 0) and an allocator hook that charges every block's
+ * The cdcache adapters: `cdcache` (the default policy, allkeys-lru) and
+ * `cdcache-s3fifo` (CDCACHE_ALLKEYS_S3FIFO).  The cache is opened with the
+ * default shard count (shards = 0) and an allocator hook that charges every block's
  * malloc_usable_size() to a memcount_t, so that bytes per entry is
  * measured from what the allocator handed out, independently of the
  * library's own accounting (cdcache_stats), which is reported beside it.
@@ -40,7 +41,7 @@ static size_t hook_usable(void *ctx, void *ptr, size_t size)
   return malloc_usable_size(ptr);
 }
 
-static int cd_open(const impl_cfg_t *cfg, void **out)
+static int cd_open_policy(const impl_cfg_t *cfg, cdcache_policy_t policy, void **out)
 {
   cdc_impl_t *ci = bench_alloc64(sizeof *ci);
   if (!ci)
@@ -50,6 +51,7 @@ static int cd_open(const impl_cfg_t *cfg, void **out)
   cdcache_config_init(&c);
   c.max_entries = cfg->capacity;
   c.shards = cfg->shards;
+  c.policy = policy;
   if (cfg->key_size > c.max_key_len)
     c.max_key_len = (uint32_t)cfg->key_size;
   if (cfg->value_size > c.max_value_len)
@@ -66,6 +68,16 @@ static int cd_open(const impl_cfg_t *cfg, void **out)
   }
   *out = ci;
   return 0;
+}
+
+static int cd_open(const impl_cfg_t *cfg, void **out)
+{
+  return cd_open_policy(cfg, CDCACHE_ALLKEYS_LRU, out);
+}
+
+static int cd_open_s3fifo(const impl_cfg_t *cfg, void **out)
+{
+  return cd_open_policy(cfg, CDCACHE_ALLKEYS_S3FIFO, out);
 }
 
 static void cd_close(void *h)
@@ -122,19 +134,23 @@ static int64_t cd_self(void *h)
   return (int64_t)(st.bytes_live + st.bytes_tables + st.bytes_pending_free);
 }
 
+static int64_t cd_policy(void *h)
+{
+  cdcache_stats_t st;
+  return stats_of(h, &st) == 0 ? (int64_t)st.bytes_policy : -1;
+}
+
 cdcache_t *impl_cdcache_handle(void *h)
 {
   return ((cdc_impl_t *)h)->c;
 }
 
-const bench_impl_t impl_cdcache = {
-    .name = "cdcache",
-    .open = cd_open,
-    .close = cd_close,
-    .get = cd_get,
-    .put = cd_put,
-    .settle = cd_settle,
-    .entries = cd_entries,
-    .mem_bytes = cd_mem,
-    .self_bytes = cd_self,
-};
+#define CDCACHE_IMPL(NAME, OPEN)                                                                   \
+  {                                                                                                \
+    .name = NAME, .open = OPEN, .close = cd_close, .get = cd_get, .put = cd_put,                   \
+    .settle = cd_settle, .entries = cd_entries, .mem_bytes = cd_mem, .self_bytes = cd_self,        \
+    .policy_bytes = cd_policy,                                                                     \
+  }
+
+const bench_impl_t impl_cdcache = CDCACHE_IMPL("cdcache", cd_open);
+const bench_impl_t impl_cdcache_s3fifo = CDCACHE_IMPL("cdcache-s3fifo", cd_open_s3fifo);
