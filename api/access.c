@@ -33,6 +33,8 @@ struct cdcache__entry *cdcache__entry_new(cdcache_t *c, uint64_t h, const void *
 {
   uint8_t flags = 0;
   uint32_t ttl = effective_ttl(c, ttl_ms);
+  if (cdcache__policy_s3(c->cfg.policy))
+    flags |= CDCACHE__E_COUNT3;
   if (fill != NULL)
     flags |= CDCACHE__E_PLACEHOLDER;
   else if (ttl != CDCACHE_TTL_NONE)
@@ -88,9 +90,9 @@ static inline int serve(cdcache_t *c, struct cdcache__entry *e, void *buf, size_
   size_t n = e->vlen;
   *vlen = n;
   /* A store only when the count changes: no read-modify-write, and a hot
-   * entry's line is written at most ref_max times per trip of the hand. */
+   * entry's line is written at most 1 or 3 times per trip of the hand. */
   uint8_t r = atomic_load_explicit(&e->ref, memory_order_relaxed);
-  if (r < c->ref_max)
+  if (r < cdcache__entry_ref_cap(e->flags))
     atomic_store_explicit(&e->ref, (uint8_t)(r + 1), memory_order_relaxed);
   if (n > cap)
     return CDCACHE_ERANGE;

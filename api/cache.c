@@ -207,7 +207,6 @@ int cdcache__open(const cdcache_config_t *cfg, cdcache_t **out)
   c->clock_slack_ms = cfg->clock != NULL ? 0 : cdcache__coarse_resolution_ms();
   atomic_init(&c->fresh_until, CDCACHE__FRESH_FOREVER);
   atomic_init(&c->epoch, 1);
-  c->ref_max = cdcache__policy_s3(cfg->policy) ? 3 : 1;
   atomic_init(&c->cluster_time, 0);
   atomic_init(&c->chain_log_ms, UINT64_MAX);
   atomic_init(&c->rec.bytes_pending, 0);

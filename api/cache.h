@@ -85,9 +85,6 @@ struct cdcache {           // NOLINT(clang-analyzer-optin.performance.Padding)
   /* Synchronization: atomic.  Advanced by flush (seq_cst) before it clears
    * the shards; fills compare it under the shard lock at completion. */
   _Atomic uint64_t epoch;
-  /* read-only after open: the most a hit counts into an entry's ref byte
-   * (1 under the lru policies, 3 under s3fifo). */
-  uint32_t ref_max;
 
   /* Written on every change event by the CDC thread: a line of its own,
    * away from fresh_until. */

@@ -56,6 +56,13 @@ struct cdcache__fill_link {
 #define CDCACHE__E_TTL 0x01u         /* data begins with a uint64_t expiry (ms) */
 #define CDCACHE__E_PLACEHOLDER 0x02u /* a fill in flight: data holds its link */
 #define CDCACHE__E_VOLATILE 0x04u    /* lives on the shard's TTL list */
+/* ref counts hits up to 3 (s3fifo), not 1; 0x08 >> 2 is what it adds to
+ * the cap, so a reader finds the cap in the flags it has already loaded. */
+#define CDCACHE__E_COUNT3 0x08u
+static inline uint8_t cdcache__entry_ref_cap(uint8_t flags)
+{
+  return (uint8_t)(1u + ((flags & CDCACHE__E_COUNT3) >> 2));
+}
 
 /*
  * A cached key and value, or a placeholder for a fill in flight.  The
