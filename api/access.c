@@ -76,15 +76,20 @@ void cdcache__entry_free(cdcache_t *c, struct cdcache__entry *e)
     cdcache__free(c, e, cdcache__entry_size(e->flags, e->klen, e->vlen));
 }
 
-/* Copies e's value out if it may be served now.  Read side or lock. */
-static inline int serve(cdcache_t *c, struct cdcache__entry *e, void *buf, size_t cap, size_t *vlen)
+/*
+ * Copies e's value out if it may be served now, given fu, the bound read
+ * BEFORE e was found (see lookup).  Read side or lock.  The bound errs
+ * towards refusing by the coarse clock's tick, as TTLs do.
+ */
+static inline int serve_bounded(cdcache_t *c, struct cdcache__entry *e, void *buf, size_t cap,
+                                size_t *vlen, uint64_t fu)
 {
   if (e->flags & CDCACHE__E_PLACEHOLDER)
     return CDCACHE_ENOENT;
-  uint64_t fu = atomic_load_explicit(&c->fresh_until, memory_order_relaxed);
   if ((e->flags & CDCACHE__E_TTL) || fu != CDCACHE__FRESH_FOREVER) {
     uint64_t now = cdcache__now_ms(c);
-    if (cdcache__expired(c, e, now) || (fu != CDCACHE__FRESH_FOREVER && now > fu))
+    if (cdcache__expired(c, e, now) ||
+        (fu != CDCACHE__FRESH_FOREVER && now + c->clock_slack_ms > fu))
       return CDCACHE_ENOENT;
   }
   size_t n = e->vlen;
@@ -100,20 +105,35 @@ static inline int serve(cdcache_t *c, struct cdcache__entry *e, void *buf, size_
   return 0;
 }
 
+/* Under the entry's shard lock: no eviction of e can run, so the bound
+ * read now is as good as one read before e was found. */
 int cdcache__serve(cdcache_t *c, struct cdcache__entry *e, void *buf, size_t cap, size_t *vlen)
 {
-  return serve(c, e, buf, cap, vlen);
+  return serve_bounded(c, e, buf, cap, vlen,
+                       atomic_load_explicit(&c->fresh_until, memory_order_acquire));
 }
 
+/*
+ * The bound is read (acquire) before the entry is looked up.  The CDC
+ * thread evicts a changed key and only then publishes a later bound
+ * (release), so a reader that sees the new bound also sees the eviction
+ * (the key is gone), and a reader that found the old entry compares with
+ * the bound of its own time.  Reading the bound after the lookup would let
+ * a reader that found the entry while the cache was failed closed serve
+ * it under a bound published after its eviction: stale by the whole
+ * outage (found by review; test "a reader never serves an entry evicted
+ * before the bound it checks" in test_ttl).
+ */
 static inline int lookup(cdcache_t *c, uint64_t h, const void *key, size_t klen, void *buf,
                          size_t cap, size_t *vlen)
 {
   struct cdcache__shard *s = cdcache__shard_of(c, h);
   int rc = CDCACHE_ENOENT;
+  uint64_t fu = atomic_load_explicit(&c->fresh_until, memory_order_acquire);
   cdcache__read_lock();
   struct cdcache__entry *e = cdcache__shard_find(s, h, key, klen);
   if (e != NULL)
-    rc = serve(c, e, buf, cap, vlen);
+    rc = serve_bounded(c, e, buf, cap, vlen, fu);
   cdcache__read_unlock();
   return rc;
 }

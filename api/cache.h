@@ -147,11 +147,12 @@ static inline bool cdcache__forked(const cdcache_t *c)
   return atomic_load_explicit(&cdcache__fork_gen, memory_order_relaxed) != c->fork_gen;
 }
 
-/* A fill is cacheable only while the cache has not failed closed. */
+/* A fill is cacheable only while the cache has not failed closed (erring
+ * towards refusing by the coarse clock's tick). */
 static inline bool cdcache__fresh(const cdcache_t *c, uint64_t now)
 {
-  uint64_t fu = atomic_load_explicit(&c->fresh_until, memory_order_relaxed);
-  return fu == CDCACHE__FRESH_FOREVER || now <= fu;
+  uint64_t fu = atomic_load_explicit(&c->fresh_until, memory_order_acquire);
+  return fu == CDCACHE__FRESH_FOREVER || now + c->clock_slack_ms <= fu;
 }
 
 #endif /* CDCACHE_CACHE_H */

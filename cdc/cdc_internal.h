@@ -204,11 +204,20 @@ mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_ho
  * closed on destroy) whose waits also poll stop_fd.  NULL when out of
  * memory (fd then still the caller's).  For the initiator and tests. */
 mongoc_stream_t *cdcache__net_stream_new(const cdcache_t *cache, int fd, int stop_fd);
-/* Connects to host (TCP or Unix socket) within connect_timeout_ms,
- * interruptible by stop_fd.  0 and *fd_out a non-blocking socket, or an
- * errno and a message in why. */
+/* Connects to host (TCP, every resolved address in turn, or a Unix
+ * socket) within connect_timeout_ms per address, interruptible by
+ * stop_fd.  0 and *fd_out a non-blocking socket, or an errno and a
+ * message in why. */
 int cdcache__net_connect(const mongoc_host_list_t *host, int stop_fd, int32_t connect_timeout_ms,
                          int *fd_out, char *why, size_t why_len);
+/* How many connect timeouts one connect may spend in all. */
+#define CDCACHE__NET_MAX_WAITS 3
+struct addrinfo;
+/* Tries each address of list in turn, each within connect_timeout_ms of
+ * its own, all within CDCACHE__NET_MAX_WAITS of them, interruptible by
+ * stop_fd.  0 and *fd_out a non-blocking socket, or the last errno. */
+int cdcache__net_connect_addrs(const struct addrinfo *list, int stop_fd, int32_t connect_timeout_ms,
+                               int *fd_out);
 
 /* -------------------------------------------------------------- stream.c */
 
@@ -295,15 +304,15 @@ struct cdcache_cdc {
   uint64_t resume_log_ms; /* cache clock of the last line */
   uint64_t resumes_held;  /* resumes not logged since */
   uint64_t agg_op_time;   /* operationTime of the latest aggregate reply */
-  bool progress;          /* a getMore answered without error, not yet seen */
+  /* Poison detection: the token the last non-resumable error happened at
+   * (owned; NULL: none), its code, how many times in a row. */
+  bson_t *poison_token;
+  uint32_t poison_code;
+  uint32_t poison_count;
   /* Backoff: failures since the last progress; the cap's log line given. */
   uint32_t failures;
   bool backoff_cap_logged;
-  /* Poison detection: the last non-resumable error's code, how many times
-   * in a row, and the token it happened at (owned; NULL: none). */
-  uint32_t poison_code;
-  uint32_t poison_count;
-  bson_t *poison_token;
+  bool progress; /* a getMore answered without error, not yet seen */
 
   cdcache__cdc_stats_t stats; /* its own mutex */
 };

@@ -59,7 +59,12 @@
  * whenever a reply arrives in pieces.  libmongoc's own scanner hands the
  * plain socket stream to the async command the same way.
  *
- * Connecting: a non-blocking connect() polled with the stop eventfd.  A
+ * Connecting: a non-blocking connect() polled with the stop eventfd.
+ * Every address the host name resolves to is tried in turn (a stale AAAA
+ * record first must not hide a working A record), each with a
+ * connectTimeoutMS of its own, the whole attempt bounded by
+ * CDCACHE__NET_MAX_WAITS connect timeouts (a refused address costs
+ * nothing; at most that many unreachable ones are waited out).  A
  * Unix socket whose listener's backlog is full answers EAGAIN without
  * starting a connection; that is retried (backing off 1 to 50 ms) until
  * connectTimeoutMS, never failed at once.  TLS: see wrap_tls.
@@ -459,11 +464,45 @@ static int connect_fd(int fd, int stop_fd, const struct sockaddr *addr, socklen_
   return err;
 }
 
+int cdcache__net_connect_addrs(const struct addrinfo *list, int stop_fd, int32_t connect_timeout_ms,
+                               int *fd_out)
+{
+  int64_t ct = connect_timeout_ms > 0 ? connect_timeout_ms : 1000;
+  int n = 0, err = ECONNREFUSED;
+  *fd_out = -1;
+  for (const struct addrinfo *ai = list; ai; ai = ai->ai_next)
+    n++;
+  int64_t start = mono_ms();
+  int64_t end = start + ct * (n < CDCACHE__NET_MAX_WAITS ? n : CDCACHE__NET_MAX_WAITS);
+  for (const struct addrinfo *ai = list; ai; ai = ai->ai_next) {
+    int64_t now = mono_ms();
+    if (now >= end) {
+      err = ETIMEDOUT;
+      break;
+    }
+    int64_t deadline = now + ct < end ? now + ct : end;
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      err = errno;
+      continue;
+    }
+    err = connect_fd(fd, stop_fd, ai->ai_addr, ai->ai_addrlen, deadline);
+    if (err == 0) {
+      *fd_out = fd;
+      return 0;
+    }
+    close(fd);
+    if (err == ECANCELED)
+      break; /* stopping: no next address */
+  }
+  return err;
+}
+
 int cdcache__net_connect(const mongoc_host_list_t *host, int stop_fd, int32_t connect_timeout_ms,
                          int *fd_out, char *why, size_t why_len)
 {
   int64_t deadline = mono_ms() + (connect_timeout_ms > 0 ? connect_timeout_ms : 1000);
-  int fd = -1, err = 0;
+  int fd = -1, err = 0, naddr = 1;
   *fd_out = -1;
   if (host->family == AF_UNIX) {
     struct sockaddr_un sa;
@@ -493,20 +532,10 @@ int cdcache__net_connect(const mongoc_host_list_t *host, int stop_fd, int32_t co
       (void)snprintf(why, why_len, "cannot resolve %s: %s", host->host, gai_strerror(gai));
       return EHOSTUNREACH;
     }
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-      fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-      if (fd < 0) {
-        err = errno;
-        continue;
-      }
-      err = connect_fd(fd, stop_fd, ai->ai_addr, ai->ai_addrlen, deadline);
-      if (err == 0)
-        break;
-      close(fd);
-      fd = -1;
-      if (err == ECANCELED || err == ETIMEDOUT)
-        break;
-    }
+    naddr = 0;
+    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next)
+      naddr++;
+    err = cdcache__net_connect_addrs(res, stop_fd, connect_timeout_ms, &fd);
     freeaddrinfo(res);
     if (fd >= 0) {
       int one = 1;
@@ -517,7 +546,12 @@ int cdcache__net_connect(const mongoc_host_list_t *host, int stop_fd, int32_t co
   if (fd < 0) {
     if (!err)
       err = ECONNREFUSED;
-    (void)snprintf(why, why_len, "failed to connect to %s: %s", host->host_and_port, strerror(err));
+    if (naddr > 1)
+      (void)snprintf(why, why_len, "failed to connect to %s (%d addresses tried): %s",
+                     host->host_and_port, naddr, strerror(err));
+    else
+      (void)snprintf(why, why_len, "failed to connect to %s: %s", host->host_and_port,
+                     strerror(err));
     return err;
   }
   *fd_out = fd;

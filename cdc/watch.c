@@ -126,8 +126,9 @@ static void on_evict(void *ctx, const void *key, size_t klen, const char *op, co
     line[n++] = '*';
     n += (size_t)snprintf(line + n, 16, "\tflush\t");
     n = escape(line, n, ns, nslen);
-    memcpy(line + n, "\t-\n", 3);
-    n += 3;
+    line[n++] = '\t';
+    line[n++] = '-';
+    line[n++] = '\n';
   } else {
     if (klen > 65535)
       klen = 65535;

@@ -57,12 +57,24 @@ void cdcache__retire_barrier(void);
  * Sanitizer builds call the out-of-line one instead: liburcu-bp 0.13 hands
  * out its per-thread reader slots at addresses that do not honour the
  * 128-byte alignment its struct declares (harmless on x86), which UBSan
- * would report in the inlined code inside our own functions.
+ * would report in the inlined code inside our own functions.  The static
+ * analyzer gets the out-of-line calls too: inlined, it does not see
+ * urcu_bp_register() set the reader pointer and reports a NULL
+ * dereference inside liburcu's read lock.
  */
-#if !defined(_LGPL_SOURCE) && !defined(CDCACHE_SANITIZED)
+#if !defined(_LGPL_SOURCE) && !defined(CDCACHE_SANITIZED) && !defined(__clang_analyzer__)
 #define _LGPL_SOURCE
 #endif
 #include <urcu-bp.h>
+
+#if defined(_LGPL_SOURCE) && defined(CONFIG_RCU_TLS)
+/* liburcu-bp's per-thread reader pointer, read twice per get by the
+ * inlined read lock.  It lives in liburcu-bp.so, which libcdcache.so
+ * needs at load time, so it is in the static TLS block: initial-exec
+ * access is a register-relative load instead of a __tls_get_addr call
+ * (the library's own counter slots are initial-exec for the same reason). */
+extern __thread struct urcu_bp_reader *urcu_bp_reader __attribute__((tls_model("initial-exec")));
+#endif
 
 static inline void cdcache__read_lock(void)
 {

@@ -368,6 +368,27 @@ static void *writer_main(void *p)
   return NULL;
 }
 
+/* Samples cdcache_fresh() every millisecond while the writer runs: the
+ * share of time the cache refused service (failed closed).  Fields other
+ * than stop are the prober thread's until it is joined. */
+typedef struct fresh_probe {
+  cdcache_t *cache;
+  _Atomic int stop;
+  uint64_t samples, closed;
+} fresh_probe_t;
+
+static void *fresh_probe_main(void *p)
+{
+  fresh_probe_t *f = p;
+  while (!atomic_load(&f->stop)) {
+    f->samples++;
+    if (cdcache_fresh(f->cache, NULL) == CDCACHE_ESTALE)
+      f->closed++;
+    nap_ms(1);
+  }
+  return NULL;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -514,9 +535,21 @@ int cdc_bench_run(const opts_t *o, result_t *out, char *why, size_t why_len)
   atomic_store(&g.track, 1);
   progress(o, "cdc: readers with writes at %.0f/s (%.1f s)", w.rate, phase);
   readers_start(&rd, nr, &impl_cdcache, h, o, &z, BENCH_SEED ^ 0xcdc);
-  pthread_t wt;
+  pthread_t wt, ft;
+  fresh_probe_t fp = {.cache = cache};
+  bool probing = pthread_create(&ft, NULL, fresh_probe_main, &fp) == 0;
   pthread_create(&wt, NULL, writer_main, &w);
   pthread_join(wt, NULL);
+  atomic_store(&fp.stop, 1);
+  if (probing) {
+    pthread_join(ft, NULL);
+    printf("cdc: failed closed %.2f%% of the time (%llu of %llu 1-ms samples) with writes at "
+           "%.0f/s offered (half the measured maximum); max_stale_ms %u, max_await_ms %u, "
+           "batch_size %u (server default)\n",
+           fp.samples ? 100.0 * (double)fp.closed / (double)fp.samples : 0.0,
+           (unsigned long long)fp.closed, (unsigned long long)fp.samples, w.rate, cc.max_stale_ms,
+           cc.max_await_ms, cc.batch_size);
+  }
   out->reader_ops_per_sec_storm = readers_stop(&rd, &hit_storm, &lat);
   if (w.err[0]) {
     snprintf(why, why_len, "latency phase: %s", w.err);

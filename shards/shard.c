@@ -27,10 +27,20 @@
  * entries join the tail.  To evict, the writer looks at the head: an
  * expired entry goes first; a referenced one has its bit cleared and moves
  * to the tail (its second chance); an unreferenced one is the victim.
- * Two laps at most, since the first lap clears every bit.  This is the
+ * Two laps at most: readers set bits without the lock and may set them
+ * again behind the hand, so after two laps the hand takes the entry it
+ * stands on, and a victim is always found while the list holds one (the
+ * only EFULL under allkeys-lru is a shard whose bytes are all
+ * placeholders, which are on no list).  This is the
  * classic approximation of LRU: an entry hit since the hand last passed
  * survives.  Measured on the shared real traces it stays within one
  * percentage point of exact LRU (README).
+ *
+ * The shard calls nothing above it: what it evicted, expired or found
+ * abnormal (chains of CDCACHE_CHAIN_TRIPWIRE entries) goes into a report
+ * the caller counts and logs after dropping the lock.  A placeholder is an
+ * opaque link ({ph, dead}) the shard clears or kills when the key is
+ * removed or replaced.
  *
  * Policies.  allkeys-lru keeps every entry on list 0.  volatile-lru puts
  * entries with a TTL on list 1 and evicts only from it.  noeviction never
@@ -247,6 +257,10 @@ void cdcache__shard_unlink(struct cdcache__shard *s, struct cdcache__entry *e,
 
 /* ------------------------------------------------------------ eviction */
 
+#ifdef CDCACHE_ASSERTS
+void (*cdcache__hand_hook)(struct cdcache__entry *e);
+#endif
+
 /*
  * The CLOCK hand: returns the entry to evict from l (never `skip`), or
  * NULL when l holds nothing else.  *why tells eviction from expiry.
@@ -272,6 +286,10 @@ static struct cdcache__entry *pick_victim(const struct cdcache__shard *s, struct
       return e;
     } else {
       atomic_store_explicit(&e->ref, 0, memory_order_relaxed); /* second chance */
+#ifdef CDCACHE_ASSERTS
+      if (cdcache__hand_hook != NULL)
+        cdcache__hand_hook(e);
+#endif
     }
     list_remove(l, e);
     list_append(l, e);

@@ -186,6 +186,13 @@ int cdcache__shard_install(struct cdcache__shard *s, struct cdcache__entry *ne, 
 void cdcache__shard_sweep(struct cdcache__shard *s, uint64_t now, const struct cdcache__entry *skip,
                           struct cdcache__shard_report *rep);
 
+#ifdef CDCACHE_ASSERTS
+/* Tests only (assertion builds): called at each step of the CLOCK hand
+ * right after it gave e a second chance, shard lock held; a test sets
+ * e->ref again as a reader racing behind the hand would. */
+extern void (*cdcache__hand_hook)(struct cdcache__entry *e);
+#endif
+
 /* Shard lock held.  Unlinks every entry and placeholder (flush). */
 void cdcache__shard_clear(struct cdcache__shard *s, struct cdcache__shard_report *rep);
 

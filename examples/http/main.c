@@ -6,16 +6,20 @@
  * cache's CDC subscription evicts what every write changed, on every
  * instance.  service.c has the routes and HTTP caching, store.c the
  * MongoDB side, metrics.c the /metrics page.  This file: flags, start-up
- * in dependency order, and shutdown in reverse on SIGINT/SIGTERM.
+ * in dependency order, and on SIGINT/SIGTERM a drain (requests in flight
+ * answered, for at most --shutdown-grace seconds), then shutdown in
+ * reverse order.
  */
 #include "service.h"
 
 #include <getopt.h>
 #include <mongoc/mongoc.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static int verbose;
@@ -36,6 +40,11 @@ static void usage(FILE *f)
              "  --threads N          HTTP worker threads (default 4)\n"
              "  --conn-timeout S     close connections idle for S seconds (default 10)\n"
              "  --max-connections N  refuse connections beyond N (default 1024)\n"
+             "  --max-connections-per-ip N\n"
+             "                       close connections from one address beyond N (default 64;\n"
+             "                       0: no limit, e.g. behind a proxy)\n"
+             "  --shutdown-grace S   on SIGTERM, wait up to S seconds for requests in flight\n"
+             "                       (default 5)\n"
              "  --max-body BYTES     longest PUT body (default 65536)\n"
              "  --port-file PATH     write the port there once listening\n"
              "  --verbose            log cdcache's and libmongoc's informational messages\n");
@@ -92,7 +101,9 @@ int main(int argc, char **argv)
                          .threads = 4,
                          .conn_timeout_s = 10,
                          .max_connections = 1024,
+                         .max_conn_per_ip = 64,
                          .max_body = 65536};
+  unsigned grace_s = 5;
   enum {
     O_PORT = 256,
     O_BIND,
@@ -105,6 +116,8 @@ int main(int argc, char **argv)
     O_THREADS,
     O_CTIMEOUT,
     O_MAXCONN,
+    O_PERIP,
+    O_GRACE,
     O_MAXBODY,
     O_PORTFILE,
     O_VERBOSE,
@@ -121,6 +134,8 @@ int main(int argc, char **argv)
                                        {"threads", required_argument, NULL, O_THREADS},
                                        {"conn-timeout", required_argument, NULL, O_CTIMEOUT},
                                        {"max-connections", required_argument, NULL, O_MAXCONN},
+                                       {"max-connections-per-ip", required_argument, NULL, O_PERIP},
+                                       {"shutdown-grace", required_argument, NULL, O_GRACE},
                                        {"max-body", required_argument, NULL, O_MAXBODY},
                                        {"port-file", required_argument, NULL, O_PORTFILE},
                                        {"verbose", no_argument, NULL, O_VERBOSE},
@@ -160,6 +175,12 @@ int main(int argc, char **argv)
       break;
     case O_MAXCONN:
       sc.max_connections = (unsigned)num("--max-connections", optarg, 1, 65536);
+      break;
+    case O_PERIP:
+      sc.max_conn_per_ip = (unsigned)num("--max-connections-per-ip", optarg, 0, 65536);
+      break;
+    case O_GRACE:
+      grace_s = (unsigned)num("--shutdown-grace", optarg, 0, 3600);
       break;
     case O_MAXBODY:
       sc.max_body = (size_t)num("--max-body", optarg, 1, 16u << 20);
@@ -245,6 +266,37 @@ int main(int argc, char **argv)
   int sig;
   sigwait(&sigs, &sig);
   status = 0;
+  /* Drain: /healthz turns 503 (the load balancer routes elsewhere);
+   * the connections already in the accept queue are taken (a worker busy
+   * with a slow request may not have accepted them yet), then no new
+   * connection is; the requests in flight get their answers.  All within
+   * grace_s seconds; a second signal cuts it short. */
+  service_drain_begin(&s);
+  struct timespec now, end;
+  clock_gettime(CLOCK_MONOTONIC, &end);
+  end.tv_sec += (time_t)grace_s;
+  bool accepting = true;
+  for (;;) {
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    bool late = now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec);
+    if (accepting && (late || service_backlog(&s) == 0)) {
+      service_stop_accepting(&s);
+      accepting = false;
+    }
+    unsigned left = service_pending(&s);
+    if (!accepting && left == 0)
+      break;
+    if (late) {
+      fprintf(stderr,
+              "cdcache-http-example: %u requests or new connections still pending after "
+              "%u s: closing\n",
+              left, grace_s);
+      break;
+    }
+    const struct timespec tick = {.tv_nsec = 10 * 1000 * 1000};
+    if (sigtimedwait(&sigs, NULL, &tick) >= 0)
+      break;
+  }
 out:
   service_stop(&s);
   cdcache_cdc_stop(s.sub);

@@ -16,19 +16,39 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const unsigned codes[METRICS_CODES] = {200, 201, 204, 304, 400, 404, 405,
-                                              408, 413, 414, 500, 503, 0};
+static const unsigned codes[METRICS_CODES] = {200, 201, 204, 304, 400, 404, 405, 408,
+                                              413, 414, 431, 500, 503, 505, 0};
 static const char *const route_names[ROUTE_N] = {"users", "healthz", "metrics", "other"};
 static const char *const method_names[METHOD_N] = {"GET", "HEAD", "PUT", "DELETE", "other"};
 /* Histogram bucket upper bounds, seconds. */
 static const double bounds[METRICS_BUCKETS] = {
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0};
 
-void metrics_request(metrics_t *m, int route, int method, unsigned status, uint64_t ns)
+/* The slot of a status code (the last one: any other code). */
+static int code_slot(unsigned status)
 {
   int c = 0;
   while (c < METRICS_CODES - 1 && codes[c] != status)
     c++;
+  return c;
+}
+
+static void code_label(int c, char code[16])
+{
+  if (codes[c] != 0)
+    snprintf(code, 16, "%u", codes[c]);
+  else
+    snprintf(code, 16, "other");
+}
+
+void metrics_mhd_error(metrics_t *m, unsigned status)
+{
+  atomic_fetch_add_explicit(&m->mhd_errors[code_slot(status)], 1, memory_order_relaxed);
+}
+
+void metrics_request(metrics_t *m, int route, int method, unsigned status, uint64_t ns)
+{
+  int c = code_slot(status);
   atomic_fetch_add_explicit(&m->requests[route][method][c], 1, memory_order_relaxed);
   int b = 0;
   while (b < METRICS_BUCKETS && (double)ns / 1e9 > bounds[b])
@@ -98,7 +118,8 @@ static uint64_t ld(_Atomic uint64_t *a)
 static void render_http(out_t *o, metrics_t *m)
 {
   head(o, "cdcache_http_requests_total", "counter",
-       "HTTP requests answered, by route, method and status code.");
+       "HTTP requests the service answered, by route, method and status code. Not included: "
+       "the error answers libmicrohttpd sends itself (cdcache_http_protocol_errors_total).");
   for (int r = 0; r < ROUTE_N; r++)
     for (int me = 0; me < METHOD_N; me++)
       for (int c = 0; c < METRICS_CODES; c++) {
@@ -106,13 +127,22 @@ static void render_http(out_t *o, metrics_t *m)
         if (v == 0)
           continue;
         char code[16];
-        if (codes[c] != 0)
-          snprintf(code, sizeof code, "%u", codes[c]);
-        else
-          snprintf(code, sizeof code, "other");
+        code_label(c, code);
         put(o, "cdcache_http_requests_total{route=\"%s\",method=\"%s\",code=\"%s\"} %llu\n",
             route_names[r], method_names[me], code, (unsigned long long)v);
       }
+  head(o, "cdcache_http_protocol_errors_total", "counter",
+       "Error answers libmicrohttpd sent itself, before the service saw a request (malformed "
+       "request line or headers, no Host, head over the memory limit, Content-Length too "
+       "large), by status code. Counted from libmicrohttpd 0.9.75's error log line.");
+  for (int c = 0; c < METRICS_CODES; c++) {
+    uint64_t v = ld(&m->mhd_errors[c]);
+    if (v == 0)
+      continue;
+    char code[16];
+    code_label(c, code);
+    put(o, "cdcache_http_protocol_errors_total{code=\"%s\"} %llu\n", code, (unsigned long long)v);
+  }
   head(o, "cdcache_http_request_duration_seconds", "histogram",
        "Time from a request's headers to its response sent, by route.");
   for (int r = 0; r < ROUTE_N; r++) {
@@ -195,12 +225,18 @@ static void render_cdc(out_t *o, cdcache_cdc_t *sub)
         (double)s.lag_samples);
 }
 
-char *metrics_render(metrics_t *m, cdcache_t *cache, cdcache_cdc_t *sub, size_t *len)
+char *metrics_render(metrics_t *m, unsigned in_flight, unsigned fresh_conns, cdcache_t *cache,
+                     cdcache_cdc_t *sub, size_t *len)
 {
   out_t o = {.buf = malloc(8192), .cap = 8192};
   if (o.buf == NULL)
     return NULL;
   render_http(&o, m);
+  gauge(&o, "cdcache_http_requests_in_flight",
+        "Requests received and not yet answered (this scrape included).", (double)in_flight);
+  gauge(&o, "cdcache_http_connections_waiting",
+        "Connections accepted whose first request has not reached the service yet.",
+        (double)fresh_conns);
   if (cache != NULL)
     render_cache(&o, cache);
   if (sub != NULL)

@@ -9,7 +9,8 @@
  *                       w: majority; 201 created, 204 replaced
  *   DELETE /users/{id}  delete it, w: majority; 204, or 404
  *   GET    /healthz     200 while the cache is fresh, 503 while it has
- *                       failed closed (cdcache_fresh)
+ *                       failed closed (cdcache_fresh) or the service is
+ *                       draining for shutdown
  *   GET    /metrics     Prometheus text format
  * HEAD works wherever GET does.  Writes never touch the cache: every
  * instance's CDC subscription evicts what changed, this one included.
@@ -22,7 +23,8 @@
  * from the in-memory cache (304, no body), and it is what keeps browsers
  * as fresh as the server: the server-side copy is evicted within
  * milliseconds of a write, where any max-age would let clients serve the
- * old value for that long.
+ * old value for that long.  Every If-None-Match line of a request counts
+ * (the lines form one list).
  *
  * Bad requests end in a 4xx and free everything: unknown routes (404),
  * unknown methods (405 with Allow), ids that are empty, not UTF-8,
@@ -32,13 +34,23 @@
  * libmicrohttpd itself answers malformed request lines and headers (400)
  * and request heads larger than the connection memory limit (414, 431),
  * closes connections idle for conn_timeout_s (a half-sent request
- * included) and refuses connections beyond max_connections.
+ * included), refuses connections beyond max_connections and closes those
+ * beyond max_conn_per_ip from one address; its own error answers are
+ * counted from its log (mhd_log).
+ *
+ * Shutdown: service_drain_begin makes /healthz answer 503 and every
+ * response carry "Connection: close"; the caller waits for the accept
+ * queue to empty (service_backlog: connections that arrived before the
+ * signal, which a worker busy with a slow request has not accepted yet),
+ * quiesces the daemon (service_stop_accepting), waits for
+ * service_pending() to reach 0, all within its grace period, and then
+ * calls service_stop.
  *
  * Threads: libmicrohttpd's internal thread pool (cfg.threads threads,
  * each with its own epoll set) runs every callback here.  A request's
  * state (req_t) belongs to the connection's thread; the shared state is
- * the cache (thread-safe), the store's client pool (thread-safe) and the
- * metrics (atomics).
+ * the cache (thread-safe), the store's client pool (thread-safe), the
+ * metrics, the draining flag and the in-flight count (atomics).
  */
 #include "service.h"
 
@@ -47,21 +59,30 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 /* A loader's own failure code (handed through cdcache_get_or_load). */
 #define LOAD_EDB 1
 /* How long a GET waits for another request's load of the same key. */
 #define FILL_WAIT_MS 5000u
 
+/* One connection (its socket context): owned by its thread. */
+typedef struct conn {
+  bool fresh; /* no request of it has reached on_request yet */
+} conn_t;
+
 /* One request: owned by its connection's thread, from the first access
  * callback to the completion callback. */
 typedef struct req {
+  service_t *s;
   uint64_t t0_ns;
   int route, method;
   unsigned status; /* 0 until a response is queued */
@@ -103,6 +124,9 @@ static enum MHD_Result respond(struct MHD_Connection *c, req_t *r, unsigned stat
     MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, h->etag);
   if (h->allow != NULL)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, h->allow);
+  /* Draining: the client reconnects elsewhere for its next request. */
+  if (atomic_load_explicit(&r->s->draining, memory_order_relaxed))
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
   enum MHD_Result ret = MHD_queue_response(c, status, resp);
   MHD_destroy_response(resp);
   if (ret == MHD_YES)
@@ -182,6 +206,32 @@ static bool none_match(const char *hdr, const char *tag)
       return true;
     p = q + 1;
   }
+}
+
+/* Iterates the request's If-None-Match lines: a client (or a proxy
+ * merging requests) may send the header more than once, and the lines
+ * together form one list (RFC 9110 5.3). */
+typedef struct inm_scan {
+  const char *tag;
+  bool match;
+} inm_scan_t;
+
+static enum MHD_Result inm_line(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+  inm_scan_t *sc = cls;
+  if (strcasecmp(key, MHD_HTTP_HEADER_IF_NONE_MATCH) == 0 && value != NULL &&
+      none_match(value, sc->tag))
+    sc->match = true;
+  return sc->match ? MHD_NO : MHD_YES; /* MHD_NO: stop, found */
+}
+
+/* True when any If-None-Match line of the request matches tag. */
+static bool if_none_match(struct MHD_Connection *c, const char *tag)
+{
+  inm_scan_t sc = {.tag = tag};
+  MHD_get_connection_values(c, MHD_HEADER_KIND, inm_line, &sc);
+  return sc.match;
 }
 
 /* ------------------------------------------------------------ routing */
@@ -326,8 +376,7 @@ static enum MHD_Result get_user(service_t *s, struct MHD_Connection *c, req_t *r
   } else {
     char tag[35];
     etag_of(buf, vlen, tag);
-    const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
-    if (inm != NULL && none_match(inm, tag))
+    if (if_none_match(c, tag))
       ret = not_modified(c, r, tag);
     else
       ret =
@@ -352,9 +401,11 @@ static enum MHD_Result put_user(service_t *s, struct MHD_Connection *c, req_t *r
     return respond_error(c, r, MHD_HTTP_CONTENT_TOO_LARGE, err, NULL);
   }
   bson_t doc;
-  if (store_doc_from_json(r->id, r->idlen, r->body != NULL ? r->body : "", r->body_len, &doc, err,
-                          sizeof err) != 0)
-    return respond_error(c, r, MHD_HTTP_BAD_REQUEST, err, NULL);
+  int bad = store_doc_from_json(r->id, r->idlen, r->body != NULL ? r->body : "", r->body_len, &doc,
+                                err, sizeof err);
+  if (bad != 0)
+    return respond_error(
+        c, r, bad == STORE_ENOMEM ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_REQUEST, err, NULL);
   bool created = false;
   atomic_fetch_add_explicit(&s->metrics.db_writes, 1, memory_order_relaxed);
   int rc = store_replace(s->store, r->id, r->idlen, &doc, &created, err, sizeof err);
@@ -387,6 +438,10 @@ static enum MHD_Result delete_user(service_t *s, struct MHD_Connection *c, req_t
 static enum MHD_Result healthz(service_t *s, struct MHD_Connection *c, req_t *r)
 {
   const hdrs_t h = {.ctype = "text/plain", .cache_control = "no-store"};
+  if (atomic_load_explicit(&s->draining, memory_order_relaxed)) {
+    static const char bye[] = "draining: shutting down\n";
+    return respond(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, &h, bye, sizeof bye - 1);
+  }
   if (s->cache == NULL)
     return respond(c, r, MHD_HTTP_OK, &h, "ok (no cache)\n", 14);
   if (cdcache_fresh(s->cache, NULL) == 0)
@@ -398,7 +453,9 @@ static enum MHD_Result healthz(service_t *s, struct MHD_Connection *c, req_t *r)
 static enum MHD_Result metrics(service_t *s, struct MHD_Connection *c, req_t *r)
 {
   size_t len;
-  char *text = metrics_render(&s->metrics, s->cache, s->sub, &len);
+  char *text = metrics_render(&s->metrics, service_in_flight(s),
+                              atomic_load_explicit(&s->fresh_conns, memory_order_relaxed), s->cache,
+                              s->sub, &len);
   if (text == NULL)
     return respond_error(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory", NULL);
   enum MHD_Result ret = respond(
@@ -480,7 +537,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     r = calloc(1, sizeof *r);
     if (r == NULL)
       return MHD_NO;
+    r->s = s;
     r->t0_ns = now_ns();
+    atomic_fetch_add_explicit(&s->in_flight, 1, memory_order_relaxed);
+    /* The connection's first request: no longer waiting (after the add
+     * above, so that service_pending never dips to 0 in between). */
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_t *cn = ci != NULL ? ci->socket_context : NULL;
+    if (cn != NULL && cn->fresh) {
+      cn->fresh = false;
+      atomic_fetch_sub_explicit(&s->fresh_conns, 1, memory_order_relaxed);
+    }
     r->route = ROUTE_OTHER;
     r->method = method_of(method);
     *con_cls = r;
@@ -527,10 +595,33 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     return;
   if (r->status != 0)
     metrics_request(&s->metrics, r->route, r->method, r->status, now_ns() - r->t0_ns);
+  atomic_fetch_sub_explicit(&s->in_flight, 1, memory_order_relaxed);
   free(r->id);
   free(r->body);
   free(r);
   *con_cls = NULL;
+}
+
+/* Connection start and end: tracks the connections that have not
+ * brought a first request yet (service_pending, for the drain). */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+  service_t *s = cls;
+  conn_t *cn = *socket_context;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    cn = calloc(1, sizeof *cn);
+    if (cn == NULL)
+      return; /* not tracked: a drain may not wait for it */
+    cn->fresh = true;
+    atomic_fetch_add_explicit(&s->fresh_conns, 1, memory_order_relaxed);
+    *socket_context = cn;
+  } else if (cn != NULL) {
+    if (cn->fresh)
+      atomic_fetch_sub_explicit(&s->fresh_conns, 1, memory_order_relaxed);
+    free(cn);
+    *socket_context = NULL;
+  }
 }
 
 /* Leaves the path as sent: decode_id decodes (and refuses %00, which
@@ -540,8 +631,27 @@ static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s)
   return strlen(s);
 }
 
+/*
+ * libmicrohttpd's log.  It is also the only place where libmicrohttpd
+ * 0.9.75 tells of the error answers it sends itself (431, 414, 413, 400
+ * for a malformed head or a missing Host): no callback reports them, and
+ * at the connection-closed notification MHD_CONNECTION_INFO_HTTP_STATUS is
+ * already 0.  transmit_error_response logs each with this format, the
+ * status code its first argument, so that line is what the
+ * cdcache_http_protocol_errors_total counter counts.
+ */
+static const char mhd_error_fmt[] = "Error processing request (HTTP response code is %u";
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+  service_t *s = cls;
+  if (strncmp(fmt, mhd_error_fmt, sizeof mhd_error_fmt - 1) == 0) {
+    va_list cp;
+    va_copy(cp, ap);
+    // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_copy is the line above
+    metrics_mhd_error(&s->metrics, va_arg(cp, unsigned));
+    va_end(cp);
+  }
   fprintf(stderr, "cdcache-http-example: libmicrohttpd: ");
   vfprintf(stderr, fmt, ap);
 }
@@ -555,14 +665,17 @@ int service_start(service_t *s, const service_config_t *cfg, char *err, size_t e
   }
   s->max_body = cfg->max_body;
   s->max_key_len = cfg->max_key_len;
+  /* MHD_USE_ITC: MHD_quiesce_daemon needs it with internal threads. */
   s->daemon = MHD_start_daemon(
-      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, cfg->port, NULL, NULL,
-      on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
+      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC, cfg->port,
+      NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_SOCK_ADDR,
       (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
-      (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+      (unsigned)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+      (unsigned)cfg->max_conn_per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
       MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-      MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
+      MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped,
+      NULL, MHD_OPTION_END);
   if (s->daemon == NULL) {
     snprintf(err, errcap, "cannot start the HTTP server on %s:%u", cfg->bind, cfg->port);
     return -1;
@@ -576,9 +689,53 @@ uint16_t service_port(const service_t *s)
   return di != NULL ? di->port : 0;
 }
 
+void service_drain_begin(service_t *s)
+{
+  atomic_store_explicit(&s->draining, true, memory_order_relaxed);
+}
+
+unsigned service_backlog(const service_t *s)
+{
+  const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_LISTEN_FD);
+  struct tcp_info ti;
+  socklen_t len = sizeof ti;
+  /* On a listening socket Linux reports the accept queue's length in
+   * tcpi_unacked. */
+  if (di == NULL || di->listen_fd == MHD_INVALID_SOCKET ||
+      getsockopt(di->listen_fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+      ti.tcpi_state != TCP_LISTEN)
+    return 0;
+  return ti.tcpi_unacked;
+}
+
+void service_stop_accepting(service_t *s)
+{
+  MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+  if (fd != MHD_INVALID_SOCKET) {
+    s->listen_fd = fd;
+    s->quiesced = true;
+  }
+}
+
+unsigned service_in_flight(const service_t *s)
+{
+  return atomic_load_explicit(&s->in_flight, memory_order_relaxed);
+}
+
+unsigned service_pending(const service_t *s)
+{
+  return atomic_load_explicit(&s->in_flight, memory_order_relaxed) +
+         atomic_load_explicit(&s->fresh_conns, memory_order_relaxed);
+}
+
 void service_stop(service_t *s)
 {
   if (s->daemon != NULL)
     MHD_stop_daemon(s->daemon);
   s->daemon = NULL;
+  /* A quiesced daemon leaves its listening socket to us, to close only
+   * after its threads are gone. */
+  if (s->quiesced)
+    close(s->listen_fd);
+  s->quiesced = false;
 }

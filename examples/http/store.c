@@ -133,6 +133,96 @@ void store_append_id(bson_t *doc, const char *id, size_t len)
     bson_append_utf8(doc, "_id", 3, id, (int)len);
 }
 
+/* Orders key pointers by the strings they point to (for qsort). */
+static int cmp_keys(const void *a, const void *b)
+{
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * Checks that no document in doc, at any nesting level (through arrays
+ * too), holds the same field name twice.  libbson's JSON reader keeps both
+ * copies of {"a":1,"a":2}, and what a later reader makes of them (first,
+ * last, both) differs between drivers, so the service refuses them.  Each
+ * document's names are sorted and compared neighbour to neighbour: n log n
+ * in the body's size, which --max-body bounds.  The depth is bounded by
+ * the JSON reader's own nesting limit.  Returns 0, -1 (a duplicate, named
+ * in err) or STORE_ENOMEM.
+ */
+static int check_names(const bson_t *doc, bool is_array, char *err, size_t errcap)
+{
+  bson_iter_t it;
+  if (!bson_iter_init(&it, doc))
+    return 0;
+  size_t n = 0, cap = 0;
+  const char **keys = NULL;
+  int rc = 0;
+  while (rc == 0 && bson_iter_next(&it)) {
+    if (!is_array) {
+      if (n == cap) {
+        size_t ncap = cap != 0 ? cap * 2 : 16;
+        const char **nk = realloc(keys, ncap * sizeof *nk);
+        if (nk == NULL) {
+          set_err(err, errcap, "out of memory", "");
+          rc = STORE_ENOMEM;
+          break;
+        }
+        keys = nk;
+        cap = ncap;
+      }
+      keys[n++] = bson_iter_key(&it);
+    }
+    if (BSON_ITER_HOLDS_DOCUMENT(&it) || BSON_ITER_HOLDS_ARRAY(&it)) {
+      uint32_t len;
+      const uint8_t *data;
+      bson_t sub;
+      if (BSON_ITER_HOLDS_DOCUMENT(&it))
+        bson_iter_document(&it, &len, &data);
+      else
+        bson_iter_array(&it, &len, &data);
+      if (bson_init_static(&sub, data, len))
+        rc = check_names(&sub, BSON_ITER_HOLDS_ARRAY(&it), err, errcap);
+    }
+  }
+  if (rc == 0 && n > 1) {
+    qsort(keys, n, sizeof *keys, cmp_keys);
+    for (size_t i = 1; i < n && rc == 0; i++)
+      if (strcmp(keys[i - 1], keys[i]) == 0) {
+        set_err(err, errcap, "duplicate field name in the body", keys[i]);
+        rc = -1;
+      }
+  }
+  free(keys);
+  return rc;
+}
+
+/*
+ * True when the body's _id (at it) is the _id the URL names: the same
+ * BSON type and value as store_append_id builds, except that an int32
+ * stands for the same int64 (JSON's 7 parses as an int32; MongoDB compares
+ * _id numerically, so both are one document).  A string "7" for the URL
+ * id 7 (an int64) is another document: refused, not silently replaced.
+ */
+static bool same_id(const bson_iter_t *it, const char *id, size_t idlen)
+{
+  bson_t want = BSON_INITIALIZER;
+  store_append_id(&want, id, idlen);
+  bson_iter_t w;
+  bool same = false;
+  if (bson_iter_init_find(&w, &want, "_id")) {
+    if (BSON_ITER_HOLDS_INT64(&w))
+      same = (BSON_ITER_HOLDS_INT64(it) || BSON_ITER_HOLDS_INT32(it)) &&
+             bson_iter_as_int64(it) == bson_iter_int64(&w);
+    else if (BSON_ITER_HOLDS_UTF8(it)) {
+      uint32_t a_len, b_len;
+      const char *a = bson_iter_utf8(it, &a_len), *b = bson_iter_utf8(&w, &b_len);
+      same = a_len == b_len && memcmp(a, b, a_len) == 0;
+    }
+  }
+  bson_destroy(&want);
+  return same;
+}
+
 int store_doc_from_json(const char *id, size_t idlen, const char *json, size_t jlen, bson_t *out,
                         char *err, size_t errcap)
 {
@@ -164,6 +254,12 @@ int store_doc_from_json(const char *id, size_t idlen, const char *json, size_t j
     return -1;
   }
 
+  int dup = check_names(&body, false, err, errcap);
+  if (dup != 0) {
+    bson_destroy(&body);
+    return dup;
+  }
+
   bson_init(out);
   store_append_id(out, id, idlen);
   bson_iter_t it;
@@ -178,15 +274,9 @@ int store_doc_from_json(const char *id, size_t idlen, const char *json, size_t j
       set_err(err, errcap, "top-level field names may not start with '$'", k);
       rc = -1;
     } else if (strcmp(k, "_id") == 0) {
-      /* Allowed only when it names the URL's _id. */
-      bson_t one = BSON_INITIALIZER;
-      bson_append_iter(&one, "_id", 3, &it);
-      char r_id[256];
-      size_t r_len;
-      int x = cdcache_id_render(bson_get_data(&one), one.len, r_id, sizeof r_id, &r_len);
-      bson_destroy(&one);
-      if (x != 0 || r_len != idlen || memcmp(r_id, id, idlen) != 0) {
-        set_err(err, errcap, "the body's _id differs from the URL's", "");
+      /* Allowed only when it names the URL's _id, type included. */
+      if (!same_id(&it, id, idlen)) {
+        set_err(err, errcap, "the body's _id differs from the URL's (value or type)", "");
         rc = -1;
       }
     } else if (!bson_append_iter(out, k, -1, &it)) {

@@ -44,10 +44,12 @@ void store_append_id(bson_t *doc, const char *id, size_t len);
 /*
  * Builds the document to store from a PUT body: the body must be exactly
  * one JSON object (relaxed or canonical extended JSON); no top-level field
- * may start with '$'; an "_id" field, if present, must name the same _id
- * as the URL.  On success *out is initialised (the caller destroys it)
- * and holds _id first, then the body's other fields.  Returns 0, or -1
- * with the reason in err.  Thread-safe.
+ * may start with '$'; no object, at any depth, may repeat a field name;
+ * an "_id" field, if present, must be the _id the URL names, of the same
+ * BSON type (an int32 counts as the int64 of the same value).  On success
+ * *out is initialised (the caller destroys it) and holds _id first, then
+ * the body's other fields.  Returns 0; -1 with the reason in err (a bad
+ * body); STORE_ENOMEM.  Thread-safe.
  */
 int store_doc_from_json(const char *id, size_t idlen, const char *json, size_t jlen, bson_t *out,
                         char *err, size_t errcap);

@@ -26,6 +26,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -78,6 +80,7 @@ static pid_t spawn(const char *name, char *const argv[], uint16_t *port)
 {
   char pf[256];
   snprintf(pf, sizeof pf, "%s/%s.port", dir, name);
+  unlink(pf); /* never read an earlier instance's port */
   pid_t pid = fork();
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
@@ -363,8 +366,38 @@ static void test_etag_and_if_none_match(void)
     CU_ASSERT_EQUAL_FATAL(req(&inst[B], "GET", "/users/200", h, NULL, &r), 304);
     CU_ASSERT_EQUAL(r.body_len, 0u);
     CU_ASSERT_STRING_EQUAL(r.etag, tag);
+    /* No Content-Length, or 0 (libmicrohttpd 0.9.75's), never another. */
+    CU_ASSERT(r.content_length == -1 || r.content_length == 0);
     httpc_resp_free(&r);
   }
+  /* The header sent twice is one list: a match on either line counts. */
+  snprintf(h, sizeof h, "If-None-Match: \"other\"\r\nIf-None-Match: %s\r\n", tag);
+  CU_ASSERT_EQUAL(req(&inst[B], "GET", "/users/200", h, NULL, NULL), 304);
+  snprintf(h, sizeof h, "If-None-Match: %s\r\nif-none-match: \"other\"\r\n", tag);
+  CU_ASSERT_EQUAL(req(&inst[B], "GET", "/users/200", h, NULL, NULL), 304);
+  CU_ASSERT_EQUAL(req(&inst[B], "GET", "/users/200",
+                      "If-None-Match: \"x\"\r\nIf-None-Match: \"y\"\r\n", NULL, NULL),
+                  200);
+  /* A 304 has no body on the wire: on a raw connection nothing follows
+   * its head, and the next response on the connection parses. */
+  int fd = httpc_dial(inst[B].port, IO_TIMEOUT_MS);
+  CU_ASSERT_FATAL(fd >= 0);
+  char rq[512];
+  int rn = snprintf(rq, sizeof rq,
+                    "GET /users/200 HTTP/1.1\r\nHost: x\r\nIf-None-Match: %s\r\n\r\n", tag);
+  CU_ASSERT_EQUAL(httpc_send_all(fd, rq, (size_t)rn), 0);
+  CU_ASSERT_EQUAL(httpc_read_response(fd, 0, &r), 0);
+  CU_ASSERT_EQUAL(r.status, 304);
+  httpc_resp_free(&r);
+  sleep_ms(200);
+  char stray;
+  CU_ASSERT(recv(fd, &stray, 1, MSG_PEEK | MSG_DONTWAIT) < 0);
+  static const char next[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  CU_ASSERT_EQUAL(httpc_send_all(fd, next, sizeof next - 1), 0);
+  CU_ASSERT_EQUAL(httpc_read_response(fd, 0, &r), 0);
+  CU_ASSERT_EQUAL(r.status, 200);
+  httpc_resp_free(&r);
+  close(fd);
   const char *other[] = {"\"nope\"", "\"\"", "garbage", "W/\"x\", \"y\""};
   for (size_t i = 0; i < sizeof other / sizeof *other; i++) {
     snprintf(h, sizeof h, "If-None-Match: %s\r\n", other[i]);
@@ -480,6 +513,34 @@ static void test_bad_requests_get_4xx(void)
     httpc_resp_free(&r);
   }
   CU_ASSERT_EQUAL(req(c, "PUT", "/users/6", NULL, "{\"_id\":6,\"a\":1}", NULL), 201);
+  /* A field name twice in one object, at any depth: refused (drivers
+   * disagree on which copy a reader sees), and nothing is stored. */
+  const char *dups[] = {"{\"a\":1,\"a\":2}", "{\"a\":1,\"b\":0,\"a\":1}",
+                        "{\"o\":{\"b\":1,\"b\":2}}", "{\"l\":[1,{\"x\":{\"b\":1,\"b\":2}}]}",
+                        "{\"_id\":9,\"_id\":9}"};
+  for (size_t i = 0; i < sizeof dups / sizeof *dups; i++) {
+    http_resp_t r;
+    CU_ASSERT_EQUAL(req(c, "PUT", "/users/9", NULL, dups[i], &r), 400);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.body, "duplicate"));
+    httpc_resp_free(&r);
+  }
+  CU_ASSERT_EQUAL(req(c, "GET", "/users/9", NULL, NULL, NULL), 404);
+  /* The same name in different objects is fine. */
+  CU_ASSERT_EQUAL(
+      req(c, "PUT", "/users/9", NULL, "{\"a\":{\"a\":1},\"l\":[{\"a\":1},{\"a\":2}]}", NULL), 201);
+  /* A body _id must be the URL's _id by type too: "77" (a string) is not
+   * the int64 77 the URL names, nor is 77.0; {"$numberLong":"77"} and the
+   * int32 77 are. */
+  const char *other_ids[] = {"{\"_id\":\"77\",\"s\":1}", "{\"_id\":77.0}",
+                             "{\"_id\":{\"$numberDecimal\":\"77\"}}", "{\"_id\":[77]}"};
+  for (size_t i = 0; i < sizeof other_ids / sizeof *other_ids; i++)
+    CU_ASSERT_EQUAL(req(c, "PUT", "/users/77", NULL, other_ids[i], NULL), 400);
+  CU_ASSERT_EQUAL(req(c, "GET", "/users/77", NULL, NULL, NULL), 404);
+  CU_ASSERT_EQUAL(req(c, "PUT", "/users/x77", NULL, "{\"_id\":77}", NULL), 400);
+  CU_ASSERT_EQUAL(req(c, "PUT", "/users/77", NULL, "{\"_id\":{\"$numberLong\":\"77\"}}", NULL),
+                  201);
+  CU_ASSERT_EQUAL(req(c, "PUT", "/users/77", NULL, "{\"_id\":77}", NULL), 204);
+  CU_ASSERT_EQUAL(req(c, "PUT", "/users/x77", NULL, "{\"_id\":\"x77\"}", NULL), 201);
   char deep[400];
   memset(deep, '[', 200);
   memset(deep + 200, ']', 200);
@@ -520,7 +581,15 @@ static void test_bad_requests_get_4xx(void)
   CU_ASSERT_EQUAL(req(c, "PATCH", "/users/1", NULL, "{}", NULL), 405);
   CU_ASSERT_EQUAL(req(c, "DELETE", "/healthz", NULL, NULL, NULL), 405);
   CU_ASSERT_EQUAL(req(c, "PUT", "/metrics", NULL, "{}", NULL), 405);
-  /* Malformed requests libmicrohttpd refuses itself. */
+  /* Malformed requests libmicrohttpd refuses itself (and /metrics
+   * counts them apart: cdcache_http_protocol_errors_total). */
+  static const char *const pe[] = {"cdcache_http_protocol_errors_total{code=\"400\"}",
+                                   "cdcache_http_protocol_errors_total{code=\"413\"}",
+                                   "cdcache_http_protocol_errors_total{code=\"414\"}",
+                                   "cdcache_http_protocol_errors_total{code=\"431\"}"};
+  double pe0[4];
+  for (int i = 0; i < 4; i++)
+    pe0[i] = metric(c, pe[i]) < 0 ? 0 : metric(c, pe[i]); /* absent until counted */
   /* A request line that is not HTTP: 400; a single word is cut
    * without an answer (libmicrohttpd 0.9.75). */
   static const char garbage[] = "HELLO WORLD\r\n\r\n", word[] = "HELLO\r\n\r\n";
@@ -544,6 +613,18 @@ static void test_bad_requests_get_4xx(void)
   st = raw(huge, (size_t)n);
   CU_ASSERT(st >= 400 && st < 500); /* 431 */
   free(huge);
+  static const char hugecl[] = "PUT /users/1 HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                               "99999999999999999999999\r\n\r\n";
+  CU_ASSERT_EQUAL(raw(hugecl, sizeof hugecl - 1), 413);
+  /* Two 400s at least (garbage, no Host; the one-word line may be cut
+   * without one), and one each of 413, 414, 431. */
+  double pe1[4];
+  for (int i = 0; i < 4; i++)
+    pe1[i] = metric(c, pe[i]);
+  CU_ASSERT(pe1[0] - pe0[0] >= 2 && pe1[0] - pe0[0] <= 3);
+  CU_ASSERT_EQUAL(pe1[1] - pe0[1], 1);
+  CU_ASSERT_EQUAL(pe1[2] - pe0[2], 1);
+  CU_ASSERT_EQUAL(pe1[3] - pe0[3], 1);
   /* The instance still serves. */
   CU_ASSERT_EQUAL(req(c, "GET", "/users/6", NULL, NULL, NULL), 200);
 }
@@ -613,6 +694,208 @@ static void test_slow_and_excess_connections_are_cut(void)
     close(fds[i]);
   }
   CU_ASSERT_EQUAL(req(c, "GET", "/healthz", NULL, NULL, NULL), 200);
+}
+
+/* A connection to port from source address src (any 127.x.y.z is a
+ * local address on Linux: another client IP), or -1. */
+static int dial_from(const char *src, uint16_t port)
+{
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
+  struct sockaddr_in me = {.sin_family = AF_INET},
+                     to = {.sin_family = AF_INET, .sin_port = htons(port)};
+  inet_pton(AF_INET, src, &me.sin_addr);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  struct timeval tv = {.tv_sec = IO_TIMEOUT_MS / 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (bind(fd, (struct sockaddr *)&me, sizeof me) != 0 ||
+      connect(fd, (struct sockaddr *)&to, sizeof to) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* True when the server has closed fd (EOF or reset), without waiting. */
+static bool closed_by_server(int fd)
+{
+  char b;
+  ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+static void test_one_address_cannot_take_every_slot(void)
+{
+  /* Clients that trickle a request head a byte at a time are not cut by
+   * the idle timeout; the per-address limit keeps one address from
+   * holding more than a few slots.  Limit 3, idle timeout 60 s: of 6
+   * slow connections from 127.0.0.2, exactly 3 stay, the others are
+   * closed at once, and 127.0.0.1 is still served. */
+  instance_t e = {.name = "E"};
+  CU_ASSERT_FATAL(start_instance(&e, "--max-connections-per-ip", "3", "--conn-timeout=60") == 0);
+  CU_ASSERT(wait_for(&e, "/healthz", 200, NULL, 20000) >= 0); /* the stream is up */
+  httpc_close(&e.c);
+  enum { SLOW = 6, LIMIT = 3 };
+  int fds[SLOW];
+  static const char head[] = "GET /users/1 HTTP/1.1\r\nHost: x\r\nX-a: ";
+  for (int i = 0; i < SLOW; i++) {
+    fds[i] = dial_from("127.0.0.2", e.port);
+    CU_ASSERT_FATAL(fds[i] >= 0);
+    send(fds[i], head, sizeof head - 1, MSG_NOSIGNAL);
+  }
+  int closed = 0;
+  for (uint64_t end = now_ms() + 10000; now_ms() < end; sleep_ms(50)) {
+    closed = 0;
+    for (int i = 0; i < SLOW; i++) {
+      send(fds[i], "a", 1, MSG_NOSIGNAL); /* a byte now and then */
+      closed += closed_by_server(fds[i]);
+    }
+    if (closed >= SLOW - LIMIT)
+      break;
+  }
+  CU_ASSERT_EQUAL(closed, SLOW - LIMIT);
+  /* Another address is served meanwhile (/metrics: 200 whatever the
+   * stream's state). */
+  CU_ASSERT_EQUAL(req(&e, "GET", "/metrics", NULL, NULL, NULL), 200);
+  sleep_ms(300);
+  closed = 0;
+  for (int i = 0; i < SLOW; i++)
+    closed += closed_by_server(fds[i]);
+  CU_ASSERT_EQUAL(closed, SLOW - LIMIT); /* the 3 admitted ones are still held */
+  for (int i = 0; i < SLOW; i++)
+    close(fds[i]);
+  httpc_close(&e.c);
+  CU_ASSERT_EQUAL(stop(e.pid), 0);
+}
+
+/* Waits up to ms for pid to exit by itself: its exit status, or -1. */
+static int wait_exit(pid_t pid, unsigned ms)
+{
+  for (uint64_t end = now_ms() + ms; now_ms() < end; sleep_ms(10)) {
+    int st;
+    if (waitpid(pid, &st, WNOHANG) == pid)
+      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  }
+  return -1;
+}
+
+/* Starts a PUT of body on a new connection to in, sending its head and
+ * only the first half of the body, and waits until the service counts
+ * it in flight (with the /metrics request itself: 2).  Returns the fd. */
+static int half_put(instance_t *in, const char *id, const char *body)
+{
+  int fd = httpc_dial(in->port, IO_TIMEOUT_MS);
+  if (fd < 0)
+    return -1;
+  char head[256];
+  int n = snprintf(head, sizeof head,
+                   "PUT /users/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", id,
+                   strlen(body));
+  if (httpc_send_all(fd, head, (size_t)n) != 0 || httpc_send_all(fd, body, strlen(body) / 2) != 0) {
+    close(fd);
+    return -1;
+  }
+  for (uint64_t end = now_ms() + 10000; now_ms() < end; sleep_ms(20))
+    if (metric(in, "cdcache_http_requests_in_flight") >= 2)
+      return fd;
+  close(fd);
+  return -1;
+}
+
+static void test_sigterm_drains_requests_in_flight(void)
+{
+  instance_t d = {.name = "F"};
+  CU_ASSERT_FATAL(start_instance(&d, "--shutdown-grace", "60", NULL) == 0);
+  CU_ASSERT(wait_for(&d, "/healthz", 200, NULL, 20000) >= 0); /* the stream is up */
+  static const char body[] = "{\"drained\":\"yes\"}";
+  int fd = half_put(&d, "drain1", body);
+  CU_ASSERT_FATAL(fd >= 0);
+  /* And a connection whose request head is still arriving (it has not
+   * reached the service: libmicrohttpd reports a request once its head
+   * is in), accepted before the SIGTERM. */
+  int fd2 = httpc_dial(d.port, IO_TIMEOUT_MS);
+  CU_ASSERT_FATAL(fd2 >= 0);
+  static const char head1[] = "GET /users/drain1 HTTP/1.1\r\nHo", head2[] = "st: x\r\n\r\n";
+  CU_ASSERT_EQUAL(httpc_send_all(fd2, head1, sizeof head1 - 1), 0);
+  bool waiting = false;
+  for (uint64_t end = now_ms() + 10000; now_ms() < end && !waiting; sleep_ms(20))
+    waiting = metric(&d, "cdcache_http_connections_waiting") >= 1;
+  CU_ASSERT_FATAL(waiting);
+  kill(d.pid, SIGTERM);
+  sleep_ms(300);
+  /* Draining: /healthz says 503 on a kept-alive connection, and asks
+   * the client to close it; the process waits for the PUT. */
+  http_resp_t r;
+  CU_ASSERT_EQUAL(req(&d, "GET", "/healthz", NULL, NULL, &r), 503);
+  CU_ASSERT(r.closed);
+  httpc_resp_free(&r);
+  CU_ASSERT_EQUAL(waitpid(d.pid, NULL, WNOHANG), 0);
+  /* The rest of the body: the PUT is answered in full. */
+  CU_ASSERT_EQUAL(httpc_send_all(fd, body + strlen(body) / 2, strlen(body) - strlen(body) / 2), 0);
+  CU_ASSERT_EQUAL(httpc_read_response(fd, 0, &r), 0);
+  CU_ASSERT_EQUAL(r.status, 201);
+  CU_ASSERT(r.closed);
+  httpc_resp_free(&r);
+  close(fd);
+  /* Still waiting for the other connection's request: it is answered. */
+  sleep_ms(300);
+  CU_ASSERT_EQUAL(waitpid(d.pid, NULL, WNOHANG), 0);
+  CU_ASSERT_EQUAL(httpc_send_all(fd2, head2, sizeof head2 - 1), 0);
+  CU_ASSERT_EQUAL(httpc_read_response(fd2, 0, &r), 0);
+  CU_ASSERT_EQUAL(r.status, 200);
+  CU_ASSERT_PTR_NOT_NULL(r.body != NULL ? strstr(r.body, "yes") : NULL);
+  CU_ASSERT(r.closed);
+  httpc_resp_free(&r);
+  close(fd2);
+  /* Then it exits by itself, well before the grace period. */
+  CU_ASSERT_EQUAL(wait_exit(d.pid, 20000), 0);
+  CU_ASSERT(wait_for(&inst[A], "/users/drain1", 200, "yes", COHERENT_WITHIN_MS) >= 0);
+
+  /* The grace period bounds the wait: a PUT that never completes is cut
+   * after it (--shutdown-grace 1), and the exit is still clean. */
+  instance_t g = {.name = "G"};
+  CU_ASSERT_FATAL(start_instance(&g, "--shutdown-grace", "1", NULL) == 0);
+  fd = half_put(&g, "drain2", body);
+  CU_ASSERT_FATAL(fd >= 0);
+  uint64_t t0 = now_ms();
+  kill(g.pid, SIGTERM);
+  CU_ASSERT_EQUAL(wait_exit(g.pid, 20000), 0);
+  CU_ASSERT(now_ms() - t0 >= 900);
+  char b;
+  CU_ASSERT(recv(fd, &b, 1, 0) <= 0); /* cut, no response */
+  close(fd);
+
+  /* A slow database at shutdown: one worker thread (--threads 1), busy
+   * with a read that waits out a 2.5 s stall, so a second client's
+   * connection waits in the accept queue, not yet accepted, when the
+   * SIGTERM comes.  Both get complete answers (404, or 503 if the read
+   * failed), none is cut. */
+  instance_t h = {.name = "H"};
+  CU_ASSERT_FATAL(start_instance(&h, "--no-cache", "--threads=1", "--shutdown-grace=30") == 0);
+  CU_ASSERT_EQUAL(req(&h, "GET", "/healthz", NULL, NULL, NULL), 200);
+  httpc_close(&h.c);
+  CU_ASSERT_FATAL(admin("{\"cdcacheFault\": \"stall\", \"ms\": 2500}"));
+  int q[2];
+  for (int i = 0; i < 2; i++) {
+    char rq[128];
+    int n = snprintf(rq, sizeof rq, "GET /users/drainq%d HTTP/1.1\r\nHost: x\r\n\r\n", i);
+    q[i] = httpc_dial(h.port, IO_TIMEOUT_MS);
+    CU_ASSERT_FATAL(q[i] >= 0);
+    CU_ASSERT_EQUAL(httpc_send_all(q[i], rq, (size_t)n), 0);
+    sleep_ms(300);
+  }
+  kill(h.pid, SIGTERM);
+  for (int i = 0; i < 2; i++) {
+    CU_ASSERT_EQUAL(httpc_read_response(q[i], 0, &r), 0);
+    CU_ASSERT(r.status == 404 || r.status == 503);
+    httpc_resp_free(&r);
+    close(q[i]);
+  }
+  CU_ASSERT_EQUAL(wait_exit(h.pid, 30000), 0);
+  /* The stall also cut the other instances' streams: wait them back. */
+  for (int i = 0; i < N_INST; i++)
+    CU_ASSERT(wait_for(&inst[i], "/healthz", 200, NULL, 30000) >= 0);
 }
 
 static void test_no_cache_reads_the_database_every_time(void)
@@ -716,6 +999,9 @@ int main(int argc, char **argv)
     CU_add_test(s, "/metrics passes promtool", test_metrics_pass_promtool);
     CU_add_test(s, "bad requests get 4xx", test_bad_requests_get_4xx);
     CU_add_test(s, "slow and excess connections are cut", test_slow_and_excess_connections_are_cut);
+    CU_add_test(s, "one address cannot take every connection slot",
+                test_one_address_cannot_take_every_slot);
+    CU_add_test(s, "SIGTERM drains the requests in flight", test_sigterm_drains_requests_in_flight);
     CU_add_test(s, "--no-cache reads the database every time",
                 test_no_cache_reads_the_database_every_time);
     CU_add_test(s, "instances exit cleanly on SIGTERM", test_instances_exit_cleanly_on_sigterm);

@@ -34,7 +34,7 @@ mongoc_client_t *tu_client(const char *uri);
 /* Runs a command on db "admin" (faults, renames); returns true on ok:1. */
 bool tu_admin(mongoc_client_t *c, const char *json);
 /* One counter of the test server's cdcacheStats (repliesCut, errorsSent,
- * partitionHeld, ...); -1 when the command fails. */
+ * connectionsDropped, ...); -1 when the command fails. */
 int64_t tu_server_stat(mongoc_client_t *c, const char *name);
 bool tu_insert(mongoc_client_t *c, const char *db, const char *coll, const bson_t *doc);
 bool tu_update_set(mongoc_client_t *c, const char *db, const char *coll, int64_t id,

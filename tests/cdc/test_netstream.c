@@ -4,13 +4,17 @@
  * stream, over socketpairs whose far end the test drives: replies in
  * pieces, end of file and timeouts in the middle of a read, the "do not
  * wait" reads of the async handshake, writes into a full socket, stop in
- * the middle of a wait, mongoc_stream_poll over more than 64 streams, and
- * Unix-socket connects to a listener whose backlog is full.
+ * the middle of a wait, mongoc_stream_poll over more than 64 streams,
+ * Unix-socket connects to a listener whose backlog is full, and TCP
+ * connects to a list of addresses whose first ones do not answer (a
+ * listener whose backlog is full drops the SYN: the connect times out).
  */
 #include "cdc_internal.h"
 
 #include <CUnit/Basic.h>
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -478,6 +482,228 @@ static void test_unix_connect_timeout_and_stop(void)
   ulisten_close(&u);
 }
 
+/* ------------------------------------------------- every address tried */
+
+/* A TCP listener on addr whose backlog is full: further SYNs are dropped,
+ * so a connect to it neither succeeds nor fails until its timeout. */
+typedef struct blackhole {
+  int fd;
+  int fillers[16];
+  int nfill;
+} blackhole_t;
+
+static bool blackhole_open(blackhole_t *b, const struct sockaddr *addr, socklen_t alen)
+{
+  memset(b, 0, sizeof *b);
+  b->fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (addr->sa_family == AF_INET6)
+    (void)setsockopt(b->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (b->fd < 0 || bind(b->fd, addr, alen) != 0 || listen(b->fd, 0) != 0) {
+    if (b->fd >= 0)
+      close(b->fd);
+    return false;
+  }
+  struct sockaddr_storage bound;
+  socklen_t bl = sizeof bound;
+  getsockname(b->fd, (struct sockaddr *)&bound, &bl);
+  for (int i = 0; i < 16; i++) { /* more than the queue holds */
+    int c = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    (void)connect(c, (struct sockaddr *)&bound, bl);
+    b->fillers[b->nfill++] = c;
+  }
+  nap(50);
+  return true;
+}
+
+static void blackhole_close(blackhole_t *b)
+{
+  for (int i = 0; i < b->nfill; i++)
+    close(b->fillers[i]);
+  close(b->fd);
+}
+
+static int listener_on(const struct sockaddr *addr, socklen_t alen)
+{
+  int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (addr->sa_family == AF_INET6)
+    (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (fd < 0 || bind(fd, addr, alen) != 0 || listen(fd, 16) != 0) {
+    if (fd >= 0)
+      close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* The local (peer false) or remote port of a socket; -1 on error. */
+static int port_of_end(int fd, bool peer)
+{
+  struct sockaddr_storage a;
+  socklen_t al = sizeof a;
+  memset(&a, 0, sizeof a);
+  if ((peer ? getpeername(fd, (struct sockaddr *)&a, &al)
+            : getsockname(fd, (struct sockaddr *)&a, &al)) != 0)
+    return -1;
+  return ntohs(a.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&a)->sin6_port
+                                       : ((struct sockaddr_in *)&a)->sin_port);
+}
+
+static int port_of(int fd)
+{
+  return port_of_end(fd, false);
+}
+
+static int peer_port(int fd)
+{
+  return port_of_end(fd, true);
+}
+
+static struct sockaddr_in loopback4(int port)
+{
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return a;
+}
+
+/* An address list whose entry i is sa[i] (n <= 8). */
+static void make_list(struct addrinfo *ai, struct sockaddr_in *sa, int n)
+{
+  for (int i = 0; i < n; i++) {
+    memset(&ai[i], 0, sizeof ai[i]);
+    ai[i].ai_family = AF_INET;
+    ai[i].ai_socktype = SOCK_STREAM;
+    ai[i].ai_addr = (struct sockaddr *)&sa[i];
+    ai[i].ai_addrlen = sizeof sa[i];
+    ai[i].ai_next = i + 1 < n ? &ai[i + 1] : NULL;
+  }
+}
+
+/* [an address that does not answer, the server]: the first times out
+ * after its own connect timeout, the second then connects. */
+static void test_connect_tries_every_address(void)
+{
+  struct sockaddr_in any = loopback4(0);
+  blackhole_t bh;
+  CU_ASSERT_FATAL(blackhole_open(&bh, (struct sockaddr *)&any, sizeof any));
+  int good = listener_on((struct sockaddr *)&any, sizeof any);
+  CU_ASSERT_FATAL(good >= 0);
+  struct sockaddr_in sa[2] = {loopback4(port_of(bh.fd)), loopback4(port_of(good))};
+  struct addrinfo ai[2];
+  make_list(ai, sa, 2);
+  int stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  int fd = -1;
+  uint64_t t0 = now_ms();
+  int err = cdcache__net_connect_addrs(ai, stop_fd, 300, &fd);
+  uint64_t took = now_ms() - t0;
+  (void)printf("(%s after %llu ms) ", err ? strerror(err) : "connected to the second address",
+               (unsigned long long)took);
+  CU_ASSERT_EQUAL(err, 0);
+  CU_ASSERT(took >= 280 && took < 3000);
+  CU_ASSERT(fd >= 0 && peer_port(fd) == port_of(good));
+  if (fd >= 0)
+    close(fd);
+  close(stop_fd);
+  close(good);
+  blackhole_close(&bh);
+}
+
+/* Five addresses that do not answer, connect timeout 300 ms: the whole
+ * attempt ends after CDCACHE__NET_MAX_WAITS (3) timeouts, not five. */
+static void test_connect_whole_attempt_bounded(void)
+{
+  struct sockaddr_in any = loopback4(0);
+  blackhole_t bh;
+  CU_ASSERT_FATAL(blackhole_open(&bh, (struct sockaddr *)&any, sizeof any));
+  struct sockaddr_in sa[5];
+  for (int i = 0; i < 5; i++)
+    sa[i] = loopback4(port_of(bh.fd));
+  struct addrinfo ai[5];
+  make_list(ai, sa, 5);
+  int stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  int fd = -1;
+  uint64_t t0 = now_ms();
+  int err = cdcache__net_connect_addrs(ai, stop_fd, 300, &fd);
+  uint64_t took = now_ms() - t0;
+  (void)printf("(gave up after %llu ms) ", (unsigned long long)took);
+  CU_ASSERT_EQUAL(err, ETIMEDOUT);
+  CU_ASSERT_EQUAL(fd, -1);
+  CU_ASSERT(took >= 280 * CDCACHE__NET_MAX_WAITS && took < 1400);
+  /* a stop ends it at once */
+  later_t l = {.stop = true};
+  later_start(&l, stop_fd, 100, NULL, 0);
+  t0 = now_ms();
+  err = cdcache__net_connect_addrs(ai, stop_fd, 300, &fd);
+  took = now_ms() - t0;
+  pthread_join(l.t, NULL);
+  CU_ASSERT_EQUAL(err, ECANCELED);
+  CU_ASSERT(took < 280);
+  close(stop_fd);
+  blackhole_close(&bh);
+}
+
+/* The same through name resolution: "localhost" where it resolves to two
+ * addresses (Debian's default /etc/hosts: ::1, then 127.0.0.1).  The
+ * first does not answer, a listener waits on the second. */
+static void test_connect_name_first_address_unreachable(void)
+{
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  if (getaddrinfo("localhost", "1", &hints, &res) != 0 || !res || !res->ai_next) {
+    (void)printf("(not run here: localhost resolves to one address; the address-list test "
+                 "above covers the logic) ");
+    if (res)
+      freeaddrinfo(res);
+    return;
+  }
+  struct sockaddr_storage first, second;
+  socklen_t fl = res->ai_addrlen, sl = res->ai_next->ai_addrlen;
+  memcpy(&first, res->ai_addr, fl);
+  memcpy(&second, res->ai_next->ai_addr, sl);
+  freeaddrinfo(res);
+  /* the second address listens on a free port; the first blackholes it */
+  ((struct sockaddr_in *)&second)->sin_port = 0; /* same offset in sockaddr_in6 */
+  int good = listener_on((struct sockaddr *)&second, sl);
+  if (good < 0) {
+    (void)printf("(not run here: cannot listen on localhost's second address) ");
+    return;
+  }
+  int port = port_of(good);
+  ((struct sockaddr_in *)&first)->sin_port = htons((uint16_t)port);
+  blackhole_t bh;
+  if (!blackhole_open(&bh, (struct sockaddr *)&first, fl)) {
+    (void)printf("(not run here: cannot listen on localhost's first address) ");
+    close(good);
+    return;
+  }
+  mongoc_host_list_t h;
+  memset(&h, 0, sizeof h);
+  h.family = AF_UNSPEC;
+  h.port = (uint16_t)port;
+  (void)snprintf(h.host, sizeof h.host, "localhost");
+  (void)snprintf(h.host_and_port, sizeof h.host_and_port, "localhost:%d", port);
+  int stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  char why[256] = "";
+  int fd = -1;
+  uint64_t t0 = now_ms();
+  int err = cdcache__net_connect(&h, stop_fd, 300, &fd, why, sizeof why);
+  uint64_t took = now_ms() - t0;
+  (void)printf("(localhost: %s after %llu ms) ", err ? why : "connected", (unsigned long long)took);
+  CU_ASSERT_EQUAL(err, 0);
+  CU_ASSERT(took >= 280);
+  if (fd >= 0)
+    close(fd);
+  close(stop_fd);
+  close(good);
+  blackhole_close(&bh);
+}
+
 int main(void)
 {
   cdcache_config_t c;
@@ -501,6 +727,10 @@ int main(void)
   CU_add_test(s, "poll: 100 streams", test_poll_many_streams);
   CU_add_test(s, "unix connect: waits out a full backlog", test_unix_connect_waits_for_backlog);
   CU_add_test(s, "unix connect: timeout and stop", test_unix_connect_timeout_and_stop);
+  CU_add_test(s, "tcp connect: every address tried", test_connect_tries_every_address);
+  CU_add_test(s, "tcp connect: whole attempt bounded", test_connect_whole_attempt_bounded);
+  CU_add_test(s, "tcp connect: a name whose first address does not answer",
+              test_connect_name_first_address_unreachable);
   setvbuf(stdout, NULL, _IONBF, 0);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();

@@ -1,6 +1,8 @@
 /* Eviction order, policies and capacity edges. */
 #include "testutil.h"
 
+#include "shard.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,6 +232,39 @@ static void test_readers_raising_hit_counts_never_make_an_s3fifo_put_efull(void)
   readers_never_make_a_put_efull(CDCACHE_ALLKEYS_S3FIFO);
 }
 
+/* A reader that hits every entry right behind the CLOCK hand: the
+ * worst interleaving of the stress test above, made deterministic. */
+static void rereference(struct cdcache__entry *e)
+{
+  atomic_store_explicit(&e->ref, 1, memory_order_relaxed);
+}
+
+static void test_a_hand_that_readers_always_overtake_still_finds_a_victim(void)
+{
+  cdcache_t *c = open_policy(CDCACHE_ALLKEYS_LRU, 16, 1);
+  for (int i = 0; i < 16; i++)
+    CU_ASSERT_EQUAL(put_i(c, i, 0), 0);
+  for (int i = 0; i < 16; i++)
+    CU_ASSERT_TRUE(has_i(c, i)); /* every reference bit set */
+  cdcache__hand_hook = rereference;
+  for (int i = 16; i < 64; i++)
+    CU_ASSERT_EQUAL(put_i(c, i, 0), 0);
+  cdcache__hand_hook = NULL;
+  cdcache_stats_t st = {.struct_size = sizeof st};
+  cdcache_stats(c, &st);
+  CU_ASSERT_EQUAL(st.entries, 16);
+  CU_ASSERT_EQUAL(st.evictions, 48);
+  /* The first put found no victim by the bits after two laps and took
+   * the entry at the hand; each later put found the previous newcomer,
+   * never read, unreferenced.  The keys readers keep hitting stay. */
+  int kept = 0;
+  for (int i = 0; i < 16; i++)
+    kept += has_i(c, i);
+  CU_ASSERT_EQUAL(kept, 15);
+  CU_ASSERT_TRUE(has_i(c, 63));
+  cdcache_close(c);
+}
+
 static void test_a_shard_holding_only_placeholders_is_the_one_efull(void)
 {
   /* The documented exception: when a shard's byte share is taken by the
@@ -294,6 +329,8 @@ int main(void)
               test_readers_setting_reference_bits_never_make_a_put_efull);
   CU_add_test(s, "readers raising hit counts never make an allkeys-s3fifo put EFULL",
               test_readers_raising_hit_counts_never_make_an_s3fifo_put_efull);
+  CU_add_test(s, "a hand that readers always overtake still finds a victim",
+              test_a_hand_that_readers_always_overtake_still_finds_a_victim);
   CU_add_test(s, "a shard holding only placeholders is the one EFULL",
               test_a_shard_holding_only_placeholders_is_the_one_efull);
   return test_run();

@@ -166,7 +166,7 @@ fi
 
 # 1. The cache fails closed 700 ms after its bound.
 # shellcheck disable=SC2086 # suite lists
-run_mutant late_fail_close_700ms core/cache.c \
+run_mutant late_fail_close_700ms api/cache.c \
   'atomic_store_explicit(&c->fresh_until, ms, memory_order_release);' \
   'atomic_store_explicit(&c->fresh_until, ms != 0 && ms != CDCACHE__FRESH_FOREVER ? ms + 700 : ms, memory_order_release);' \
   $S_LATE
@@ -196,8 +196,8 @@ run_mutant stale_absence_cached cdc/event.c \
   $S_ABSENT
 # 5. A fill is cached although its key was invalidated while it loaded.
 # shellcheck disable=SC2086
-run_mutant fill_after_invalidation core/fill.c \
-  'if (f->dead || f->epoch' \
+run_mutant fill_after_invalidation api/fill.c \
+  'if (f->link.dead || f->epoch' \
   'if (f->epoch' \
   $S_FILL
 
