@@ -79,12 +79,15 @@ static const bench_impl_t *const lease_impls[] = {&impl_cdcache, &impl_cdcache_s
 static const bench_impl_t *const cdcache_only[] = {&impl_cdcache};
 /* scale's target is against lfht-ref. */
 static const bench_impl_t *const scale_impls[] = {&impl_cdcache, &impl_lfht_ref};
-static const bench_impl_t *const trace_impls[] = {&impl_cdcache, &impl_exact_lru, &impl_sharded_lru,
+static const bench_impl_t *const trace_impls[] = {&impl_cdcache,   &impl_cdcache_s3fifo,
+                                                  &impl_exact_lru, &impl_sharded_lru,
                                                   &impl_mutex_lru, &impl_lfht_ref};
 /* The suite's traces are for the miss ratio (deterministic): one run each. */
-static const bench_impl_t *const suite_trace_impls[] = {&impl_cdcache, &impl_exact_lru};
+static const bench_impl_t *const suite_trace_impls[] = {&impl_cdcache, &impl_cdcache_s3fifo,
+                                                        &impl_exact_lru};
 /* zipf-stream measures hit ratio, not speed: the policies and exact LRU. */
-static const bench_impl_t *const zstream_impls[] = {&impl_cdcache, &impl_exact_lru};
+static const bench_impl_t *const zstream_impls[] = {&impl_cdcache, &impl_cdcache_s3fifo,
+                                                    &impl_exact_lru};
 /* zipf-stream: requests per entry of capacity (10^7 at the default 10^5). */
 #define ZSTREAM_REQS_PER_ENTRY 100
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))

@@ -203,6 +203,7 @@ typedef struct bench_impl {
 } bench_impl_t;
 
 extern const bench_impl_t impl_cdcache;
+extern const bench_impl_t impl_cdcache_s3fifo; /* cdcache with CDCACHE_ALLKEYS_S3FIFO */
 extern const bench_impl_t impl_mutex_lru;
 extern const bench_impl_t impl_lfht_ref;
 extern const bench_impl_t impl_exact_lru;

@@ -38,7 +38,7 @@ static size_t hook_usable(void *ctx, void *ptr, size_t size)
   return malloc_usable_size(ptr);
 }
 
-static int cd_open(const impl_cfg_t *cfg, void **out)
+static int cd_open_policy(const impl_cfg_t *cfg, cdcache_policy_t policy, void **out)
 {
   cdc_impl_t *ci = bench_alloc64(sizeof *ci);
   if (!ci)
@@ -48,6 +48,7 @@ static int cd_open(const impl_cfg_t *cfg, void **out)
   cdcache_config_init(&c);
   c.max_entries = cfg->capacity;
   c.shards = cfg->shards;
+  c.policy = policy;
   if (cfg->key_size > c.max_key_len)
     c.max_key_len = (uint32_t)cfg->key_size;
   if (cfg->value_size > c.max_value_len)
@@ -64,6 +65,16 @@ static int cd_open(const impl_cfg_t *cfg, void **out)
   }
   *out = ci;
   return 0;
+}
+
+static int cd_open(const impl_cfg_t *cfg, void **out)
+{
+  return cd_open_policy(cfg, CDCACHE_ALLKEYS_LRU, out);
+}
+
+static int cd_open_s3fifo(const impl_cfg_t *cfg, void **out)
+{
+  return cd_open_policy(cfg, CDCACHE_ALLKEYS_S3FIFO, out);
 }
 
 static void cd_close(void *h)
@@ -170,6 +181,12 @@ static int64_t cd_self(void *h)
   return (int64_t)(st.bytes_live + st.bytes_tables + st.bytes_pending_free);
 }
 
+static int64_t cd_policy(void *h)
+{
+  cdcache_stats_t st;
+  return stats_of(h, &st) == 0 ? (int64_t)st.bytes_policy : -1;
+}
+
 cdcache_t *impl_cdcache_handle(void *h)
 {
   return ((cdc_impl_t *)h)->c;
@@ -188,4 +205,22 @@ const bench_impl_t impl_cdcache = {
     .entries = cd_entries,
     .mem_bytes = cd_mem,
     .self_bytes = cd_self,
+    .policy_bytes = cd_policy,
+};
+
+/* The same with policy = CDCACHE_ALLKEYS_S3FIFO (issue 13). */
+const bench_impl_t impl_cdcache_s3fifo = {
+    .name = "cdcache-s3fifo",
+    .open = cd_open_s3fifo,
+    .close = cd_close,
+    .get = cd_get,
+    .put = cd_put,
+    .settle = cd_settle,
+    .pending_bytes = cd_pending,
+    .load = cd_load,
+    .lease = cd_lease,
+    .entries = cd_entries,
+    .mem_bytes = cd_mem,
+    .self_bytes = cd_self,
+    .policy_bytes = cd_policy,
 };
