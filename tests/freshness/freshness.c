@@ -942,7 +942,7 @@ static int parse_args(int argc, char **argv)
   cfg.readers = 2;
   cfg.read_pause_us = 200;
   cfg.max_stale_ms = 1500;
-  cfg.slack_ms = 100;
+  cfg.slack_ms = UINT32_MAX; /* unset: measured below */
   cfg.seed = 1;
   cfg.fault = F_NONE;
   for (int i = 1; i < argc; i++) {
@@ -1010,6 +1010,16 @@ static int parse_args(int argc, char **argv)
   if (cfg.writers > cfg.ids)
     cfg.writers = cfg.ids;
   cfg.all = cfg.ids + cfg.cold;
+  if (cfg.slack_ms == UINT32_MAX) {
+    /* The slack is the cache clock's error, measured: its clock
+     * (CLOCK_MONOTONIC_COARSE) lags by up to one tick, and it counts
+     * whole milliseconds (1 more).  A cache that fails closed later than
+     * that is caught. */
+    struct timespec res = {0, 4000000};
+    (void)clock_getres(CLOCK_MONOTONIC_COARSE, &res);
+    uint64_t tick_ns = (uint64_t)res.tv_sec * 1000000000u + (uint64_t)res.tv_nsec;
+    cfg.slack_ms = (uint32_t)((tick_ns + 999999u) / 1000000u) + 1;
+  }
   cfg.bound_ns = ((uint64_t)cfg.max_stale_ms + cfg.slack_ms) * 1000000u;
   /* Each writer writes at most ~1000 times a second (1 ms pause). */
   uint64_t per_id = (uint64_t)cfg.writers * 1000u * (uint64_t)cfg.seconds / (uint64_t)cfg.ids;
@@ -1270,6 +1280,19 @@ int main(int argc, char **argv)
       max_ns = r->max_staleness_ns;
     if (r->reads_checked == 0) {
       printf("freshness: server %d checked no read\n", i);
+      ok = false;
+    }
+    /* Availability: with no fault that starves the stream the cache must
+     * serve, or a library that never publishes its bound (always failed
+     * closed, every read a read-through) would pass. */
+    uint64_t served = r->hits + r->loads;
+    double hit_share = served ? (double)r->hits / (double)served : 0.0;
+    printf("freshness: server %d: hit share %.1f%% of %" PRIu64 " reads\n", i, 100.0 * hit_share,
+           served);
+    if ((cfg.fault == F_NONE || cfg.fault == F_HANGUP) && !cfg.no_cdc && hit_share < 0.5) {
+      printf("freshness: server %d: hit share under 50%% with no starving fault: the cache "
+             "does not serve\n",
+             i);
       ok = false;
     }
   }
