@@ -46,9 +46,10 @@
  *   acknowledgement:
  *       staleness = t_read - t_ack   (0 when not acknowledged yet)
  *       stale      <=> staleness > max_stale_ms + slack_ms
- *   The bound is the subscription's promise plus a stated slack for the
- *   clocks (cdcache's clock is CLOCK_MONOTONIC_COARSE, one tick late at
- *   most; the harness reads CLOCK_MONOTONIC); it is not a measured lag.
+ *   The bound is the subscription's promise plus the cache clock's error,
+ *   measured (cdcache's clock is CLOCK_MONOTONIC_COARSE, one tick late at
+ *   most, in whole milliseconds: clock_getres rounded up + 1 ms; the
+ *   harness reads CLOCK_MONOTONIC); it is not a measured lag.
  *   A read that returned no value (CDCACHE_ESTALE; a loader error during a
  *   fault; a wait that timed out) is a miss and counts as fresh.  While a
  *   cache has failed closed, cdcache_get_or_load serves no cached value:
