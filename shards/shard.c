@@ -295,9 +295,11 @@ int cdcache__shard_install(struct cdcache__shard *s, struct cdcache__entry *ne, 
   /* Find the key's entry, measuring the chain on the way (the tripwire). */
   struct cdcache__entry *old = NULL;
   uint64_t chain = 0;
-  for (struct cdcache__entry *e =
-           atomic_load_explicit(&s->buckets[h & s->mask], memory_order_relaxed);
-       e != NULL; e = atomic_load_explicit(&e->next, memory_order_relaxed), chain++) {
+  /* The walk also yields the link that points at the old entry, to swap
+   * it below without walking again (issue 10). */
+  _Atomic(struct cdcache__entry *) *old_link = &s->buckets[h & s->mask];
+  for (struct cdcache__entry *e = atomic_load_explicit(old_link, memory_order_relaxed); e != NULL;
+       old_link = &e->next, e = atomic_load_explicit(old_link, memory_order_relaxed), chain++) {
     if (e->hash == (uint32_t)h && e->klen == ne->klen &&
         cdcache__key_eq(cdcache__entry_key(e), cdcache__entry_key(ne), ne->klen)) {
       old = e;
@@ -308,7 +310,8 @@ int cdcache__shard_install(struct cdcache__shard *s, struct cdcache__entry *ne, 
   const int64_t add_entries = (is_ph ? 0 : 1) - (old_live ? 1 : 0);
   const uint64_t old_charge = old != NULL ? old->charge : 0;
 
-  if (over_capacity(s, add_entries, charge, old_charge)) {
+  const bool made_room = over_capacity(s, add_entries, charge, old_charge);
+  if (made_room) {
     if (s->env->policy == CDCACHE_NOEVICTION) {
       /* Only expired entries may go; if that is not enough, change nothing. */
       cdcache__shard_sweep(s, now, old, rep);
@@ -337,7 +340,10 @@ int cdcache__shard_install(struct cdcache__shard *s, struct cdcache__entry *ne, 
   /* Link: swap in place of the old entry (P3), or push on the bucket. */
   atomic_store_explicit(&ne->ref, 0, memory_order_relaxed);
   if (old != NULL) {
-    _Atomic(struct cdcache__entry *) *link = link_to(s, old);
+    /* Making room never unlinks old (it is skipped), but it may have
+     * unlinked the entry whose `next` old_link is, which still points at
+     * old (P2): then walk again. */
+    _Atomic(struct cdcache__entry *) *link = made_room ? link_to(s, old) : old_link;
     atomic_store_explicit(&ne->next, atomic_load_explicit(&old->next, memory_order_relaxed),
                           memory_order_relaxed);
     atomic_store_explicit(link, ne, memory_order_release);
