@@ -623,7 +623,10 @@ typedef struct cdcache_cdc_config {
   uint32_t backoff_initial_ms;
   uint32_t backoff_max_ms;
   /* Log callback for the subscription's messages; NULL (default) uses
-   * the cache's log callback.  The library never prints. */
+   * the cache's log callback.  The library never prints.  It runs on
+   * the subscription's thread: like on_evict and key_fn it must not
+   * block (a write to a pipe nobody reads), or the stream stalls and
+   * cdcache_cdc_stop() waits for it. */
   cdcache_log_fn log;
   void *log_ctx;
   /* Non-zero: libmongoc's messages about this subscription's client go
