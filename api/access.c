@@ -3,9 +3,9 @@
  * all keys) behind the facade.
  *
  * get runs inside an RCU read-side section and takes no lock; it writes
- * nothing shared in the common case (the CLOCK bit only when clear, and
- * this thread's own counter block).  It reads the clock only for an entry
- * with a TTL, or while a CDC subscription bounds staleness.  Every writer
+ * nothing shared in the common case (the entry's hit count only when it
+ * changes, and this thread's own counter block).  It reads the clock only
+ * for an entry with a TTL, or while a CDC subscription bounds staleness.  Every writer
  * allocates outside the shard lock, links under it, and hands retired
  * entries to the reclaimer after dropping it.
  *
@@ -33,10 +33,12 @@ struct cdcache__entry *cdcache__entry_new(cdcache_t *c, uint64_t h, const void *
 {
   uint8_t flags = 0;
   uint32_t ttl = effective_ttl(c, ttl_ms);
+  if (cdcache__policy_s3(c->cfg.policy))
+    flags |= CDCACHE__E_COUNT3;
   if (fill != NULL)
     flags |= CDCACHE__E_PLACEHOLDER;
   else if (ttl != CDCACHE_TTL_NONE)
-    flags |= CDCACHE__E_TTL | (c->cfg.policy == CDCACHE_VOLATILE_LRU ? CDCACHE__E_VOLATILE : 0);
+    flags |= CDCACHE__E_TTL | (cdcache__policy_volatile(c->cfg.policy) ? CDCACHE__E_VOLATILE : 0);
   struct cdcache__entry *e = cdcache__alloc(c, cdcache__entry_size(flags, klen, vlen));
   if (e == NULL)
     return NULL;
@@ -48,7 +50,9 @@ struct cdcache__entry *cdcache__entry_new(cdcache_t *c, uint64_t h, const void *
   e->flags = flags;
   atomic_init(&e->ref, 0);
   e->charge =
-      (uint32_t)cdcache__charge(&c->cfg.allocator, e, cdcache__entry_size(flags, klen, vlen));
+      (uint32_t)cdcache__charge(&c->cfg.allocator, e, cdcache__entry_size(flags, klen, vlen)) &
+      0x7fffffffu;
+  e->in_main = 0;
   unsigned char *p = e->data;
   if (flags & CDCACHE__E_TTL) {
     uint64_t exp = now + ttl;
@@ -90,8 +94,11 @@ static inline int serve_bounded(cdcache_t *c, struct cdcache__entry *e, void *bu
   }
   size_t n = e->vlen;
   *vlen = n;
-  if (!atomic_load_explicit(&e->ref, memory_order_relaxed))
-    atomic_store_explicit(&e->ref, 1, memory_order_relaxed);
+  /* A store only when the count changes: no read-modify-write, and a hot
+   * entry's line is written at most 1 or 3 times per trip of the hand. */
+  uint8_t r = atomic_load_explicit(&e->ref, memory_order_relaxed);
+  if (r < cdcache__entry_ref_cap(e->flags))
+    atomic_store_explicit(&e->ref, (uint8_t)(r + 1), memory_order_relaxed);
   if (n > cap)
     return CDCACHE_ERANGE;
   cdcache__copy(buf, cdcache__entry_val(e), n);

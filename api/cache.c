@@ -170,8 +170,13 @@ static int size_for(cdcache_t *c, const cdcache_config_t *cfg, uint64_t *live_sh
   /* The fixed part: shard headers, bucket arrays, and the slack of the
    * two cache-line-aligned allocations and the registry node. */
   c->tables_bytes = sizeof(struct cdcache__shard) * c->nshards + 3 * CDCACHE__CACHELINE;
-  for (uint32_t i = 0; i < c->nshards; i++)
+  c->policy_bytes = 0;
+  for (uint32_t i = 0; i < c->nshards; i++) {
     c->tables_bytes += cdcache__shard_table_bytes(buckets_for(base + (i < extra)));
+    if (cdcache__policy_s3(cfg->policy))
+      c->policy_bytes += cdcache__s3_bytes(base + (i < extra));
+  }
+  c->tables_bytes += c->policy_bytes;
   *live_share = 0;
   if (cfg->max_bytes == 0) {
     c->rec.pending_cap = 64u << 20;
@@ -338,6 +343,7 @@ int cdcache__stats(cdcache_t *c, cdcache_stats_t *st)
   }
   full.bytes_pending_free = atomic_load_explicit(&c->rec.bytes_pending, memory_order_relaxed);
   full.bytes_tables = c->tables_bytes;
+  full.bytes_policy = c->policy_bytes;
   full.shards = c->nshards;
   size_t n = st->struct_size < sizeof full ? st->struct_size : sizeof full;
   full.struct_size = st->struct_size;

@@ -70,6 +70,7 @@ struct cdcache {           // NOLINT(clang-analyzer-optin.performance.Padding)
   unsigned shard_shift;    /* read-only: hash >> shard_shift picks the shard (64 = one shard) */
   uint64_t clock_slack_ms; /* read-only: coarse clock lag (0 when injected) */
   uint64_t tables_bytes;   /* read-only */
+  uint64_t policy_bytes;   /* read-only: of tables_bytes, the s3fifo sketches and ghosts */
   struct cdcache__shard_env shard_env; /* read-only after open */
   struct cdcache__shard *shards;       /* read-only pointer; see the shard */
   void *shards_raw;                    /* read-only: what to free (aligned allocation) */

@@ -73,7 +73,7 @@ int cdcache_open(const cdcache_config_t *cfg, cdcache_t **out)
   if (cfg->max_entries == 0 || cfg->max_key_len == 0 || cfg->max_key_len > MAX_KEY_LIMIT ||
       cfg->max_value_len > MAX_VALUE_LIMIT || (cfg->shards & (cfg->shards - 1)) != 0 ||
       cfg->shards > 65536 || (cfg->shards != 0 && cfg->max_entries < cfg->shards) ||
-      cfg->policy > CDCACHE_NOEVICTION || cfg->allocator.malloc == NULL ||
+      cfg->policy > CDCACHE_VOLATILE_S3FIFO || cfg->allocator.malloc == NULL ||
       cfg->allocator.free == NULL)
     return CDCACHE_EINVAL;
   return cdcache__open(cfg, out);

@@ -84,7 +84,20 @@ typedef enum cdcache_policy {
   CDCACHE_VOLATILE_LRU = 1,
   /* Never evict: a put that would exceed capacity fails with
    * CDCACHE_EFULL and changes nothing. */
-  CDCACHE_NOEVICTION = 2
+  CDCACHE_NOEVICTION = 2,
+  /* Evict any entry by S3-FIFO with a frequency-gated ghost: new keys
+   * enter a small FIFO and reach the main one only if read again (or, when
+   * seen recently, if counted more often than main's next victim), so a
+   * one-time scan or a stream of one-hit keys does not evict a working set
+   * that is read often.  Misses less than allkeys-lru on most workloads
+   * (README, "Eviction policies"); hits cost the same, misses a little
+   * more.  Its sketch and ghost take 4 to 8 bytes per entry (more in
+   * shards under 256 entries), counted in bytes_tables and max_bytes. */
+  CDCACHE_ALLKEYS_S3FIFO = 3,
+  /* The same, among entries that have a TTL only; entries without one are
+   * never evicted (CDCACHE_EFULL when nothing else can go, as
+   * CDCACHE_VOLATILE_LRU). */
+  CDCACHE_VOLATILE_S3FIFO = 4
 } cdcache_policy_t;
 
 /*
@@ -383,6 +396,9 @@ typedef struct cdcache_stats {
    * (hostile keys or a failed random source; each is also logged, at most
    * once per 10 s, as a warning). */
   uint64_t long_chains;
+  /* Of bytes_tables, the eviction policy's own memory (the s3fifo
+   * policies' sketches and ghosts; 0 for the others). */
+  uint64_t bytes_policy;
 } cdcache_stats_t;
 
 /* The chain length the long_chains statistic counts from. */
@@ -607,7 +623,10 @@ typedef struct cdcache_cdc_config {
   uint32_t backoff_initial_ms;
   uint32_t backoff_max_ms;
   /* Log callback for the subscription's messages; NULL (default) uses
-   * the cache's log callback.  The library never prints. */
+   * the cache's log callback.  The library never prints.  It runs on
+   * the subscription's thread: like on_evict and key_fn it must not
+   * block (a write to a pipe nobody reads), or the stream stalls and
+   * cdcache_cdc_stop() waits for it. */
   cdcache_log_fn log;
   void *log_ctx;
   /* Non-zero: libmongoc's messages about this subscription's client go

@@ -301,9 +301,11 @@ struct cdcache_cdc {
    * the rate limit of their log line. */
   bool in_next;
   uint32_t next_resumes;
-  uint64_t resume_log_ms; /* cache clock of the last line */
-  uint64_t resumes_held;  /* resumes not logged since */
-  uint64_t agg_op_time;   /* operationTime of the latest aggregate reply */
+  uint64_t resume_log_ms;  /* cache clock of the last line */
+  uint64_t resumes_held;   /* resumes not logged since */
+  uint64_t connect_log_ms; /* netstream: the last "cannot connect" line */
+  char connect_why[256];   /* netstream: why the last connect failed ("" after success) */
+  uint64_t agg_op_time;    /* operationTime of the latest aggregate reply */
   /* Poison detection: the token the last non-resumable error happened at
    * (owned; NULL: none), its code, how many times in a row. */
   bson_t *poison_token;

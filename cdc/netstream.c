@@ -95,6 +95,7 @@ typedef struct net_stream {
   int fd;
   int stop_fd;
   int last_errno; /* the last call's error, 0 after success (errno_) */
+  int dead_errno; /* a dead stream (see cdcache__net_dead_stream): its error */
 } net_stream_t;
 
 static int64_t mono_ms(void)
@@ -206,7 +207,7 @@ static bool usable(net_stream_t *s)
     s->last_errno = 0;
     return true;
   }
-  errno = s->last_errno = ECANCELED;
+  errno = s->last_errno = s->dead_errno ? s->dead_errno : ECANCELED;
   return false;
 }
 
@@ -350,12 +351,17 @@ static ssize_t ns_poll(mongoc_stream_poll_t *streams, size_t nstreams, int32_t t
     errno = ENOMEM;
     return -1;
   }
+  size_t dead = 0;
   for (size_t i = 0; i < nstreams; i++) {
     const net_stream_t *s = (const net_stream_t *)streams[i].stream;
-    p[i].fd = s->fd; /* -1 (closed) is ignored by poll */
+    p[i].fd = s->fd; /* -1 (closed or dead) is ignored by poll */
     p[i].events = (short)streams[i].events;
     p[i].revents = 0;
+    if (s->fd < 0)
+      dead++;
   }
+  if (dead > 0)
+    timeout = 0; /* a closed or dead stream is ready now: failed */
   p[nstreams].fd = first->stop_fd;
   p[nstreams].events = POLLIN;
   p[nstreams].revents = 0;
@@ -376,10 +382,11 @@ static ssize_t ns_poll(mongoc_stream_poll_t *streams, size_t nstreams, int32_t t
     for (size_t i = 0; i < nstreams; i++)
       streams[i].revents = POLLERR;
     ready = (ssize_t)nstreams;
-  } else if (n > 0) {
+  } else if (n >= 0) {
     for (size_t i = 0; i < nstreams; i++) {
-      streams[i].revents = p[i].revents;
-      if (p[i].revents)
+      const net_stream_t *s = (const net_stream_t *)streams[i].stream;
+      streams[i].revents = s->fd < 0 ? (POLLERR | POLLHUP) : p[i].revents;
+      if (streams[i].revents)
         ready++;
     }
   }
@@ -623,6 +630,41 @@ static mongoc_stream_t *wrap_tls(mongoc_stream_t *base, const mongoc_uri_t *uri,
 #endif
 }
 
+/* The reason a connection failed, which libmongoc's own error (it sees
+ * only a failed stream) would lose: logged at most once per 10 s. */
+static void note_connect_failure(cdcache_cdc_t *sub, const char *why)
+{
+  (void)snprintf(sub->connect_why, sizeof sub->connect_why, "%s", why);
+  uint64_t now = cdcache__now_ms(sub->cache);
+  if (sub->connect_log_ms != 0 && now >= sub->connect_log_ms &&
+      now - sub->connect_log_ms < CDCACHE__RESUME_LOG_MS)
+    return;
+  sub->connect_log_ms = now;
+  cdcache__cdc_log(sub, CDCACHE_LOG_WARNING, "cdc: cannot connect: %s", why);
+}
+
+/*
+ * A stream that failed before it existed: every read and write fails with
+ * err, check_closed says closed, poll reports it failed at once.  The
+ * initiator hands this to libmongoc instead of NULL, because libmongoc
+ * 1.23 can call the initiator while holding its topology lock (a heartbeat
+ * that failed is retried at once, inside the scan) and, on NULL, reports
+ * the failure through a callback that takes the same lock again: the
+ * thread deadlocks for good (CDRIVER-4666, fixed after 1.23).  A dead
+ * stream fails through the async command instead, which takes no lock.
+ * NULL only when even this allocation fails.
+ */
+static mongoc_stream_t *dead_stream(cdcache_cdc_t *sub, int err, const char *why)
+{
+  net_stream_t *s = (net_stream_t *)cdcache__net_stream_new(sub->cache, -1, sub->stop_fd);
+  if (s == NULL)
+    return NULL;
+  s->dead_errno = err != 0 ? err : ECONNREFUSED;
+  s->last_errno = s->dead_errno;
+  note_connect_failure(sub, why);
+  return &s->vt;
+}
+
 mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_host_list_t *host,
                                         void *user_data, bson_error_t *error)
 {
@@ -635,7 +677,7 @@ mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_ho
   if (atomic_load_explicit(&sub->stopping, memory_order_acquire)) {
     bson_set_error(error, MONGOC_ERROR_STREAM, MONGOC_ERROR_STREAM_CONNECT,
                    "cdcache: the subscription is stopping");
-    return NULL;
+    return dead_stream(sub, ECANCELED, "the subscription is stopping");
   }
   int err = cdcache__net_connect(host, sub->stop_fd, ct, &fd, why, sizeof why);
   if (err != 0) {
@@ -643,7 +685,7 @@ mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_ho
                    strncmp(why, "cannot resolve", 14) == 0 ? MONGOC_ERROR_STREAM_NAME_RESOLUTION
                                                            : MONGOC_ERROR_STREAM_CONNECT,
                    "cdcache: %s", why);
-    return NULL;
+    return dead_stream(sub, err, why);
   }
   mongoc_stream_t *s = cdcache__net_stream_new(sub->cache, fd, sub->stop_fd);
   if (!s) {
@@ -652,7 +694,12 @@ mongoc_stream_t *cdcache__net_initiator(const mongoc_uri_t *uri, const mongoc_ho
                    "cdcache: out of memory");
     return NULL;
   }
-  if (mongoc_uri_get_tls(uri))
-    return wrap_tls(s, uri, host, ct > 0 ? ct : 1000, error);
+  if (mongoc_uri_get_tls(uri)) {
+    mongoc_stream_t *tls = wrap_tls(s, uri, host, ct > 0 ? ct : 1000, error);
+    if (tls == NULL)
+      return dead_stream(sub, EPROTO, error->message);
+    s = tls;
+  }
+  sub->connect_why[0] = '\0';
   return s; /* unbuffered: see the contract above */
 }

@@ -806,8 +806,12 @@ static void on_failure(cdcache_cdc_t *sub, const char *what, const bson_error_t 
   char msg[700];
   int kind = classify(err, reply);
   bool client_side = !reply || bson_empty(reply);
-  (void)snprintf(msg, sizeof msg, "%s: %s (domain %u code %u)", what, err->message, err->domain,
-                 err->code);
+  int n = snprintf(msg, sizeof msg, "%s: %s (domain %u code %u)", what, err->message, err->domain,
+                   err->code);
+  /* libmongoc sees only a failed stream when cdcache could not connect
+   * (netstream hands it a dead stream): say why */
+  if (sub->connect_why[0] && n > 0 && (size_t)n < sizeof msg)
+    (void)snprintf(msg + n, sizeof msg - (size_t)n, "; connecting: %s", sub->connect_why);
   cdcache__stats_error(&sub->stats, msg);
   drop_stream(sub);
   cdcache__stats_add(&sub->stats, offsetof(cdcache__cdc_stats_t, reconnects), 1);

@@ -47,7 +47,7 @@ if(BUILD_TESTING)
     history_lost_flushes_and_restarts token_rejected_flushes invalidate_flushes_and_reopens
     fail_closed_then_recover prompt_stop race_load_overlapping_update key_callback_over_stream
     watch_tool catch_up_after_partition failover_keeps_token poison_error
-    watch_blocked_consumer stop_kills_the_server_cursor majority_stall_is_visible
+    watch_blocked_consumer watch_blocked_consumer_stderr stop_kills_the_server_cursor majority_stall_is_visible
     resume_loop_backs_off)
   foreach(t ${CDCACHE_CDC_E2E_TESTS})
     add_test(NAME cdc_e2e_${t} COMMAND test_cdc_e2e

@@ -15,9 +15,14 @@
  * how many).  main alone writes stdout, PIPE_BUF bytes at a time and only
  * when poll says stdout can take them, so a consumer that stops reading
  * never blocks it: it still sees SIGTERM (signalfd) and ends within a
- * second.  Bytes of a key or namespace below 0x20, 0x7f and the backslash
- * are escaped (\t \n \r \\ \xHH), so every line is one line of four
- * fields.
+ * second.  Log lines (the log callback runs on the subscription's thread
+ * too, e.g. "resumed the change stream") take the same path through a
+ * second queue to stderr, so `cdcache-watch ... 2>&1 | stalled-reader`
+ * cannot block it either; main writes to at most one of the two
+ * descriptors per poll, because they may be one pipe.  The summary gets
+ * at most 300 ms to be written (it is dropped if stderr is stalled).
+ * Bytes of a key or namespace below 0x20, 0x7f and the backslash are
+ * escaped (\t \n \r \\ \xHH), so every line is one line of four fields.
  */
 #include "cdcache.h"
 
@@ -27,11 +32,14 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 static void usage(FILE *f)
@@ -49,27 +57,23 @@ static void usage(FILE *f)
 
 static int verbose;
 
-static void on_log(void *ctx, int level, const char *msg)
-{
-  static const char *const names[] = {"error", "warning", "info", "debug"};
-  (void)ctx;
-  if (level <= CDCACHE_LOG_WARNING || verbose)
-    (void)fprintf(stderr, "cdcache-watch: %s: %s\n",
-                  level >= 0 && level <= 3 ? names[level] : "log", msg);
-}
-
-/* The queue between the subscription's thread and main: a byte ring of
- * whole lines.  Every field is protected by mu. */
+/* A queue between the subscription's thread (or any thread that logs) and
+ * main: a byte ring of whole lines.  Every field is protected by mu. */
 #define LINE_MAX_BYTES (4u * 65536u + 1024u) /* a 65535-byte key, escaped */
-static struct {
+typedef struct {
   pthread_mutex_t mu;
   char *buf;        /* mu; cap bytes */
-  size_t cap;       /* immutable once set: --queue-bytes, default 4 MiB */
+  size_t cap;       /* immutable once set */
   size_t head, len; /* mu; oldest byte, bytes held */
   uint64_t lines;   /* mu; queued */
   uint64_t dropped; /* mu; did not fit */
-  int wake_fd;      /* eventfd main polls; immutable once set */
-} q = {.mu = PTHREAD_MUTEX_INITIALIZER, .cap = 4u << 20, .wake_fd = -1};
+} lineq_t;
+
+/* evictions for stdout (--queue-bytes, default 4 MiB) */
+static lineq_t q = {.mu = PTHREAD_MUTEX_INITIALIZER, .cap = 4u << 20};
+/* log lines for stderr */
+static lineq_t qerr = {.mu = PTHREAD_MUTEX_INITIALIZER, .cap = 64u << 10};
+static int wake_fd = -1; /* eventfd main polls; immutable once set */
 
 /* Appends s[0..n) escaped to out (cap >= 4 * n); returns the new length. */
 static size_t escape(char *out, size_t o, const char *s, size_t n)
@@ -92,25 +96,45 @@ static size_t escape(char *out, size_t o, const char *s, size_t n)
   return o;
 }
 
-static void queue_push(const char *line, size_t n)
+static void queue_push(lineq_t *lq, const char *line, size_t n)
 {
   uint64_t one = 1;
-  (void)pthread_mutex_lock(&q.mu);
-  if (n > q.cap - q.len) {
-    q.dropped++;
-    (void)pthread_mutex_unlock(&q.mu);
+  (void)pthread_mutex_lock(&lq->mu);
+  if (!lq->buf || n > lq->cap - lq->len) {
+    lq->dropped++;
+    (void)pthread_mutex_unlock(&lq->mu);
     return;
   }
-  size_t tail = (q.head + q.len) % q.cap;
-  size_t first = n < q.cap - tail ? n : q.cap - tail;
-  memcpy(q.buf + tail, line, first);
-  memcpy(q.buf, line + first, n - first);
-  q.len += n;
-  q.lines++;
-  (void)pthread_mutex_unlock(&q.mu);
-  if (write(q.wake_fd, &one, sizeof one) < 0) {
+  size_t tail = (lq->head + lq->len) % lq->cap;
+  size_t first = n < lq->cap - tail ? n : lq->cap - tail;
+  memcpy(lq->buf + tail, line, first);
+  memcpy(lq->buf, line + first, n - first);
+  lq->len += n;
+  lq->lines++;
+  (void)pthread_mutex_unlock(&lq->mu);
+  if (wake_fd >= 0 && write(wake_fd, &one, sizeof one) < 0) {
     /* EAGAIN: the counter is already non-zero, main will wake */
   }
+}
+
+/* The log callback: any thread, so the line is formatted on the stack;
+ * queued for main to write to stderr, never written here. */
+static void on_log(void *ctx, int level, const char *msg)
+{
+  static const char *const names[] = {"error", "warning", "info", "debug"};
+  char line[1024];
+  (void)ctx;
+  if (level > CDCACHE_LOG_WARNING && !verbose)
+    return;
+  int n = snprintf(line, sizeof line, "cdcache-watch: %s: %s\n",
+                   level >= 0 && level <= 3 ? names[level] : "log", msg);
+  if (n < 0)
+    return;
+  if ((size_t)n >= sizeof line) { /* cut: still one line */
+    n = (int)sizeof line - 1;
+    line[n - 1] = '\n';
+  }
+  queue_push(&qerr, line, (size_t)n);
 }
 
 /* The eviction observer: format, queue, never block. */
@@ -141,40 +165,67 @@ static void on_evict(void *ctx, const void *key, size_t klen, const char *op, co
     else
       n += (size_t)snprintf(line + n, 32, "\t-\n");
   }
-  queue_push(line, n);
+  queue_push(&q, line, n);
 }
 
 /* Copies up to cap queued bytes out (not removed yet). */
-static size_t queue_peek(char *out, size_t cap)
+static size_t queue_peek(lineq_t *lq, char *out, size_t cap)
 {
-  (void)pthread_mutex_lock(&q.mu);
-  size_t n = q.len < cap ? q.len : cap;
-  size_t first = n < q.cap - q.head ? n : q.cap - q.head;
-  memcpy(out, q.buf + q.head, first);
-  memcpy(out + first, q.buf, n - first);
-  (void)pthread_mutex_unlock(&q.mu);
+  (void)pthread_mutex_lock(&lq->mu);
+  size_t n = lq->len < cap ? lq->len : cap;
+  size_t first = n < lq->cap - lq->head ? n : lq->cap - lq->head;
+  memcpy(out, lq->buf + lq->head, first);
+  memcpy(out + first, lq->buf, n - first);
+  (void)pthread_mutex_unlock(&lq->mu);
   return n;
 }
 
-static void queue_consume(size_t n)
+static void queue_consume(lineq_t *lq, size_t n)
 {
-  (void)pthread_mutex_lock(&q.mu);
-  q.head = (q.head + n) % q.cap;
-  q.len -= n;
-  (void)pthread_mutex_unlock(&q.mu);
+  (void)pthread_mutex_lock(&lq->mu);
+  lq->head = (lq->head + n) % lq->cap;
+  lq->len -= n;
+  (void)pthread_mutex_unlock(&lq->mu);
 }
 
-/* main's loop: write what is queued while stdout takes it, until a
- * signal or EPIPE.  Returns the signal, or 0 when stdout was closed. */
-static int pump(int sig_fd)
+/* One write of at most PIPE_BUF queued bytes to fd, which poll said can
+ * take them (so it does not block).  Returns -1 on EPIPE or a broken fd. */
+static int write_some(lineq_t *lq, int fd, short revents)
 {
   char chunk[PIPE_BUF];
-  size_t have = 0; /* bytes in chunk not yet written */
+  size_t have = queue_peek(lq, chunk, sizeof chunk);
+  if (!have)
+    return 0;
+  ssize_t w = write(fd, chunk, have);
+  if (w < 0 && (errno == EPIPE || (revents & POLLERR)))
+    return -1;
+  if (w > 0)
+    queue_consume(lq, (size_t)w);
+  return 0;
+}
+
+static size_t queued(lineq_t *lq)
+{
+  (void)pthread_mutex_lock(&lq->mu);
+  size_t n = lq->len;
+  (void)pthread_mutex_unlock(&lq->mu);
+  return n;
+}
+
+/* main's loop: write what is queued while stdout and stderr take it,
+ * until a signal or EPIPE on stdout.  At most one write per poll: stdout
+ * and stderr may be one pipe, and POLLOUT promises room for one write.
+ * Returns the signal, or 0 when stdout was closed. */
+static int pump(int sig_fd)
+{
+  bool err_ok = true; /* stderr still open */
   for (;;) {
-    if (have == 0)
-      have = queue_peek(chunk, sizeof chunk);
-    struct pollfd p[3] = {{sig_fd, POLLIN, 0}, {q.wake_fd, POLLIN, 0}, {1, POLLOUT, 0}};
-    int n = poll(p, have ? 3 : 2, -1);
+    bool out_has = queued(&q) > 0, err_has = err_ok && queued(&qerr) > 0;
+    struct pollfd p[4] = {{sig_fd, POLLIN, 0},
+                          {wake_fd, POLLIN, 0},
+                          {out_has ? 1 : -1, POLLOUT, 0},
+                          {err_has ? 2 : -1, POLLOUT, 0}};
+    int n = poll(p, 4, -1);
     if (n < 0 && errno != EINTR)
       return SIGTERM;
     if (p[0].revents & POLLIN) {
@@ -184,20 +235,38 @@ static int pump(int sig_fd)
     }
     if (p[1].revents & POLLIN) {
       uint64_t v;
-      if (read(q.wake_fd, &v, sizeof v) < 0) {
+      if (read(wake_fd, &v, sizeof v) < 0) {
         /* EAGAIN: nothing to clear */
       }
     }
-    if (have && (p[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
-      /* POLLOUT on a pipe: PIPE_BUF bytes fit, this write does not block */
-      ssize_t w = write(1, chunk, have);
-      if (w < 0 && (errno == EPIPE || (p[2].revents & POLLERR)))
+    if (err_has && (p[3].revents & (POLLOUT | POLLERR | POLLHUP))) {
+      if (write_some(&qerr, 2, p[3].revents) < 0)
+        err_ok = false;
+    } else if (out_has && (p[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
+      if (write_some(&q, 1, p[2].revents) < 0)
         return 0;
-      if (w > 0) {
-        queue_consume((size_t)w);
-        have = 0; /* the rest is read again from the queue's head */
-      }
     }
+  }
+}
+
+/* After the stop: what is left for stderr, then text, each write only
+ * when poll says it fits, for at most ms in all (a stalled stderr does
+ * not hold the exit). */
+static void finish_stderr(const char *text, uint32_t ms)
+{
+  queue_push(&qerr, text, strlen(text));
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  while (queued(&qerr) > 0) {
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    long spent = (long)(t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+    if (spent >= (long)ms)
+      return;
+    struct pollfd p = {2, POLLOUT, 0};
+    if (poll(&p, 1, (int)(ms - (uint32_t)spent)) <= 0)
+      return;
+    if (write_some(&qerr, 2, p.revents) < 0)
+      return;
   }
 }
 
@@ -331,14 +400,16 @@ int main(int argc, char **argv)
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
   int sig_fd = signalfd(-1, &set, SFD_CLOEXEC);
-  q.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   q.buf = malloc(q.cap);
-  if (sig_fd < 0 || q.wake_fd < 0 || !q.buf) {
+  qerr.buf = malloc(qerr.cap);
+  if (sig_fd < 0 || wake_fd < 0 || !q.buf || !qerr.buf) {
     (void)fprintf(stderr, "cdcache-watch: cannot set up: %s\n", strerror(errno));
     for (size_t k = 0; k < n_rules; k++)
       free((char *)rules[k].ns);
     free(rules);
     free(q.buf);
+    free(qerr.buf);
     return 1;
   }
 
@@ -349,12 +420,15 @@ int main(int argc, char **argv)
   if (rc == 0)
     rc = cdcache_cdc_start(cache, &cfg, &sub);
   if (rc != 0) {
-    (void)fprintf(stderr, "cdcache-watch: cannot start: %s\n", cdcache_strerror(rc));
+    char msg[128];
+    (void)snprintf(msg, sizeof msg, "cdcache-watch: cannot start: %s\n", cdcache_strerror(rc));
+    finish_stderr(msg, 1000); /* after the log lines that explain it */
     cdcache_close(cache);
     for (size_t k = 0; k < n_rules; k++)
       free((char *)rules[k].ns);
     free(rules);
     free(q.buf);
+    free(qerr.buf);
     return 1;
   }
   (void)fprintf(stderr, "cdcache-watch: watching (SIGINT or SIGTERM stops)\n");
@@ -365,30 +439,39 @@ int main(int argc, char **argv)
   st.struct_size = sizeof st;
   cdcache_cdc_stats(sub, &st);
   cdcache_cdc_stop(sub);
-  uint64_t flushes = 0, lines, dropped;
+  uint64_t flushes = 0, lines, dropped, log_dropped;
   for (int r = 0; r < CDCACHE_CDC_FLUSH_REASONS; r++)
     flushes += cdcache_cdc_flush_count(&st, r);
   (void)pthread_mutex_lock(&q.mu);
   lines = q.lines;
   dropped = q.dropped;
   (void)pthread_mutex_unlock(&q.mu);
-  (void)fprintf(stderr,
-                "cdcache-watch: stopped on %s: events %llu, keys evicted %llu, "
-                "flushes %llu, reconnects %llu, malformed %llu, lines %llu, dropped %llu "
-                "(queue full), lag p50 %llu ms p99 %llu ms over %u, state %s%s, resume token %s\n",
-                sig == SIGINT ? "SIGINT"
-                : sig == 0    ? "stdout closed"
-                              : "SIGTERM",
-                (unsigned long long)st.events, (unsigned long long)st.keys_evicted,
-                (unsigned long long)flushes, (unsigned long long)st.reconnects,
-                (unsigned long long)st.malformed_events, (unsigned long long)lines,
-                (unsigned long long)dropped, (unsigned long long)st.lag_p50_ms,
-                (unsigned long long)st.lag_p99_ms, st.lag_samples, cdcache_cdc_state_name(st.state),
-                st.failed_closed ? " (failed closed)" : "",
-                st.resume_token[0] ? st.resume_token : "-");
+  (void)pthread_mutex_lock(&qerr.mu);
+  log_dropped = qerr.dropped;
+  (void)pthread_mutex_unlock(&qerr.mu);
+  char summary[1024];
+  (void)snprintf(summary, sizeof summary,
+                 "cdcache-watch: stopped on %s: events %llu, keys evicted %llu, "
+                 "flushes %llu, reconnects %llu, malformed %llu, lines %llu, dropped %llu "
+                 "(queue full), log lines dropped %llu, lag p50 %llu ms p99 %llu ms over %u, "
+                 "state %s%s, resume token %.300s\n",
+                 sig == SIGINT ? "SIGINT"
+                 : sig == 0    ? "stdout closed"
+                               : "SIGTERM",
+                 (unsigned long long)st.events, (unsigned long long)st.keys_evicted,
+                 (unsigned long long)flushes, (unsigned long long)st.reconnects,
+                 (unsigned long long)st.malformed_events, (unsigned long long)lines,
+                 (unsigned long long)dropped, (unsigned long long)log_dropped,
+                 (unsigned long long)st.lag_p50_ms, (unsigned long long)st.lag_p99_ms,
+                 st.lag_samples, cdcache_cdc_state_name(st.state),
+                 st.failed_closed ? " (failed closed)" : "",
+                 st.resume_token[0] ? st.resume_token : "-");
+  /* every thread that logs has ended (stop joined, the cache is idle) */
+  finish_stderr(summary, 300);
   free(q.buf);
+  free(qerr.buf);
   close(sig_fd);
-  close(q.wake_fd);
+  close(wake_fd);
   cdcache_close(cache);
   for (size_t k = 0; k < n_rules; k++)
     free((char *)rules[k].ns);

@@ -56,11 +56,18 @@ struct cdcache__fill_link {
 #define CDCACHE__E_TTL 0x01u         /* data begins with a uint64_t expiry (ms) */
 #define CDCACHE__E_PLACEHOLDER 0x02u /* a fill in flight: data holds its link */
 #define CDCACHE__E_VOLATILE 0x04u    /* lives on the shard's TTL list */
+/* ref counts hits up to 3 (s3fifo), not 1; 0x08 >> 2 is what it adds to
+ * the cap, so a reader finds the cap in the flags it has already loaded. */
+#define CDCACHE__E_COUNT3 0x08u
+static inline uint8_t cdcache__entry_ref_cap(uint8_t flags)
+{
+  return (uint8_t)(1u + ((flags & CDCACHE__E_COUNT3) >> 2));
+}
 
 /*
  * A cached key and value, or a placeholder for a fill in flight.  The
  * entry is immutable once published except for next (RCU-published chain
- * link), the list links (shard lock) and ref (the CLOCK bit).
+ * link), the list links and in_main (shard lock) and ref (the hit count).
  * Layout: 40 bytes of header, then [expiry][link pointer][key][value].
  */
 struct cdcache__entry {
@@ -79,10 +86,18 @@ struct cdcache__entry {
   uint32_t vlen; /* read-only after publication */
   uint16_t klen; /* read-only after publication */
   uint8_t flags; /* read-only after publication */
-  /* Synchronization: atomic, relaxed.  Set by readers only when clear,
-   * cleared by the evictor under the shard lock. */
+  /* Synchronization: atomic, relaxed.  The hits since the hand last
+   * passed, saturating at the cache's cap (1: CLOCK's reference bit; 3:
+   * s3fifo's 2-bit counter): a reader stores ref + 1 only while it is
+   * below the cap, so a hot entry's byte is written a few times per trip
+   * of the hand, not once per hit.  The evictor lowers it under the shard
+   * lock.  A reader's store may overwrite a concurrent lowering, or two
+   * readers may count one hit: the count is a hint, never a bound. */
   _Atomic uint8_t ref;
-  uint32_t charge; /* read-only: bytes the allocator charged for the entry */
+  uint32_t charge : 31; /* read-only: bytes the allocator charged (< 2^31: values <= 1 GiB) */
+  /* Synchronization: shard lock (writers only; readers never look).
+   * s3fifo: the entry is on the main FIFO, not the small one. */
+  uint32_t in_main : 1;
   unsigned char data[];
 };
 

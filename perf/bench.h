@@ -14,7 +14,10 @@
  *   trace.c      .u64 trace loading and discovery
  *   exact_lru.c  hash map + doubly linked list, exact LRU, one thread
  *   mutex_lru.c  exact_lru behind one global pthread mutex
+ *   sharded_lru.c  exact_lru per shard, one pthread mutex each
  *   lfht_ref.c   liburcu cds_lfht lookup loop (the RCU lookup limit)
+ *   child.c      running one point in another process (the static row)
+ *   meta.c       what the JSON records about the build and the machine
  *   cdcache_impl.c  the cdcache adapter
  *   cdc_bench.c  the change-stream pipeline benchmark
  *   report.c     table, JSON Lines, gnuplot charts, targets
@@ -26,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* ------------------------------------------------------------ memcount */
 
@@ -98,6 +102,20 @@ void key_encode(unsigned char *buf, size_t ksz, uint64_t id);
 /* The value stored for id: vsz bytes derived from it. */
 void value_encode(unsigned char *buf, size_t vsz, uint64_t id);
 uint64_t bench_now_ns(void); /* CLOCK_MONOTONIC */
+
+/* The loader of the cache-aside workloads (load, lease): it spins on the
+ * clock for cost_ns (the source of truth's latency, as CPU time so that a
+ * sleeping loader does not hand its CPU to other threads) and yields
+ * value. */
+typedef struct bench_loader {
+  uint64_t cost_ns;
+  const void *value;
+  size_t vlen;
+} bench_loader_t;
+/* Runs one load and counts it for the calling thread. */
+void bench_load_spin(const bench_loader_t *ld);
+/* Loads the calling thread has run. */
+uint64_t bench_loads_get(void);
 /* Involuntary context switches of the calling thread so far. */
 uint64_t thread_nivcsw(void);
 
@@ -142,6 +160,9 @@ typedef struct impl_cfg {
   uint32_t shards; /* cdcache only; 0 = library default */
 } impl_cfg_t;
 
+/* Process-wide resident set size now, in bytes (/proc/self/statm). */
+int64_t bench_rss_bytes(void);
+
 /*
  * One cache implementation.  get/put may run on any number of threads at
  * once unless single_thread is set.  get returns 1 on a hit (value copied
@@ -157,6 +178,20 @@ typedef struct bench_impl {
   /* Waits until memory unlinked by earlier calls is freed (a grace
    * period); called with no other thread using h. */
   void (*settle)(void *h);
+  /* Bytes unlinked but still allocated after settle (cdcache's partial
+   * retire batches); NULL: none. */
+  int64_t (*pending_bytes)(void *h);
+  /* Cache-aside through the impl's own API (cdcache_get_or_load; leases):
+   * returns 1 when served without this thread running the loader.  NULL:
+   * the harness does get, then on a miss load and put. */
+  int (*load)(void *h, const void *key, size_t klen, void *buf, size_t cap,
+              const bench_loader_t *ld);
+  int (*lease)(void *h, const void *key, size_t klen, void *buf, size_t cap,
+               const bench_loader_t *ld);
+  /* Not NULL: the impl runs in a child process, this executable's
+   * sibling of that name (cdcache-bench-static); the fields above are
+   * unused. */
+  const char *child_exe;
   uint64_t (*entries)(void *h);
   /* Bytes the allocator handed out and the impl still holds. */
   int64_t (*mem_bytes)(void *h);
@@ -168,9 +203,15 @@ typedef struct bench_impl {
 } bench_impl_t;
 
 extern const bench_impl_t impl_cdcache;
+extern const bench_impl_t impl_cdcache_s3fifo; /* cdcache with CDCACHE_ALLKEYS_S3FIFO */
 extern const bench_impl_t impl_mutex_lru;
 extern const bench_impl_t impl_lfht_ref;
 extern const bench_impl_t impl_exact_lru;
+extern const bench_impl_t impl_sharded_lru;
+/* cdcache linked statically: runs in cdcache-bench-static (child.c). */
+extern const bench_impl_t impl_cdcache_static;
+/* "shared" or "static": how this executable links cdcache. */
+extern const char bench_linkage[];
 /* The cdcache_t * behind an impl_cdcache handle (for the cdc benchmark). */
 struct cdcache;
 struct cdcache *impl_cdcache_handle(void *h);
@@ -179,8 +220,11 @@ struct cdcache *impl_cdcache_handle(void *h);
 typedef struct exact_lru exact_lru_t;
 exact_lru_t *exact_lru_new(uint64_t capacity, memcount_t *mc);
 void exact_lru_delete(exact_lru_t *l);
-int exact_lru_get(exact_lru_t *l, const void *key, size_t klen, void *buf, size_t cap);
-void exact_lru_put(exact_lru_t *l, const void *key, size_t klen, const void *val, size_t vlen);
+/* h is the key's bench_hash() under the caller's secret; low bits pick
+ * the bucket. */
+int exact_lru_get(exact_lru_t *l, uint64_t h, const void *key, size_t klen, void *buf, size_t cap);
+void exact_lru_put(exact_lru_t *l, uint64_t h, const void *key, size_t klen, const void *val,
+                   size_t vlen);
 uint64_t exact_lru_count(const exact_lru_t *l);
 
 /* -------------------------------------------------------------- results */
@@ -191,7 +235,19 @@ typedef enum {
   WL_WRITE_HEAVY,
   WL_TRACE,
   WL_CDC,
+  WL_LOAD,  /* zipf cache-aside through get_or_load (or get, load, put) */
+  WL_LEASE, /* the same through leases */
 } wl_kind_t;
+
+/* Latency is kept per kind of operation. */
+typedef enum {
+  OP_GET_HIT,
+  OP_GET_MISS,
+  OP_PUT,
+  OP_LOAD_MISS, /* a get_or_load (or get, load, put) that ran the loader */
+  OP__KINDS
+} op_kind_t;
+extern const char *const op_kind_name[OP__KINDS];
 
 /* One measured (workload, impl, threads, entries) point; the reported
  * figure is the per-field median over --repeat runs. */
@@ -200,9 +256,17 @@ typedef struct result {
   char impl[32];
   unsigned threads;
   uint64_t entries; /* capacity */
+  size_t value_size;
   double ops_per_sec;
   double hit_ratio;
-  double p50_ns, p99_ns, p999_ns;
+  double offered_ops_per_sec;     /* --rate (open loop); -1 closed loop */
+  double p50_ns, p99_ns, p999_ns; /* every sampled op */
+  /* Per op kind (op_kind_t): p50, p99, p99.9; -1 when no sample. */
+  double kp50[OP__KINDS], kp99[OP__KINDS], kp999[OP__KINDS];
+  /* Allocator bytes of the impl (memcount) and the process's RSS: peak
+   * sampled every millisecond during the timed run, and after settle
+   * (drained: pending bytes subtracted). */
+  double mem_peak_bytes, mem_drained_bytes, rss_peak_bytes, rss_base_bytes;
   double bytes_per_entry;        /* from the allocator hook; -1 unknown */
   double stats_bytes_per_entry;  /* from the impl's own stats; -1 none */
   double policy_bytes_per_entry; /* of bytes_per_entry, the policy's sketch and ghost; -1 none */
@@ -212,6 +276,13 @@ typedef struct result {
   /* cdc only (NaN-free: -1 when not measured) */
   double events_per_sec, keys_per_sec, cdc_cpu_ns_per_key;
   double offered_writes_per_sec, lag_p50_ms, lag_p99_ms;
+  double achieved_writes_per_sec;
+  double lag_wall_p50_ms, lag_wall_p99_ms;      /* from the commit's wallTime (ms) */
+  double lag_lost_keys, lag_keys, lag_negative; /* not seen evicted; measured; gone before ack */
+  double present_before_throughput;             /* keys cached when the phase began */
+  double invalidated_present; /* cache invalidations counted in the throughput phase */
+#define LAG_QUANTILES 13
+  double lag_q_ms[LAG_QUANTILES]; /* lag (ack) at lag_q[] */
   double reader_ops_per_sec_idle, reader_ops_per_sec_storm;
   double cdc_busy; /* CDC thread CPU / wall time in the throughput phase */
   /* Involuntary context switches per second of the run, all threads: the
@@ -219,9 +290,23 @@ typedef struct result {
    * run above DISTURBED_PREEMPT_PER_S (at most twice). */
   double preempt_per_sec;
   double retries;
+  /* filled by bench.c: min and max over the repetitions of every figure
+   * take_medians reports (indexed as its table) */
+#define RESULT_SPREAD 28
+  double min[RESULT_SPREAD], max[RESULT_SPREAD];
+  int nrep;
   /* filled by report.c */
-  double ratio_mutex, ratio_lfht;
+  double ratio_mutex, ratio_lfht, ratio_sharded;
 } result_t;
+extern const double lag_q[LAG_QUANTILES];
+
+/* The figures of result_t reported with their min and max (bench.c). */
+typedef struct spread_field {
+  const char *name;
+  size_t off;
+} spread_field_t;
+extern const spread_field_t spread_fields[];
+extern const size_t n_spread;
 
 void result_init(result_t *r);
 
@@ -237,36 +322,77 @@ typedef struct opts {
   const char *json_path;
   const char *plot_dir;
   bool quiet;
-  bool verbose; /* print every run, not only the medians */
+  bool verbose;        /* print every run, not only the medians */
+  bool full;           /* --full: every value size, thread count and reference */
+  double rate;         /* --rate: offered ops/s over all threads (open loop); 0 closed */
+  uint64_t load_ns;    /* --load-us: the loader's cost */
+  const char *exe_dir; /* directory of this executable (for the static sibling) */
 } opts_t;
 
 /* ---------------------------------------------------------------- runner */
 
-/* Runs one timed synthetic run (READ_HIT, ZIPF, WRITE_HEAVY). */
+/* Runs one timed synthetic run (READ_HIT, ZIPF, WRITE_HEAVY, LOAD,
+ * LEASE). */
 int run_synthetic(const opts_t *o, const bench_impl_t *impl, wl_kind_t wl, unsigned threads,
                   uint64_t capacity, result_t *out);
 /* Replays a trace once, single-threaded, get then put on a miss. */
 int run_trace(const opts_t *o, const bench_impl_t *impl, const trace_t *t, uint64_t capacity,
               result_t *out);
 
-/* Synthetic reader loop also used by the cdc benchmark: zipf cache-aside
- * on an existing cache until *stop; returns ops done. */
+/*
+ * The keys of a run, generated before it is timed: n (a power of two) keys
+ * of `stride` bytes each (klen[i] bytes used when klen is not NULL: the
+ * cdc benchmark's decimal ids), and for write-heavy whether each op is a
+ * put.  Threads walk the array from different offsets, wrapping around.
+ */
+typedef struct keyset {
+  unsigned char *keys;
+  uint8_t *klen;  /* NULL: every key is `stride` bytes */
+  uint8_t *isput; /* NULL: no op is a put */
+  size_t n, stride;
+} keyset_t;
+/* Zipf(0.99) ids over `space` ids as decimal text keys (the cdc rule's). */
+int keyset_text_zipf(keyset_t *ks, uint64_t space, uint64_t seed);
+void keyset_free(keyset_t *ks);
+
+/* Synthetic loop also used by the cdc benchmark: cache-aside (get, put on
+ * a miss) over ks on an existing cache until *stop; counts ops. */
 typedef struct reader_arg {
   const bench_impl_t *impl;
   void *h;
   const opts_t *o;
-  zipf_t *z;
+  const keyset_t *ks;
+  size_t start; /* first index into ks */
   unsigned tid;
-  uint64_t seed;
+  unsigned threads; /* of the run (the open-loop rate is split evenly) */
   _Atomic int *stop;
-  hist_t *hist;
-  bool text_keys;  /* keys are decimal ids ("123"), as the cdc rule renders */
+  hist_t *hist;    /* OP__KINDS histograms */
+  hist_t *all;     /* every sampled op (a zipf step: get and put) */
   uint64_t nivcsw; /* involuntary context switches during the run */
   uint64_t ops, hits, gets;
   uint64_t t0, t1;
 } reader_arg_t;
 void reader_zipf_loop(reader_arg_t *a);
 void pin_to_cpu(unsigned i);
+/* Lets the calling thread run on every CPU again. */
+void unpin(void);
+/* Runs a synthetic point in child_exe (impl->child_exe); 0 or -1. */
+int run_in_child(const opts_t *o, const bench_impl_t *impl, wl_kind_t wl, unsigned threads,
+                 uint64_t capacity, result_t *out);
+/* write() all of buf (0, or -1); read() up to len bytes until EOF
+ * (returns the count). */
+int bench_write_all(int fd, const void *buf, size_t len);
+size_t bench_read_all(int fd, void *buf, size_t len);
+/* The child's side (--point-child-fd FD --point KIND,THREADS,CAPACITY). */
+int point_child(const opts_t *o, int fd, const char *spec);
+
+/* ---------------------------------------------------------------- meta */
+
+/* One JSON object (no newline): commit, compiler, flags, build type,
+ * linkage, CPU model, kernel. */
+void meta_json(FILE *f);
+/* One line for the table's header. */
+void meta_line(FILE *f);
 
 /* ---------------------------------------------------------------- cdc */
 
@@ -284,7 +410,7 @@ int cdc_bench_child(const opts_t *o, int fd);
 
 void progress(const opts_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void progress_done(const opts_t *o);
-void report_ratios(result_t *rs, size_t n);
+void report_ratios(result_t *rs, size_t n, const opts_t *o);
 void report_table(const result_t *rs, size_t n);
 int report_json(const char *path, const result_t *rs, size_t n, const opts_t *o);
 int report_plots(const char *dir, const result_t *rs, size_t n);

@@ -2,11 +2,19 @@
  * cdc: the change-stream pipeline end to end, against the project's
  * wire-protocol test server (cdcache-mongo-test-server), in two phases.
  *
- * Setup: start the server on a free loopback port, insert N = 10 x capacity
- * documents {_id: i} into bench.items (before the subscription exists, so
- * they produce no evictions), open a cache of --capacity entries and start
- * a subscription with one rule, bench.items -> "{_id}" (the decimal id),
- * and an on_evict observer.  Readers use the same keys (decimal ids).
+ * Setup: start the server on a free loopback port, insert N documents
+ * {_id: i} into bench.items (N = max(2 x THROUGHPUT_KEYS, --capacity);
+ * inserted before the subscription exists, so they produce no
+ * evictions), open a cache that holds all N keys, and start a subscription
+ * with one rule, bench.items -> "{_id}" (the decimal id), and an on_evict
+ * observer.  Readers use the same keys (decimal ids, generated before the
+ * phase).
+ *
+ * Every phase runs against a cache holding every key it invalidates: the
+ * cache is filled with all N keys before each phase, and the JSON reports
+ * how many were present and how many invalidations the cache counted (an
+ * invalidation of an absent key unlinks, retires and frees nothing, so it
+ * would measure less than the real work).
  *
  * Throughput: readers idle; the server updates documents as fast as it can
  * (cdcacheBulk, in chunks of CHUNK so that server and CDC thread overlap)
@@ -18,10 +26,15 @@
  * Latency: reader threads run zipf cache-aside over the N ids, first
  * without writes (idle), then while a writer offers updates at half the
  * measured maximum: every millisecond one `update` command with rate/1000
- * statements on distinct ids (a fixed permutation).  The writer stamps each
+ * statements on distinct ids (a fixed permutation).  The offered rate and
+ * the rate the writer achieved are both reported.  The writer stamps each
  * id when its command is acknowledged, on_evict stamps it when its key is
- * gone (both CLOCK_MONOTONIC); lag = gone - acknowledged, 0 when the
- * eviction came first.
+ * gone (CLOCK_MONOTONIC both) and keeps the lag the library measured from
+ * the change's commit wallTime (the server's clock, ms).  Lag from the
+ * acknowledgement may be negative (the key was gone before the reply
+ * arrived): it is kept signed and the negative ones are counted.  A key
+ * never seen evicted within 10 s of the last write is lost: counted in the
+ * JSON (lag_lost_keys), and any loss fails the lag target.
  */
 #include "bench.h"
 
@@ -50,6 +63,7 @@
 static struct {
   uint64_t ndocs;
   _Atomic uint64_t *gone_ns; /* per id: when its key was evicted */
+  _Atomic int64_t *wall_ms;  /* per id: the library's lag from wallTime, +1 (0: none) */
   uint64_t *ack_ns;          /* per id: when its write was acknowledged */
   _Atomic int track;
   _Atomic int have_thread;
@@ -66,7 +80,7 @@ static void nap_ms(unsigned ms)
 static void on_evict(void *ctx, const void *key, size_t klen, const char *op, const char *ns,
                      int64_t lag_ms)
 {
-  (void)ctx, (void)op, (void)ns, (void)lag_ms;
+  (void)ctx, (void)op, (void)ns;
   if (!atomic_load_explicit(&g.have_thread, memory_order_acquire)) {
     g.cdc_thread = pthread_self();
     atomic_store_explicit(&g.have_thread, 1, memory_order_release);
@@ -82,8 +96,10 @@ static void on_evict(void *ctx, const void *key, size_t klen, const char *op, co
   }
   if (id < g.ndocs) {
     uint64_t zero = 0;
-    atomic_compare_exchange_strong_explicit(&g.gone_ns[id], &zero, bench_now_ns(),
-                                            memory_order_relaxed, memory_order_relaxed);
+    if (atomic_compare_exchange_strong_explicit(&g.gone_ns[id], &zero, bench_now_ns(),
+                                                memory_order_relaxed, memory_order_relaxed) &&
+        lag_ms != -1 && lag_ms >= -1000000)
+      atomic_store_explicit(&g.wall_ms[id], lag_ms + 1000001, memory_order_relaxed);
   }
 }
 
@@ -245,11 +261,11 @@ static void *reader_main(void *p)
 }
 
 static void readers_start(readers_t *r, unsigned n, const bench_impl_t *impl, void *h,
-                          const opts_t *o, zipf_t *z, uint64_t seed)
+                          const opts_t *o, const keyset_t *ks)
 {
   r->n = n;
   r->a = calloc(n, sizeof *r->a);
-  r->h = calloc(n, sizeof *r->h);
+  r->h = calloc((size_t)n * (OP__KINDS + 1), sizeof *r->h);
   r->t = calloc(n, sizeof *r->t);
   atomic_store(&r->stop, 0);
   for (unsigned i = 0; i < n; i++) {
@@ -257,12 +273,13 @@ static void readers_start(readers_t *r, unsigned n, const bench_impl_t *impl, vo
     a->impl = impl;
     a->h = h;
     a->o = o;
-    a->z = z;
+    a->ks = ks;
+    a->start = (ks->n / n) * i;
     a->tid = i;
-    a->seed = seed ^ (0x9e3779b97f4a7c15ULL * (i + 1));
+    a->threads = n;
     a->stop = &r->stop;
-    a->hist = &r->h[i];
-    a->text_keys = true;
+    a->hist = &r->h[(size_t)i * (OP__KINDS + 1)];
+    a->all = &r->h[(size_t)i * (OP__KINDS + 1) + OP__KINDS];
     pthread_create(&r->t[i], NULL, reader_main, a);
   }
 }
@@ -279,7 +296,7 @@ static double readers_stop(readers_t *r, double *hit_ratio, hist_t *all)
     rate += (double)r->a[i].ops / ((double)(r->a[i].t1 - r->a[i].t0) / 1e9);
     hits += r->a[i].hits;
     gets += r->a[i].gets;
-    hist_merge(all, &r->h[i]);
+    hist_merge(all, r->a[i].all);
   }
   *hit_ratio = gets ? (double)hits / (double)gets : 0;
   free(r->a);
@@ -389,10 +406,41 @@ static void *fresh_probe_main(void *p)
   return NULL;
 }
 
-static int cmp_u64(const void *a, const void *b)
+static int cmp_i64(const void *a, const void *b)
 {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
   return x < y ? -1 : x > y;
+}
+
+const double lag_q[LAG_QUANTILES] = {0,   0.1, 0.2, 0.3,  0.4,   0.5, 0.6,
+                                     0.7, 0.8, 0.9, 0.99, 0.999, 1.0};
+
+static double quantile_i64(const int64_t *v, size_t n, double q)
+{
+  size_t i = (size_t)(q * (double)n);
+  return (double)v[i >= n ? n - 1 : i];
+}
+
+/* Puts every doc's key into the cache (decimal id -> 8-byte value). */
+static void fill_all(void *h, const opts_t *o)
+{
+  unsigned char val[4096];
+  char key[24];
+  value_encode(val, o->value_size, 7);
+  for (uint64_t id = 0; id < g.ndocs; id++) {
+    int kl = snprintf(key, sizeof key, "%llu", (unsigned long long)id);
+    impl_cdcache.put(h, key, (size_t)kl, val, o->value_size);
+  }
+}
+
+static uint64_t cache_invalidations(cdcache_t *c, uint64_t *entries)
+{
+  cdcache_stats_t st = {.struct_size = sizeof st};
+  if (cdcache_stats(c, &st) != 0)
+    return 0;
+  if (entries)
+    *entries = st.entries;
+  return st.invalidations;
 }
 
 /* ------------------------------------------------------------------ run */
@@ -408,10 +456,13 @@ int cdc_bench_run(const opts_t *o, result_t *out, char *why, size_t why_len)
   mongoc_client_t *client = NULL;
   void *h = NULL;
   cdcache_cdc_t *sub = NULL;
-  g.ndocs = 10 * o->capacity;
+  unpin(); /* whatever the parent's mask was, the pipeline gets every CPU */
+  g.ndocs = o->capacity;
   if (g.ndocs < 2 * THROUGHPUT_KEYS)
     g.ndocs = 2 * THROUGHPUT_KEYS;
+  keyset_t ks = {0};
   g.gone_ns = calloc(g.ndocs, sizeof *g.gone_ns);
+  g.wall_ms = calloc(g.ndocs, sizeof *g.wall_ms);
   g.ack_ns = calloc(g.ndocs, sizeof *g.ack_ns);
   atomic_store(&g.track, 0);
   atomic_store(&g.have_thread, 0);
@@ -429,7 +480,10 @@ int cdc_bench_run(const opts_t *o, result_t *out, char *why, size_t why_len)
   if (bulk(client, "insert", (int64_t)g.ndocs, 0, why, why_len) != 0)
     goto done;
 
-  impl_cfg_t cfg = {.capacity = o->capacity, .key_size = 20, .value_size = o->value_size};
+  /* 5% over N: CLOCK is per shard and shards fill unevenly, so a cache of
+   * exactly N entries would evict a few of the N keys. */
+  impl_cfg_t cfg = {
+      .capacity = g.ndocs + g.ndocs / 20, .key_size = 20, .value_size = o->value_size};
   if (impl_cdcache.open(&cfg, &h) != 0) {
     snprintf(why, why_len, "cdcache_open failed");
     goto done;
@@ -477,7 +531,12 @@ int cdc_bench_run(const opts_t *o, result_t *out, char *why, size_t why_len)
   }
 
   /* ---- throughput: readers idle, the server writes as fast as it can */
+  progress(o, "cdc: filling the cache with %llu keys", (unsigned long long)g.ndocs);
+  fill_all(h, o);
+  uint64_t present = 0, inv0 = cache_invalidations(cache, &present);
+  out->present_before_throughput = (double)present;
   progress(o, "cdc: throughput phase (%d keys)", THROUGHPUT_KEYS);
+  sub_stats(sub, &st);
   base = st.keys_evicted;
   uint64_t ev0 = st.events, cpu0 = thread_cpu_ns(cdc_clk), t0 = bench_now_ns();
   for (int64_t done_k = 0; done_k < THROUGHPUT_KEYS; done_k += CHUNK)
@@ -494,6 +553,7 @@ int cdc_bench_run(const opts_t *o, result_t *out, char *why, size_t why_len)
   out->events_per_sec = (double)(st.events - ev0) / secs;
   out->cdc_cpu_ns_per_key = (double)(cpu1 - cpu0) / (double)(st.keys_evicted - base);
   out->cdc_busy = (double)(cpu1 - cpu0) / (double)(t1 - t0);
+  out->invalidated_present = (double)(cache_invalidations(cache, NULL) - inv0);
 
   /* ---- latency: readers run zipf, idle then under writes at half max */
   /* Readers: the largest --threads count, but leave one CPU to the server,
@@ -506,23 +566,18 @@ int cdc_bench_run(const opts_t *o, result_t *out, char *why, size_t why_len)
   if (ncpu > 1 && nr > (unsigned)(ncpu - 1))
     nr = (unsigned)(ncpu - 1);
   double phase = o->seconds * 2 > 1.0 ? o->seconds * 2 : 1.0;
-  zipf_t z;
-  zipf_init(&z, g.ndocs, 0.99);
-  /* Warm the cache with the hottest ids. */
-  {
-    unsigned char val[4096];
-    char key[24];
-    value_encode(val, o->value_size, 7);
-    for (uint64_t id = 0; id < o->capacity; id++) {
-      int kl = snprintf(key, sizeof key, "%llu", (unsigned long long)id);
-      impl_cdcache.put(h, key, (size_t)kl, val, o->value_size);
-    }
+  if (keyset_text_zipf(&ks, g.ndocs, BENCH_SEED ^ 0xcdc) != 0) {
+    snprintf(why, why_len, "out of memory for the readers' keys");
+    goto done;
   }
+  /* Every key again: the writes below find each of them cached. */
+  progress(o, "cdc: filling the cache with %llu keys", (unsigned long long)g.ndocs);
+  fill_all(h, o);
   readers_t rd;
   hist_t lat;
   double hit_idle, hit_storm;
   progress(o, "cdc: readers without writes (%.1f s)", phase);
-  readers_start(&rd, nr, &impl_cdcache, h, o, &z, BENCH_SEED ^ 0xcdc);
+  readers_start(&rd, nr, &impl_cdcache, h, o, &ks);
   nap_ms((unsigned)(phase * 1000));
   out->reader_ops_per_sec_idle = readers_stop(&rd, &hit_idle, &lat);
 
@@ -534,7 +589,7 @@ int cdc_bench_run(const opts_t *o, result_t *out, char *why, size_t why_len)
   base = st.keys_evicted;
   atomic_store(&g.track, 1);
   progress(o, "cdc: readers with writes at %.0f/s (%.1f s)", w.rate, phase);
-  readers_start(&rd, nr, &impl_cdcache, h, o, &z, BENCH_SEED ^ 0xcdc);
+  readers_start(&rd, nr, &impl_cdcache, h, o, &ks);
   pthread_t wt, ft;
   fresh_probe_t fp = {.cache = cache};
   bool probing = pthread_create(&ft, NULL, fresh_probe_main, &fp) == 0;
@@ -557,24 +612,42 @@ int cdc_bench_run(const opts_t *o, result_t *out, char *why, size_t why_len)
   }
   wait_evicted(sub, base + w.written, 10000, &st);
   atomic_store(&g.track, 0);
-  out->offered_writes_per_sec = w.achieved;
-  uint64_t *lags = malloc((w.written + 1) * sizeof *lags), nl = 0, lost = 0;
-  for (uint64_t i = 0; i < w.written; i++) {
+  out->offered_writes_per_sec = w.rate;
+  out->achieved_writes_per_sec = w.achieved;
+  int64_t *lags = malloc((w.written + 1) * sizeof *lags);
+  int64_t *walls = malloc((w.written + 1) * sizeof *walls);
+  uint64_t nl = 0, nw = 0, lost = 0, neg = 0;
+  for (uint64_t i = 0; lags && walls && i < w.written; i++) {
     uint64_t id = (i * w.p) % g.ndocs;
     uint64_t gone = atomic_load_explicit(&g.gone_ns[id], memory_order_relaxed);
     if (!gone) {
       lost++;
       continue;
     }
-    lags[nl++] = gone > g.ack_ns[id] ? gone - g.ack_ns[id] : 0;
+    int64_t lag = (int64_t)gone - (int64_t)g.ack_ns[id];
+    neg += lag < 0;
+    lags[nl++] = lag;
+    int64_t wl = atomic_load_explicit(&g.wall_ms[id], memory_order_relaxed);
+    if (wl)
+      walls[nw++] = wl - 1000001;
   }
-  qsort(lags, nl, sizeof *lags, cmp_u64);
+  qsort(lags, nl, sizeof *lags, cmp_i64);
+  qsort(walls, nw, sizeof *walls, cmp_i64);
   if (nl) {
-    size_t i50 = nl / 2, i99 = (nl * 99) / 100;
-    out->lag_p50_ms = (double)lags[i50] / 1e6;
-    out->lag_p99_ms = (double)lags[i99] / 1e6;
+    out->lag_p50_ms = quantile_i64(lags, nl, 0.50) / 1e6;
+    out->lag_p99_ms = quantile_i64(lags, nl, 0.99) / 1e6;
+    for (int q = 0; q < LAG_QUANTILES; q++)
+      out->lag_q_ms[q] = quantile_i64(lags, nl, lag_q[q]) / 1e6;
   }
+  if (nw) {
+    out->lag_wall_p50_ms = quantile_i64(walls, nw, 0.50);
+    out->lag_wall_p99_ms = quantile_i64(walls, nw, 0.99);
+  }
+  out->lag_keys = (double)w.written;
+  out->lag_lost_keys = (double)lost;
+  out->lag_negative = (double)neg;
   free(lags);
+  free(walls);
   if (lost)
     printf("cdc: %llu of %llu written keys were not seen evicted within 10 s\n",
            (unsigned long long)lost, (unsigned long long)w.written);
@@ -598,6 +671,8 @@ done:
     mongoc_client_destroy(client);
   server_stop(&srv);
 done_nosrv:
+  keyset_free(&ks);
+  free(g.wall_ms);
   free(g.gone_ns);
   free(g.ack_ns);
   return ran;
@@ -637,19 +712,9 @@ int cdc_bench_child(const opts_t *o, int fd)
   memset(&m, 0, sizeof m);
   result_init(&m.r);
   m.ran = cdc_bench_run(o, &m.r, m.why, sizeof m.why);
-  const char *p = (const char *)&m;
-  size_t left = sizeof m;
-  while (left > 0) {
-    ssize_t n = write(fd, p, left);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return 1;
-    p += n;
-    left -= (size_t)n;
-  }
+  int rc = bench_write_all(fd, &m, sizeof m);
   close(fd);
-  return 0;
+  return rc == 0 ? 0 : 1;
 }
 
 int cdc_bench_isolated(const opts_t *o, result_t *out, char *why, size_t why_len)
@@ -693,15 +758,7 @@ int cdc_bench_isolated(const opts_t *o, result_t *out, char *why, size_t why_len
   }
   close(pfd[1]);
   cdc_msg_t m = {0};
-  size_t got = 0;
-  while (got < sizeof m) {
-    ssize_t n = read(pfd[0], (char *)&m + got, sizeof m - got);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    got += (size_t)n;
-  }
+  size_t got = bench_read_all(pfd[0], &m, sizeof m);
   close(pfd[0]);
   int st = 0;
   while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {

@@ -1,9 +1,13 @@
 /*
- * The cdcache adapter.  The cache is opened with the default shard count
- * (shards = 0) and an allocator hook that charges every block's
- * malloc_usable_size() to a memcount_t, so that bytes per entry is
- * measured from what the allocator handed out, independently of the
- * library's own accounting (cdcache_stats), which is reported beside it.
+ * The cdcache adapter, through the public API only (cdcache-bench links
+ * the shared library, as `pkg-config --libs cdcache` users do;
+ * cdcache-bench-static, the same sources, the static one).  The cache is
+ * opened with the default shard count (shards = 0) and an allocator hook
+ * that charges every block's malloc_usable_size() to a memcount_t, so that
+ * bytes per entry is measured from what the allocator handed out,
+ * independently of the library's own accounting (cdcache_stats), which is
+ * reported beside it.  get_or_load and the lease calls are the cache-aside
+ * paths users call (bench.h's bench_loader_t gives the load its cost).
  */
 #include "bench.h"
 
@@ -12,12 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <urcu-bp.h>
-
-/* Internal (core/reclaim.h, reachable through cdcache_static): frees every
- * retired entry of every shard after a grace period.  Retired entries wait
- * on per-shard lists until a batch fills, so without it a quiet cache
- * keeps up to one partial batch per shard pending indefinitely. */
-void cdcache__retire_drain_all(cdcache_t *c);
 
 typedef struct {
   memcount_t mc;
@@ -40,7 +38,7 @@ static size_t hook_usable(void *ctx, void *ptr, size_t size)
   return malloc_usable_size(ptr);
 }
 
-static int cd_open(const impl_cfg_t *cfg, void **out)
+static int cd_open_policy(const impl_cfg_t *cfg, cdcache_policy_t policy, void **out)
 {
   cdc_impl_t *ci = bench_alloc64(sizeof *ci);
   if (!ci)
@@ -50,6 +48,7 @@ static int cd_open(const impl_cfg_t *cfg, void **out)
   cdcache_config_init(&c);
   c.max_entries = cfg->capacity;
   c.shards = cfg->shards;
+  c.policy = policy;
   if (cfg->key_size > c.max_key_len)
     c.max_key_len = (uint32_t)cfg->key_size;
   if (cfg->value_size > c.max_value_len)
@@ -66,6 +65,16 @@ static int cd_open(const impl_cfg_t *cfg, void **out)
   }
   *out = ci;
   return 0;
+}
+
+static int cd_open(const impl_cfg_t *cfg, void **out)
+{
+  return cd_open_policy(cfg, CDCACHE_ALLKEYS_LRU, out);
+}
+
+static int cd_open_s3fifo(const impl_cfg_t *cfg, void **out)
+{
+  return cd_open_policy(cfg, CDCACHE_ALLKEYS_S3FIFO, out);
 }
 
 static void cd_close(void *h)
@@ -93,14 +102,64 @@ static int stats_of(cdc_impl_t *ci, cdcache_stats_t *st)
   return cdcache_stats(ci->c, st);
 }
 
-/* A grace period after which nothing unlinked is still allocated: the
- * shards' partial retire batches are submitted and freed, and the
- * call_rcu callbacks have run. */
+/* Waits until the call_rcu callbacks queued so far have run.  Entries on
+ * the shards' partial retire lists stay allocated (a quiet cache keeps up
+ * to one partial batch per shard); cd_pending reports them, so that the
+ * harness subtracts them for the drained figure. */
 static void cd_settle(void *h)
 {
-  cdc_impl_t *ci = h;
-  cdcache__retire_drain_all(ci->c);
+  (void)h;
   urcu_bp_barrier();
+}
+
+/* Bytes unlinked but not yet freed (charged as the allocator hook counts
+ * them: malloc_usable_size), batch headers included. */
+static int64_t cd_pending(void *h)
+{
+  cdcache_stats_t st;
+  return stats_of(h, &st) == 0 ? (int64_t)st.bytes_pending_free : 0;
+}
+
+typedef struct {
+  const bench_loader_t *ld;
+  uint64_t id;
+} load_ctx_t;
+
+static int loader(void *ctx, const void *key, size_t klen, cdcache_fill_t *fill)
+{
+  (void)key;
+  (void)klen;
+  const load_ctx_t *lc = ctx;
+  bench_load_spin(lc->ld);
+  return cdcache_fill_set_value(fill, lc->ld->value, lc->ld->vlen);
+}
+
+static int cd_load(void *h, const void *key, size_t klen, void *buf, size_t cap,
+                   const bench_loader_t *ld)
+{
+  cdc_impl_t *ci = h;
+  load_ctx_t lc = {ld, 0};
+  size_t vlen;
+  uint64_t loads = bench_loads_get();
+  int rc = cdcache_get_or_load(ci->c, key, klen, loader, &lc, CDCACHE_TTL_DEFAULT,
+                               CDCACHE_WAIT_FOREVER, buf, cap, &vlen);
+  (void)rc;
+  return bench_loads_get() == loads; /* 1: served without this thread loading */
+}
+
+static int cd_lease(void *h, const void *key, size_t klen, void *buf, size_t cap,
+                    const bench_loader_t *ld)
+{
+  cdc_impl_t *ci = h;
+  size_t vlen;
+  cdcache_lease_t *lease = NULL;
+  int rc = cdcache_get_lease(ci->c, key, klen, buf, cap, &vlen, &lease);
+  if (rc == 0 || rc == CDCACHE_ERANGE)
+    return 1;
+  bench_load_spin(ld);
+  if (lease != NULL)
+    cdcache_put_leased(ci->c, lease, ld->value, ld->vlen, CDCACHE_TTL_DEFAULT);
+  return 0;
 }
 
 static uint64_t cd_entries(void *h)
@@ -122,6 +181,12 @@ static int64_t cd_self(void *h)
   return (int64_t)(st.bytes_live + st.bytes_tables + st.bytes_pending_free);
 }
 
+static int64_t cd_policy(void *h)
+{
+  cdcache_stats_t st;
+  return stats_of(h, &st) == 0 ? (int64_t)st.bytes_policy : -1;
+}
+
 cdcache_t *impl_cdcache_handle(void *h)
 {
   return ((cdc_impl_t *)h)->c;
@@ -134,7 +199,28 @@ const bench_impl_t impl_cdcache = {
     .get = cd_get,
     .put = cd_put,
     .settle = cd_settle,
+    .pending_bytes = cd_pending,
+    .load = cd_load,
+    .lease = cd_lease,
     .entries = cd_entries,
     .mem_bytes = cd_mem,
     .self_bytes = cd_self,
+    .policy_bytes = cd_policy,
+};
+
+/* The same with policy = CDCACHE_ALLKEYS_S3FIFO (issue 13). */
+const bench_impl_t impl_cdcache_s3fifo = {
+    .name = "cdcache-s3fifo",
+    .open = cd_open_s3fifo,
+    .close = cd_close,
+    .get = cd_get,
+    .put = cd_put,
+    .settle = cd_settle,
+    .pending_bytes = cd_pending,
+    .load = cd_load,
+    .lease = cd_lease,
+    .entries = cd_entries,
+    .mem_bytes = cd_mem,
+    .self_bytes = cd_self,
+    .policy_bytes = cd_policy,
 };

@@ -1,16 +1,16 @@
 /*
  * exact-lru: the textbook LRU cache, for one thread.  A chained hash map
- * (power-of-two bucket array sized to the capacity, XXH3 hash, key and
- * value stored inline in the node) plus a doubly linked list in recency
- * order: a hit moves its node to the head, an insert into a full cache
- * evicts the tail.  This is the exact-LRU reference for trace replays and
- * the data structure mutex_lru.c puts behind one mutex.
+ * (power-of-two bucket array sized to the capacity, key and value stored
+ * inline in the node; the caller hashes, with bench_hash.h's keyed XXH3) plus a doubly linked list
+ * in recency order: a hit moves its node to the head, an insert into a full cache evicts the tail.
+ * This is the exact-LRU reference for trace replays and the data structure mutex_lru.c puts behind
+ * one mutex.
  */
 #include "bench.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
+#include "bench_hash.h"
 
 typedef struct lru_node {
   struct lru_node *hnext;       /* bucket chain */
@@ -86,9 +86,8 @@ static lru_node_t **find_slot(exact_lru_t *l, uint64_t h, const void *key, size_
   return pp;
 }
 
-int exact_lru_get(exact_lru_t *l, const void *key, size_t klen, void *buf, size_t cap)
+int exact_lru_get(exact_lru_t *l, uint64_t h, const void *key, size_t klen, void *buf, size_t cap)
 {
-  uint64_t h = XXH3_64bits(key, klen);
   lru_node_t *n = *find_slot(l, h, key, klen);
   if (!n)
     return 0;
@@ -109,9 +108,9 @@ static void remove_node(exact_lru_t *l, lru_node_t *n)
   memcount_free(l->mc, n);
 }
 
-void exact_lru_put(exact_lru_t *l, const void *key, size_t klen, const void *val, size_t vlen)
+void exact_lru_put(exact_lru_t *l, uint64_t h, const void *key, size_t klen, const void *val,
+                   size_t vlen)
 {
-  uint64_t h = XXH3_64bits(key, klen);
   lru_node_t **pp = find_slot(l, h, key, klen);
   lru_node_t *n = *pp;
   if (n && n->vlen == vlen) { /* replace in place */
@@ -151,6 +150,7 @@ uint64_t exact_lru_count(const exact_lru_t *l)
 typedef struct {
   memcount_t mc;
   exact_lru_t *l;
+  unsigned char secret[BENCH_SECRET_SIZE];
 } exact_impl_t;
 
 static int ex_open(const impl_cfg_t *cfg, void **out)
@@ -160,7 +160,8 @@ static int ex_open(const impl_cfg_t *cfg, void **out)
     return -1;
   memcount_init(&e->mc);
   e->l = exact_lru_new(cfg->capacity, &e->mc);
-  if (!e->l) {
+  if (!e->l || bench_secret_init(e->secret) != 0) {
+    exact_lru_delete(e->l);
     free(e);
     return -1;
   }
@@ -177,12 +178,14 @@ static void ex_close(void *h)
 
 static int ex_get(void *h, const void *key, size_t klen, void *buf, size_t cap)
 {
-  return exact_lru_get(((exact_impl_t *)h)->l, key, klen, buf, cap);
+  exact_impl_t *e = h;
+  return exact_lru_get(e->l, bench_hash(e->secret, key, klen), key, klen, buf, cap);
 }
 
 static void ex_put(void *h, const void *key, size_t klen, const void *val, size_t vlen)
 {
-  exact_lru_put(((exact_impl_t *)h)->l, key, klen, val, vlen);
+  exact_impl_t *e = h;
+  exact_lru_put(e->l, bench_hash(e->secret, key, klen), key, klen, val, vlen);
 }
 
 static void ex_settle(void *h)

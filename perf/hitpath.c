@@ -32,6 +32,8 @@ int main(int argc, char **argv)
   cdcache_config_t cfg;
   cdcache_config_init(&cfg);
   cfg.max_entries = 4096;
+  /* The policy (cdcache_policy_t's number; default allkeys-lru). */
+  cfg.policy = (cdcache_policy_t)(argc > 2 ? atoi(argv[2]) : CDCACHE_ALLKEYS_LRU);
   cdcache_t *c;
   if (cdcache_open(&cfg, &c) != 0)
     return 1;

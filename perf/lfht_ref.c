@@ -1,7 +1,8 @@
 /*
  * lfht-ref: the practical limit of an RCU-protected lookup on this machine.
  * A liburcu cds_lfht (urcu-bp flavour, as cdcache) pre-sized to one bucket
- * per entry with auto-resize off, so it never resizes; XXH3 hash; the key
+ * per entry with auto-resize off, so it never resizes; the keyed XXH3 of
+ * bench_hash.h (its own secret); the key
  * is stored inline in the node and compared in the match callback.
  *
  * A get is read_lock + cds_lfht_lookup + read_unlock and reports the hit:
@@ -19,13 +20,13 @@
 #define _LGPL_SOURCE
 #endif
 #include "bench.h"
+#include "bench_hash.h"
 
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <urcu-bp.h>
 #include <urcu/rculfhash.h>
-#include <xxhash.h>
 
 typedef struct lnode {
   struct cds_lfht_node node;
@@ -39,6 +40,7 @@ typedef struct {
   uint64_t capacity;
   _Atomic uint64_t count;
   int64_t bucket_bytes;
+  unsigned char secret[BENCH_SECRET_SIZE]; /* read-only after open */
 } lfht_ref_t;
 
 typedef struct {
@@ -59,6 +61,10 @@ static int lf_open(const impl_cfg_t *cfg, void **out)
   if (!r)
     return -1;
   memcount_init(&r->mc);
+  if (bench_secret_init(r->secret) != 0) {
+    free(r);
+    return -1;
+  }
   unsigned long nb = 1;
   while (nb < cfg->capacity)
     nb <<= 1;
@@ -112,7 +118,7 @@ static int lf_get(void *h, const void *key, size_t klen, void *buf, size_t cap)
   lkey_t k = {key, klen};
   struct cds_lfht_iter it;
   urcu_bp_read_lock();
-  cds_lfht_lookup(r->ht, XXH3_64bits(key, klen), lmatch, &k, &it);
+  cds_lfht_lookup(r->ht, bench_hash(r->secret, key, klen), lmatch, &k, &it);
   int hit = cds_lfht_iter_get_node(&it) != NULL;
   urcu_bp_read_unlock();
   return hit;
@@ -123,7 +129,7 @@ static void lf_put(void *h, const void *key, size_t klen, const void *val, size_
   lfht_ref_t *r = h;
   if (atomic_load_explicit(&r->count, memory_order_relaxed) >= r->capacity)
     return; /* full: no eviction */
-  uint64_t hash = XXH3_64bits(key, klen);
+  uint64_t hash = bench_hash(r->secret, key, klen);
   lkey_t k = {key, klen};
   struct cds_lfht_iter it;
   urcu_bp_read_lock();

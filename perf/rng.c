@@ -1,9 +1,16 @@
 /*
- * Key and value encoding, the clock, and the thread's preemption count.  Keys are numbered; key
+ * Key and value encoding, the clock, the thread's preemption count, the
+ * references' hash secrets, the loader's cost and the process's RSS.  Keys are numbered; key
  * number id is its 8 little-endian bytes followed, for --key-size > 8, by bytes derived from id, so
  * that a longer key still differs in every compare.
  */
 #include "bench.h"
+#include "bench_hash.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include <string.h>
 #include <sys/resource.h>
@@ -46,4 +53,46 @@ uint64_t thread_nivcsw(void)
   if (getrusage(RUSAGE_THREAD, &ru) != 0)
     return 0;
   return (uint64_t)ru.ru_nivcsw;
+}
+
+int bench_secret_init(unsigned char secret[BENCH_SECRET_SIZE])
+{
+  size_t got = 0;
+  while (got < BENCH_SECRET_SIZE) {
+    ssize_t n = getrandom(secret + got, BENCH_SECRET_SIZE - got, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return -1;
+    got += (size_t)n;
+  }
+  return 0;
+}
+
+static _Thread_local uint64_t loads_run;
+
+void bench_load_spin(const bench_loader_t *ld)
+{
+  loads_run++;
+  if (ld->cost_ns == 0)
+    return;
+  uint64_t until = bench_now_ns() + ld->cost_ns;
+  while (bench_now_ns() < until) {
+  }
+}
+
+uint64_t bench_loads_get(void)
+{
+  return loads_run;
+}
+
+int64_t bench_rss_bytes(void)
+{
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (!f)
+    return -1;
+  unsigned long long size = 0, resident = 0;
+  int n = fscanf(f, "%llu %llu", &size, &resident);
+  fclose(f);
+  return n == 2 ? (int64_t)resident * (int64_t)sysconf(_SC_PAGESIZE) : -1;
 }

@@ -46,6 +46,25 @@
  * entries with a TTL on list 1 and evicts only from it.  noeviction never
  * evicts a live entry (expired ones are still reclaimed).
  *
+ * allkeys-s3fifo (volatile-s3fifo: the same among entries with a TTL,
+ * the others on list 0, never evicted).  Two FIFOs: the small one S
+ * (list 1) takes every new key, the main one M (list 2) the keys that
+ * proved themselves; `ref` counts hits up to 3.  To make room, the writer
+ * takes S's oldest while S holds 15% or more of the two (or M is empty),
+ * otherwise M's.  S's oldest, if it was hit since it came, moves to M's
+ * tail with its count cleared (nothing is freed; go on); if not, it is
+ * the victim and its hash goes to the ghost filter.  M's oldest, if its
+ * count is above 0, goes back to M's tail with the count lowered by one
+ * (and the sketch counts the hit the hand observed); if not, it is the
+ * victim.  A new key goes to S, unless the ghost remembers its hash: then
+ * to M if M has room, or if the sketch counts it more often than the
+ * entry M's hand stops at (the victim M would give up); else to S.  A
+ * replaced entry keeps its FIFO and count.  Both lists bound the number
+ * of steps: each lap of M's hand lowers every count, S's entries move at
+ * most once, so 4 x (|S| + |M|) + 2 steps find a victim; past that (hits
+ * racing the hand), the oldest entry that is not the caller's goes.  The
+ * sketch and ghost are in s3fifo.c.
+ *
  * TTL.  Expired entries are never returned (readers check the expiry),
  * and are reclaimed without a scan: the evictor takes them first, and
  * every write in the shard sweeps the next SWEEP_BUCKETS buckets.
@@ -72,6 +91,12 @@ int cdcache__shard_init(struct cdcache__shard *s, const struct cdcache__shard_en
   for (uint64_t i = 0; i < nbuckets; i++)
     atomic_init(&s->buckets[i], NULL);
   if (pthread_mutex_init(&s->lock, NULL) != 0) {
+    env->alloc->free(env->alloc->ctx, s->buckets, cdcache__shard_table_bytes(nbuckets));
+    s->buckets = NULL;
+    return CDCACHE_ENOMEM;
+  }
+  if (cdcache__policy_s3(env->policy) && cdcache__s3_init(env->alloc, &s->s3, cap_entries) != 0) {
+    pthread_mutex_destroy(&s->lock);
     env->alloc->free(env->alloc->ctx, s->buckets, cdcache__shard_table_bytes(nbuckets));
     s->buckets = NULL;
     return CDCACHE_ENOMEM;
@@ -103,14 +128,29 @@ void cdcache__shard_destroy(struct cdcache__shard *s)
   }
   s->env->alloc->free(s->env->alloc->ctx, s->buckets, cdcache__shard_table_bytes(s->mask + 1));
   s->buckets = NULL;
+  if (s->s3.sketch != NULL)
+    cdcache__s3_destroy(s->env->alloc, &s->s3);
   pthread_mutex_destroy(&s->lock);
 }
 
 /* ------------------------------------------------------ eviction lists */
 
+#define L_SMALL 1 /* s3fifo */
+#define L_MAIN 2  /* s3fifo */
+
+/* Is e one of the entries the policy may evict? */
+static bool evictable(const struct cdcache__shard *s, const struct cdcache__entry *e)
+{
+  return !cdcache__policy_volatile(s->env->policy) || (e->flags & CDCACHE__E_VOLATILE);
+}
+
 static struct cdcache__list *list_of(struct cdcache__shard *s, const struct cdcache__entry *e)
 {
-  return &s->lists[(e->flags & CDCACHE__E_VOLATILE) ? 1 : 0];
+  if (!cdcache__policy_s3(s->env->policy))
+    return &s->lists[(e->flags & CDCACHE__E_VOLATILE) ? 1 : 0];
+  if (!evictable(s, e))
+    return &s->lists[0];
+  return &s->lists[e->in_main ? L_MAIN : L_SMALL];
 }
 
 static void list_append(struct cdcache__list *l, struct cdcache__entry *e)
@@ -263,6 +303,116 @@ static struct cdcache__entry *pick_victim(const struct cdcache__shard *s, struct
   return NULL;
 }
 
+/* ------------------------------------------------------------- s3fifo */
+
+/* Does S give up its oldest next (S holds 15% or more of S + M, or M is
+ * empty)? */
+static bool s3_take_small(const struct cdcache__shard *s)
+{
+  const struct cdcache__list *sm = &s->lists[L_SMALL], *mn = &s->lists[L_MAIN];
+  return sm->len > 0 && (mn->len == 0 || sm->len * 20 >= 3 * (sm->len + mn->len));
+}
+
+/* One step of M's hand over its oldest entry e: false if e was hit since
+ * the hand last passed (it goes round again, one hit forgotten, and the
+ * sketch counts that hit); true if e is the victim. */
+static bool s3_main_step(struct cdcache__shard *s, struct cdcache__entry *e)
+{
+  uint8_t r = atomic_load_explicit(&e->ref, memory_order_relaxed);
+  if (r == 0)
+    return true;
+  atomic_store_explicit(&e->ref, (uint8_t)(r - 1), memory_order_relaxed);
+  cdcache__s3_count(&s->s3, e->hash);
+  list_remove(&s->lists[L_MAIN], e);
+  list_append(&s->lists[L_MAIN], e);
+  return false;
+}
+
+/* The oldest entry of S or M that is not skip (the last resort). */
+static struct cdcache__entry *s3_oldest(struct cdcache__shard *s, const struct cdcache__entry *skip)
+{
+  for (int i = L_SMALL; i <= L_MAIN; i++)
+    for (struct cdcache__entry *e = s->lists[i].head; e != NULL; e = e->u.lru.next)
+      if (e != skip)
+        return e;
+  return NULL;
+}
+
+/*
+ * The s3fifo hands (see the top of the file): returns the entry to evict
+ * from S or M (never `skip`), or NULL when they hold nothing else.  S's
+ * victim's hash goes to the ghost.
+ */
+static struct cdcache__entry *pick_victim_s3(struct cdcache__shard *s,
+                                             const struct cdcache__entry *skip, uint64_t now,
+                                             enum cdcache__why *why)
+{
+  struct cdcache__list *sm = &s->lists[L_SMALL], *mn = &s->lists[L_MAIN];
+  uint64_t budget = 4 * (sm->len + mn->len) + 2;
+  while (budget-- > 0) {
+    struct cdcache__list *l = s3_take_small(s) ? sm : mn;
+    if (l->head == skip && l->len == 1)
+      l = l == sm ? mn : sm; /* only the caller's own entry there */
+    struct cdcache__entry *e = l->head;
+    if (e == NULL)
+      return NULL;
+    if (e == skip) {
+      list_remove(l, e);
+      list_append(l, e);
+    } else if (expired(s, e, now)) {
+      *why = WHY_EXPIRED;
+      return e;
+    } else if (l == mn) {
+      if (s3_main_step(s, e)) {
+        *why = WHY_EVICTED;
+        return e;
+      }
+    } else if (atomic_load_explicit(&e->ref, memory_order_relaxed) > 0) {
+      list_remove(sm, e); /* hit while in S: on to M, count cleared */
+      e->in_main = 1;
+      atomic_store_explicit(&e->ref, 0, memory_order_relaxed);
+      list_append(mn, e);
+    } else {
+      cdcache__s3_ghost_add(&s->s3, e->hash);
+      *why = WHY_EVICTED;
+      return e;
+    }
+  }
+  /* Readers kept raising counts as fast as the hand lowered them: a put
+   * never fails for want of a victim, so the oldest goes. */
+  struct cdcache__entry *e = s3_oldest(s, skip);
+  if (e != NULL)
+    *why = expired(s, e, now) ? WHY_EXPIRED : WHY_EVICTED;
+  return e;
+}
+
+/*
+ * Moves M's hand until its oldest entry is the one M would give up (not
+ * hit since the hand passed, or expired; never skip) and returns it,
+ * without evicting; NULL if there is none.  The ghost's admission duel
+ * weighs a newcomer against it.
+ */
+static struct cdcache__entry *s3_main_victim(struct cdcache__shard *s,
+                                             const struct cdcache__entry *skip, uint64_t now)
+{
+  struct cdcache__list *mn = &s->lists[L_MAIN];
+  uint64_t budget = 4 * mn->len + 2;
+  struct cdcache__entry *e;
+  while (budget-- > 0 && (e = mn->head) != NULL) {
+    if (e == skip) {
+      if (mn->len == 1)
+        return NULL;
+      list_remove(mn, e);
+      list_append(mn, e);
+    } else if (expired(s, e, now) || atomic_load_explicit(&e->ref, memory_order_relaxed) == 0) {
+      return e;
+    } else {
+      (void)s3_main_step(s, e);
+    }
+  }
+  return NULL;
+}
+
 /* Would the shard exceed its shares after adding add_entries (net) and
  * add_bytes - sub_bytes? */
 static bool over_capacity(const struct cdcache__shard *s, int64_t add_entries, uint64_t add_bytes,
@@ -295,9 +445,11 @@ int cdcache__shard_install(struct cdcache__shard *s, struct cdcache__entry *ne, 
   /* Find the key's entry, measuring the chain on the way (the tripwire). */
   struct cdcache__entry *old = NULL;
   uint64_t chain = 0;
-  for (struct cdcache__entry *e =
-           atomic_load_explicit(&s->buckets[h & s->mask], memory_order_relaxed);
-       e != NULL; e = atomic_load_explicit(&e->next, memory_order_relaxed), chain++) {
+  /* The walk also yields the link that points at the old entry, to swap
+   * it below without walking again (issue 10). */
+  _Atomic(struct cdcache__entry *) *old_link = &s->buckets[h & s->mask];
+  for (struct cdcache__entry *e = atomic_load_explicit(old_link, memory_order_relaxed); e != NULL;
+       old_link = &e->next, e = atomic_load_explicit(old_link, memory_order_relaxed), chain++) {
     if (e->hash == (uint32_t)h && e->klen == ne->klen &&
         cdcache__key_eq(cdcache__entry_key(e), cdcache__entry_key(ne), ne->klen)) {
       old = e;
@@ -307,8 +459,31 @@ int cdcache__shard_install(struct cdcache__shard *s, struct cdcache__entry *ne, 
   const bool old_live = old != NULL && !(old->flags & CDCACHE__E_PLACEHOLDER);
   const int64_t add_entries = (is_ph ? 0 : 1) - (old_live ? 1 : 0);
   const uint64_t old_charge = old != NULL ? old->charge : 0;
+  const bool s3 = cdcache__policy_s3(s->env->policy);
 
-  if (over_capacity(s, add_entries, charge, old_charge)) {
+  /* s3fifo: which FIFO ne joins, decided before eviction moves the hands.
+   * A replaced entry's place and count carry over. */
+  bool to_main = false;
+  uint8_t keep_ref = 0;
+  if (s3 && !is_ph && evictable(s, ne)) {
+    if (old_live && evictable(s, old)) {
+      to_main = old->in_main;
+      keep_ref = atomic_load_explicit(&old->ref, memory_order_relaxed);
+    } else {
+      cdcache__s3_count(&s->s3, ne->hash);
+      if (cdcache__s3_ghost_has(&s->s3, ne->hash)) {
+        to_main = true;
+        if (over_capacity(s, add_entries, charge, old_charge)) {
+          const struct cdcache__entry *v = s3_main_victim(s, old, now);
+          to_main =
+              v == NULL || cdcache__s3_freq(&s->s3, ne->hash) > cdcache__s3_freq(&s->s3, v->hash);
+        }
+      }
+    }
+  }
+
+  const bool made_room = over_capacity(s, add_entries, charge, old_charge);
+  if (made_room) {
     if (s->env->policy == CDCACHE_NOEVICTION) {
       /* Only expired entries may go; if that is not enough, change nothing. */
       cdcache__shard_sweep(s, now, old, rep);
@@ -317,16 +492,23 @@ int cdcache__shard_install(struct cdcache__shard *s, struct cdcache__entry *ne, 
         return CDCACHE_EFULL;
     } else {
       struct cdcache__list *l = &s->lists[s->env->policy == CDCACHE_VOLATILE_LRU ? 1 : 0];
-      /* What eviction could free at most (the list, less the entry being
-       * replaced): when even that is not enough, fail before evicting. */
-      const bool old_in_l = old_live && list_of(s, old) == l;
-      const int64_t can_entries = (int64_t)l->len - (old_in_l ? 1 : 0);
-      const uint64_t can_bytes = l->bytes - (old_in_l ? old_charge : 0);
-      if (over_capacity(s, (add_entries)-can_entries, charge, old_charge + can_bytes))
+      /* What eviction could free at most (the evictable entries, less the
+       * one being replaced): when even that is not enough, fail before
+       * evicting. */
+      const bool old_in = old_live && (s3 ? evictable(s, old) : list_of(s, old) == l);
+      uint64_t len = l->len, bytes = l->bytes;
+      if (s3) {
+        len = s->lists[L_SMALL].len + s->lists[L_MAIN].len;
+        bytes = s->lists[L_SMALL].bytes + s->lists[L_MAIN].bytes;
+      }
+      const int64_t can_entries = (int64_t)len - (old_in ? 1 : 0);
+      const uint64_t can_bytes = bytes - (old_in ? old_charge : 0);
+      if (over_capacity(s, add_entries - can_entries, charge, old_charge + can_bytes))
         return CDCACHE_EFULL;
       while (over_capacity(s, add_entries, charge, old_charge)) {
         enum cdcache__why why;
-        struct cdcache__entry *v = pick_victim(s, l, old, now, &why);
+        struct cdcache__entry *v =
+            s3 ? pick_victim_s3(s, old, now, &why) : pick_victim(s, l, old, now, &why);
         if (v == NULL)
           return CDCACHE_EFULL; /* not reached: the floor check above */
         cdcache__shard_unlink(s, v, why, rep);
@@ -335,9 +517,13 @@ int cdcache__shard_install(struct cdcache__shard *s, struct cdcache__entry *ne, 
   }
 
   /* Link: swap in place of the old entry (P3), or push on the bucket. */
-  atomic_store_explicit(&ne->ref, 0, memory_order_relaxed);
+  atomic_store_explicit(&ne->ref, keep_ref, memory_order_relaxed);
+  ne->in_main = to_main ? 1u : 0u;
   if (old != NULL) {
-    _Atomic(struct cdcache__entry *) *link = link_to(s, old);
+    /* Making room never unlinks old (it is skipped), but it may have
+     * unlinked the entry whose `next` old_link is, which still points at
+     * old (P2): then walk again. */
+    _Atomic(struct cdcache__entry *) *link = made_room ? link_to(s, old) : old_link;
     atomic_store_explicit(&ne->next, atomic_load_explicit(&old->next, memory_order_relaxed),
                           memory_order_relaxed);
     atomic_store_explicit(link, ne, memory_order_release);
@@ -399,6 +585,8 @@ void cdcache__shard_sweep(struct cdcache__shard *s, uint64_t now, const struct c
 void cdcache__shard_clear(struct cdcache__shard *s, struct cdcache__shard_report *rep)
 {
   CDCACHE__ASSERT_LOCKED(s);
+  if (s->s3.sketch != NULL)
+    cdcache__s3_clear(&s->s3); /* a flushed cache starts with no history */
   for (uint64_t b = 0; b <= s->mask; b++) {
     struct cdcache__entry *e;
     while ((e = atomic_load_explicit(&s->buckets[b], memory_order_relaxed)) != NULL)

@@ -9,6 +9,7 @@
 #include "cdcache.h"
 #include "entry.h"
 #include "reclaim.h"
+#include "s3fifo.h"
 
 #include <pthread.h>
 #include <string.h>
@@ -20,6 +21,16 @@ struct cdcache__shard_env {
   const cdcache_allocator_t *alloc; /* read-only */
   struct cdcache__reclaimer *rec;   /* the cache's reclamation */
 };
+
+static inline bool cdcache__policy_s3(cdcache_policy_t p)
+{
+  return p == CDCACHE_ALLKEYS_S3FIFO || p == CDCACHE_VOLATILE_S3FIFO;
+}
+/* Does the policy evict only entries with a TTL? */
+static inline bool cdcache__policy_volatile(cdcache_policy_t p)
+{
+  return p == CDCACHE_VOLATILE_LRU || p == CDCACHE_VOLATILE_S3FIFO;
+}
 
 struct cdcache__list {
   struct cdcache__entry *head; /* oldest: the CLOCK hand */
@@ -51,9 +62,12 @@ struct cdcache__shard {
 #endif
 
   /* Written by writers, under the lock. */
-  /* Synchronization: shard lock.  [0]: entries without a TTL (and every
-   * entry under allkeys-lru); [1]: entries with a TTL under volatile-lru. */
-  struct cdcache__list lists[2] __attribute__((aligned(CDCACHE__CACHELINE)));
+  /* Synchronization: shard lock.  The lru policies: [0] entries without
+   * a TTL (and every entry under allkeys-lru), [1] entries with a TTL
+   * under volatile-lru.  The s3fifo policies: [1] the small FIFO, [2] the
+   * main FIFO, [0] what volatile-s3fifo never evicts (no TTL). */
+  struct cdcache__list lists[3] __attribute__((aligned(CDCACHE__CACHELINE)));
+  struct cdcache__s3 s3; /* Synchronization: shard lock; s3fifo policies only */
   uint64_t sweep_cursor; /* Synchronization: shard lock */
   uint64_t n_ttl;        /* Synchronization: shard lock: live entries with a TTL */
   /* Synchronization: shard lock.  Unlinked entries waiting for a batch to

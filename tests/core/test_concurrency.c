@@ -156,11 +156,16 @@ static void *monitor(void *arg)
   return NULL;
 }
 
-static void test_mixed_operations_keep_every_invariant(void)
+static void run_mixed(cdcache_policy_t policy)
 {
   static struct test_alloc a;
+  atomic_store(&stop, 0);
+  atomic_store(&bad_values, 0);
+  atomic_store(&lookups, 0);
+  atomic_store(&entries_over, 0);
   cdcache_config_t cfg;
   cdcache_config_init(&cfg);
+  cfg.policy = policy;
   cfg.max_entries = CAP;
   cfg.shards = 4;
   cfg.fill_timeout_ms = 100;
@@ -201,6 +206,18 @@ static void test_mixed_operations_keep_every_invariant(void)
   CU_ASSERT_EQUAL(st.bytes_live, 0);
   cdcache_close(cache);
   CU_ASSERT_EQUAL(atomic_load(&a.live_allocs), 0);
+}
+
+static void test_mixed_operations_keep_every_invariant(void)
+{
+  run_mixed(CDCACHE_ALLKEYS_LRU);
+}
+
+/* The same under allkeys-s3fifo: its hands, sketch and ghost change
+ * under the shard lock while readers raise the entries' counts. */
+static void test_mixed_operations_keep_every_invariant_s3fifo(void)
+{
+  run_mixed(CDCACHE_ALLKEYS_S3FIFO);
 }
 
 /* ------------------------------------------- the bound and the read path */
@@ -300,6 +317,8 @@ int main(void)
   CU_pSuite s = CU_add_suite("concurrency", NULL, NULL);
   CU_add_test(s, "mixed operations from 6 threads keep every invariant",
               test_mixed_operations_keep_every_invariant);
+  CU_add_test(s, "mixed operations from 6 threads keep every invariant under allkeys-s3fifo",
+              test_mixed_operations_keep_every_invariant_s3fifo);
   CU_add_test(s, "a reader never serves an entry evicted before the bound it checks",
               test_reader_never_serves_an_entry_evicted_before_its_bound);
   return test_run();

@@ -9,34 +9,10 @@
 #include <string.h>
 #include <time.h>
 
-static int put_i(cdcache_t *c, int i, uint32_t ttl)
-{
-  char k[16];
-  int kl = snprintf(k, sizeof k, "key%d", i);
-  return cdcache_put(c, k, (size_t)kl, &i, sizeof i, ttl);
-}
-
-static int has_i(cdcache_t *c, int i)
-{
-  char k[16];
-  int v = -1;
-  size_t n;
-  int kl = snprintf(k, sizeof k, "key%d", i);
-  int rc = cdcache_get(c, k, (size_t)kl, &v, sizeof v, &n);
-  if (rc == 0)
-    CU_ASSERT_EQUAL(v, i); /* never a value that was not put for the key */
-  return rc == 0;
-}
-
-static cdcache_t *open_policy(cdcache_policy_t p, uint64_t n, uint32_t shards)
-{
-  cdcache_config_t cfg;
-  cdcache_config_init(&cfg);
-  cfg.max_entries = n;
-  cfg.shards = shards;
-  cfg.policy = p;
-  return test_open(&cfg);
-}
+/* The shared helpers (testutil.c) under this suite's short names. */
+#define put_i test_put_int
+#define has_i test_has_int
+#define open_policy test_open_policy
 
 static void test_evicts_least_recently_used_first(void)
 {
@@ -210,11 +186,12 @@ static void *hammer_reads(void *arg)
   return NULL;
 }
 
-static void test_readers_setting_reference_bits_never_make_a_put_efull(void)
+static void readers_never_make_a_put_efull(cdcache_policy_t policy)
 {
   /* One 16-entry shard; 3 readers keep setting every entry's CLOCK bit
-   * while a writer replaces and inserts keys. */
-  cdcache_t *c = open_policy(CDCACHE_ALLKEYS_LRU, 16, 1);
+   * (raising its hit count, under s3fifo) while a writer replaces and
+   * inserts keys. */
+  cdcache_t *c = open_policy(policy, 16, 1);
   atomic_int stop = 0, newest = 0;
   struct hammer h = {c, &stop, &newest};
   pthread_t th[3];
@@ -243,6 +220,16 @@ static void test_readers_setting_reference_bits_never_make_a_put_efull(void)
   cdcache_stats(c, &st);
   CU_ASSERT(st.entries <= 16);
   cdcache_close(c);
+}
+
+static void test_readers_setting_reference_bits_never_make_a_put_efull(void)
+{
+  readers_never_make_a_put_efull(CDCACHE_ALLKEYS_LRU);
+}
+
+static void test_readers_raising_hit_counts_never_make_an_s3fifo_put_efull(void)
+{
+  readers_never_make_a_put_efull(CDCACHE_ALLKEYS_S3FIFO);
 }
 
 /* A reader that hits every entry right behind the CLOCK hand: the
@@ -340,6 +327,8 @@ int main(void)
               test_max_bytes_bounds_live_and_pending_bytes);
   CU_add_test(s, "readers setting reference bits never make a put EFULL",
               test_readers_setting_reference_bits_never_make_a_put_efull);
+  CU_add_test(s, "readers raising hit counts never make an allkeys-s3fifo put EFULL",
+              test_readers_raising_hit_counts_never_make_an_s3fifo_put_efull);
   CU_add_test(s, "a hand that readers always overtake still finds a victim",
               test_a_hand_that_readers_always_overtake_still_finds_a_victim);
   CU_add_test(s, "a shard holding only placeholders is the one EFULL",

@@ -1,5 +1,6 @@
 #include "testutil.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 static void *ta_malloc(void *ctx, size_t size)
@@ -59,6 +60,35 @@ cdcache_t *test_open(cdcache_config_t *cfg)
   CU_ASSERT_EQUAL_FATAL(rc, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL(c);
   return c;
+}
+
+int test_put_int(cdcache_t *c, int i, uint32_t ttl)
+{
+  char k[16];
+  int kl = snprintf(k, sizeof k, "key%d", i);
+  return cdcache_put(c, k, (size_t)kl, &i, sizeof i, ttl);
+}
+
+int test_has_int(cdcache_t *c, int i)
+{
+  char k[16];
+  int v = -1;
+  size_t n;
+  int kl = snprintf(k, sizeof k, "key%d", i);
+  int rc = cdcache_get(c, k, (size_t)kl, &v, sizeof v, &n);
+  if (rc == 0)
+    CU_ASSERT_EQUAL(v, i); /* never a value that was not put for the key */
+  return rc == 0;
+}
+
+cdcache_t *test_open_policy(cdcache_policy_t p, uint64_t n, uint32_t shards)
+{
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  cfg.max_entries = n;
+  cfg.shards = shards;
+  cfg.policy = p;
+  return test_open(&cfg);
 }
 
 int test_run(void)

@@ -31,6 +31,13 @@ void test_clock_install(cdcache_config_t *cfg, struct test_clock *c);
 /* Opens a cache with max_entries (and whatever cfg says); asserts. */
 cdcache_t *test_open(cdcache_config_t *cfg);
 
+/* Key "key<i>" holding the int i: put it (the put's result), or get it
+ * (1 on a hit, asserting that a hit returns i). */
+int test_put_int(cdcache_t *c, int i, uint32_t ttl);
+int test_has_int(cdcache_t *c, int i);
+/* Opens a cache of n entries under policy p on `shards` shards (0: auto). */
+cdcache_t *test_open_policy(cdcache_policy_t p, uint64_t n, uint32_t shards);
+
 /* Runs the registered suites; returns the process exit code. */
 int test_run(void);
 

@@ -272,8 +272,10 @@ static bool evictable(const struct mkey *m)
 {
   switch (g.policy) {
   case CDCACHE_ALLKEYS_LRU:
+  case CDCACHE_ALLKEYS_S3FIFO:
     return true;
   case CDCACHE_VOLATILE_LRU:
+  case CDCACHE_VOLATILE_S3FIFO:
     return m->ttl;
   default:
     return expired(m); /* noeviction: only expired entries may be reclaimed */
@@ -1111,6 +1113,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   cdcache_config_t *cfg = &g.cfg;
   cdcache_config_init(cfg);
   g.policy = c0 % 3;
+  /* c1's top bit picks the s3fifo flavour of an evicting policy. */
+  if ((c1 & 0x80) && g.policy == CDCACHE_ALLKEYS_LRU)
+    g.policy = CDCACHE_ALLKEYS_S3FIFO;
+  else if ((c1 & 0x80) && g.policy == CDCACHE_VOLATILE_LRU)
+    g.policy = CDCACHE_VOLATILE_S3FIFO;
   cfg->policy = (cdcache_policy_t)g.policy;
   A.round16 = (c0 >> 2) & 1;
   cfg->allocator.malloc = h_malloc;
@@ -1130,9 +1137,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   cfg->default_ttl_ms = g.ttl_default;
   cfg->fill_timeout_ms = 1 + c6 % 100;
   /* As cache.c sizes it: handle, shard header, bucket array, and three
-   * cache lines of alignment and registry slack. */
+   * cache lines of alignment and registry slack; plus the policy's own
+   * tables (s3fifo's sketch and ghost), read from a cache opened without
+   * a byte bound. */
   uint64_t fixed = sizeof(struct cdcache) + sizeof(struct cdcache__shard) +
                    8 * buckets_for(cfg->max_entries) + 3 * CDCACHE__CACHELINE;
+  {
+    cdcache_t *probe = NULL;
+    CHECK(cdcache_open(cfg, &probe) == 0, "open without a byte bound failed");
+    cdcache_stats_t st = {.struct_size = sizeof st};
+    CHECK(cdcache_stats(probe, &st) == 0, "stats failed");
+    CHECK((st.bytes_policy != 0) == (g.policy >= CDCACHE_ALLKEYS_S3FIFO),
+          "bytes_policy %llu under policy %d", (unsigned long long)st.bytes_policy, g.policy);
+    CHECK(st.bytes_tables == fixed - sizeof(struct cdcache) + st.bytes_policy,
+          "bytes_tables %llu, model %llu", (unsigned long long)st.bytes_tables,
+          (unsigned long long)(fixed - sizeof(struct cdcache) + st.bytes_policy));
+    fixed += st.bytes_policy;
+    CHECK(cdcache_close(probe) == 0, "close failed");
+  }
   bool bytes = c2 >= 128;
   uint64_t extra = (uint64_t)(c2 & 0x7f) * 8;
   cfg->max_bytes = bytes ? fixed + extra : 0;

@@ -615,6 +615,64 @@ static void test_split_reply_then_silent(void)
   split_then_fault(SP_SILENT);
 }
 
+/*
+ * A heartbeat's hello reply is cut and the connection closed, and the
+ * server refuses connections for 3 s (a crashed mongod): libmongoc 1.23
+ * retries the check at once while it holds its topology lock, and calls
+ * cdcache's stream initiator there.  An initiator that fails (returns
+ * NULL) makes libmongoc take that lock again: the CDC thread deadlocked
+ * for good and stop never returned (found by review).  Now the stream
+ * fails through libmongoc's async path: the subscription recovers once the
+ * server listens again, and stop is prompt.
+ */
+static void test_heartbeat_reset_then_refused(void)
+{
+  sfx_t x;
+  if (!sfx_open(&x, NULL, NULL))
+    return;
+  (void)snprintf(x.uri, sizeof x.uri,
+                 "mongodb://127.0.0.1:%d/?directConnection=true&heartbeatFrequencyMS=500",
+                 sp_port(x.proxy));
+  ROW(cdcache_cdc_start(x.f.cache, &x.f.cfg, &x.f.sub), 0);
+  CU_ASSERT_FATAL(wait_for(&x.f, 0, 10000));
+  insert_ids(&x, 1, 1);
+  CU_ASSERT(wait_seen(&x.f, 1, 1, 10000));
+  sp_rule_t r;
+  memset(&r, 0, sizeof r);
+  r.match = "maxWireVersion"; /* hello replies: the next heartbeat */
+  r.nth = 1;
+  r.cuts[0] = 1;
+  r.ncuts = 1;
+  r.after = SP_CLOSE;
+  r.refuse_ms = 3000;
+  CU_ASSERT_FATAL(sp_set_rule(x.proxy, &r) == 0);
+  /* a getMore failing with CursorNotFound makes libmongoc resume: the
+   * resume's server selection runs the heartbeat (due after 500 ms) on the
+   * open connection, which the proxy then cuts */
+  h_nap_ms(600);
+  CU_ASSERT(tu_admin(x.w, "{\"cdcacheFault\": \"failCommands\", \"commands\": "
+                          "[\"getMore\"], \"times\": 1, \"code\": 43}"));
+  sp_stats_t ps;
+  uint64_t t0 = h_now_ms();
+  do {
+    h_nap_ms(10);
+    sp_stats(x.proxy, &ps);
+  } while (ps.refusals < 1 && h_now_ms() - t0 < 10000);
+  if (ps.refusals < 1)
+    (void)printf("(replies %llu, split %llu, conns %llu) ", (unsigned long long)ps.replies,
+                 (unsigned long long)ps.split, (unsigned long long)ps.connections);
+  CU_ASSERT_FATAL(ps.refusals >= 1); /* the fault happened */
+  CU_ASSERT_FATAL(sp_set_rule(x.proxy, NULL) == 0);
+  h_nap_ms(3500); /* the server listens again */
+  insert_ids(&x, 2, 3);
+  CU_ASSERT(wait_seen(&x.f, 2, 3, 20000)); /* not wedged: streaming again */
+  uint64_t took = stop_timed(&x.f);
+  (void)printf("(closed %llu, refused %llu, stop %llu ms) ", (unsigned long long)ps.closed,
+               (unsigned long long)ps.refusals, (unsigned long long)took);
+  CU_ASSERT(took < 1500);
+  sfx_close(&x);
+}
+
 /* A getMore reply in pieces - 10 bytes, then all but the last 3 bytes 50
  * ms later, the rest 10 s later - and socketTimeoutMS 5 s:
  * cdcache_cdc_stop while libmongoc waits for the rest returns at once,
@@ -811,6 +869,8 @@ int main(int argc, char **argv)
   ADD("pieces: replies cut in the header, then close", test_split_reply_then_close);
   ADD("pieces: replies cut in the header, then silence", test_split_reply_then_silent);
   ADD("pieces: stop while a reply is half delivered", test_stop_while_split_reply_pending);
+  ADD("heartbeat reset, then connections refused: no deadlock in libmongoc",
+      test_heartbeat_reset_then_refused);
   ADD("crashes inside libmongoc (opt-in)", test_libmongoc_crashes);
 #undef ADD
   setvbuf(stdout, NULL, _IONBF, 0);

@@ -15,10 +15,14 @@ LD_LIBRARY_PATH="$libdir" "$work/b/consumer_cmake"
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
 cc -o "$work/consumer_pc" "$src/consumer.c" $(pkg-config --cflags --libs cdcache)
 LD_LIBRARY_PATH="$libdir" "$work/consumer_pc"
+# dlopen()ed into a process that links neither cdcache nor liburcu-bp
+# (its initial-exec and descriptor TLS must still load).
+cc -o "$work/consumer_dlopen" -I"$work/prefix/include" "$src/dlopen.c" -ldl
+"$work/consumer_dlopen" "$libdir/libcdcache.so"
 # Only the public API is exported from the shared library.
 if nm -D --defined-only "$libdir/libcdcache.so" | awk '{print $3}' | grep -v '^cdcache_' | grep -q .; then
   echo "unexpected exported symbols:" >&2
   nm -D --defined-only "$libdir/libcdcache.so" | awk '{print $3}' | grep -v '^cdcache_' >&2
   exit 1
 fi
-echo "package: find_package shared+static, pkg-config, exports: ok"
+echo "package: find_package shared+static, pkg-config, dlopen, exports: ok"

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -48,7 +49,8 @@ struct sp_proxy {
   unsigned matched; /* mu: replies matched since the rule was set */
   uint64_t rng;     /* mu */
   /* statistics: atomics, relaxed (read as a snapshot) */
-  atomic_uint_fast64_t connections, replies, split, pieces, closed, silenced;
+  atomic_uint_fast64_t connections, replies, split, pieces, closed, silenced, refusals;
+  int64_t refuse_until_ms; /* mu: while refusing, when to listen again */
   atomic_int pending;
 };
 
@@ -154,6 +156,7 @@ typedef struct plan {
   unsigned ncuts;
   unsigned pause[SP_MAX_CUTS + 2];
   sp_after_t after;
+  unsigned refuse_ms;
 } plan_t;
 
 static bool plan_for(sp_proxy_t *p, const uint8_t *msg, size_t len, plan_t *pl)
@@ -166,6 +169,7 @@ static bool plan_for(sp_proxy_t *p, const uint8_t *msg, size_t len, plan_t *pl)
     if (p->rule.nth == 0 || p->rule.nth == p->matched) {
       split = true;
       pl->after = p->rule.after;
+      pl->refuse_ms = p->rule.refuse_ms;
       if (p->rule.random && len > 1) {
         unsigned n = 1 + (unsigned)(next_rand(p) % 3);
         size_t at = 0;
@@ -199,6 +203,26 @@ static bool plan_for(sp_proxy_t *p, const uint8_t *msg, size_t len, plan_t *pl)
   return split && (pl->ncuts > 0 || pl->after != SP_DELIVER);
 }
 
+static int64_t mono_ms_now(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Stops listening now (shutdown of a listening socket makes the kernel
+ * refuse new connections at once); the accept thread listens again after
+ * ms. */
+static void refuse(sp_proxy_t *p, unsigned ms)
+{
+  pthread_mutex_lock(&p->mu);
+  p->refuse_until_ms = mono_ms_now() + ms;
+  if (p->lfd >= 0)
+    (void)shutdown(p->lfd, SHUT_RDWR);
+  pthread_mutex_unlock(&p->mu);
+  atomic_fetch_add(&p->refusals, 1);
+}
+
 /* Writes one message as planned; false when the connection ends. */
 static bool deliver(sp_conn_t *c, const uint8_t *msg, size_t len)
 {
@@ -218,6 +242,8 @@ static bool deliver(sp_conn_t *c, const uint8_t *msg, size_t len)
     if (!ok || at == len)
       break;
     if (i + 1 == pl.ncuts && pl.after == SP_CLOSE) {
+      if (pl.refuse_ms > 0)
+        refuse(p, pl.refuse_ms);
       atomic_fetch_add(&p->closed, 1);
       ok = false;
     } else if (i + 1 == pl.ncuts && pl.after == SP_SILENT) {
@@ -313,12 +339,51 @@ static int connect_target(int port)
   return fd;
 }
 
+/* A listening socket on 127.0.0.1:port (0: any); -1 on failure. */
+static int listen_on(int port)
+{
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int one = 1;
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 64) != 0) {
+    if (fd >= 0)
+      close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* While refusing (see refuse): close the shut listener, and listen again
+ * once the time is up.  Accept thread. */
+static void relisten(sp_proxy_t *p)
+{
+  pthread_mutex_lock(&p->mu);
+  int64_t until = p->refuse_until_ms;
+  bool shut = until != 0;
+  if (shut && p->lfd >= 0) {
+    close(p->lfd);
+    p->lfd = -1;
+  }
+  if (shut && mono_ms_now() >= until) {
+    p->lfd = listen_on(p->port);
+    if (p->lfd >= 0)
+      p->refuse_until_ms = 0;
+  }
+  pthread_mutex_unlock(&p->mu);
+}
+
 static void *accept_main(void *arg)
 {
   sp_proxy_t *p = arg;
   for (;;) {
+    relisten(p);
     struct pollfd pf[2] = {{p->lfd, POLLIN, 0}, {p->stop_fd, POLLIN, 0}};
-    int n = poll(pf, 2, 200);
+    int n = poll(pf, 2, p->lfd >= 0 ? 200 : 10);
     if (n < 0 && errno != EINTR)
       break;
     if (pf[1].revents)
@@ -440,6 +505,7 @@ void sp_stats(sp_proxy_t *p, sp_stats_t *out)
   out->split = atomic_load(&p->split);
   out->pieces = atomic_load(&p->pieces);
   out->closed = atomic_load(&p->closed);
+  out->refusals = atomic_load(&p->refusals);
   out->silenced = atomic_load(&p->silenced);
   out->pending = atomic_load(&p->pending);
 }
@@ -454,7 +520,8 @@ void sp_stop(sp_proxy_t *p)
   }
   pthread_join(p->acceptor, NULL);
   reap(p, true);
-  close(p->lfd);
+  if (p->lfd >= 0)
+    close(p->lfd);
   close(p->stop_fd);
   free(p->match);
   pthread_mutex_destroy(&p->mu);

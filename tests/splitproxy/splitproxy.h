@@ -56,6 +56,10 @@ typedef struct sp_rule {
   unsigned pause_ms;
   /* What happens at the last cut: deliver the rest, close, go silent. */
   sp_after_t after;
+  /* With SP_CLOSE: before closing, stop listening for this long, so that
+   * an immediate reconnect is refused (ECONNREFUSED), as when the server
+   * process died; then listen again on the same port. */
+  unsigned refuse_ms;
 } sp_rule_t;
 
 typedef struct sp_stats {
@@ -65,6 +69,7 @@ typedef struct sp_stats {
   uint64_t pieces;      /* pieces written for split replies */
   uint64_t closed;      /* connections closed mid-reply by SP_CLOSE */
   uint64_t silenced;    /* connections silenced mid-reply by SP_SILENT */
+  uint64_t refusals;    /* times the proxy stopped listening (refuse_ms) */
   int pending;          /* split replies now between two pieces, or held */
 } sp_stats_t;
 
