@@ -208,6 +208,8 @@ int cdcache_lease_release(cdcache_t *cache, cdcache_lease_t *lease)
     return 0;
   if (cache == NULL)
     return CDCACHE_EINVAL;
+  if (cdcache__forked(cache))
+    return CDCACHE_EFORKED; /* the copied lease is the parent's: left as is */
   return cdcache__lease_release(cache, lease);
 }
 
@@ -215,6 +217,8 @@ int cdcache_stats(cdcache_t *cache, cdcache_stats_t *stats)
 {
   if (cache == NULL || stats == NULL || stats->struct_size < sizeof(size_t))
     return CDCACHE_EINVAL;
+  if (cdcache__forked(cache))
+    return CDCACHE_EFORKED;
   return cdcache__stats(cache, stats);
 }
 

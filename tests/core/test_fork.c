@@ -141,6 +141,37 @@ static void test_a_child_forked_without_the_fork_calls_cannot_open(void)
   cdcache_close(c);
 }
 
+static void test_stats_and_leases_of_a_pre_fork_handle_answer_eforked(void)
+{
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  cfg.max_entries = 64;
+  cdcache_t *c = test_open(&cfg);
+  char buf[8];
+  size_t n;
+  cdcache_lease_t *l = NULL, *l2 = NULL;
+  CU_ASSERT_EQUAL_FATAL(cdcache_get_lease(c, KEY("k"), buf, sizeof buf, &n, &l), CDCACHE_ENOENT);
+  CU_ASSERT_EQUAL_FATAL(cdcache_get_lease(c, KEY("k2"), buf, sizeof buf, &n, &l2), CDCACHE_ENOENT);
+  cdcache_fork_prepare();
+  pid_t pid = fork();
+  if (pid == 0) {
+    cdcache_fork_child();
+    alarm(20);
+    cdcache_stats_t st = {.struct_size = sizeof st};
+    int bad = cdcache_stats(c, &st) != CDCACHE_EFORKED;
+    bad |= (cdcache_lease_release(c, l) != CDCACHE_EFORKED) << 1;
+    bad |= (cdcache_put_leased(c, l2, "v", 1, 0) != CDCACHE_EFORKED) << 2;
+    bad |= (cdcache_close(c) != 0) << 3;
+    _exit(bad);
+  }
+  cdcache_fork_parent();
+  CU_ASSERT_FATAL(pid > 0);
+  expect_child_ok(pid);
+  CU_ASSERT_EQUAL(cdcache_lease_release(c, l), 0);
+  CU_ASSERT_EQUAL(cdcache_put_leased(c, l2, "v", 1, 0), 0);
+  cdcache_close(c);
+}
+
 /* A pre-fork server's master keeps serving while it forks workers: one
  * thread cycles through more caches than a thread keeps counter slots for
  * (each switch hands a counter block back under the global live-cache
@@ -258,6 +289,8 @@ int main(void)
               test_a_child_forked_with_the_fork_calls_uses_new_caches);
   CU_add_test(s, "a child forked without the fork calls cannot open (no hang)",
               test_a_child_forked_without_the_fork_calls_cannot_open);
+  CU_add_test(s, "stats and leases of a pre-fork handle answer EFORKED in the child",
+              test_stats_and_leases_of_a_pre_fork_handle_answer_eforked);
   CU_add_test(s, "workers forked while master threads use caches never hang",
               test_workers_forked_while_master_threads_use_caches_never_hang);
   CU_add_test(s, "installed fork handlers let a plain fork's child use caches",
