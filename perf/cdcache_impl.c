@@ -192,35 +192,14 @@ cdcache_t *impl_cdcache_handle(void *h)
   return ((cdc_impl_t *)h)->c;
 }
 
-const bench_impl_t impl_cdcache = {
-    .name = "cdcache",
-    .open = cd_open,
-    .close = cd_close,
-    .get = cd_get,
-    .put = cd_put,
-    .settle = cd_settle,
-    .pending_bytes = cd_pending,
-    .load = cd_load,
-    .lease = cd_lease,
-    .entries = cd_entries,
-    .mem_bytes = cd_mem,
-    .self_bytes = cd_self,
-    .policy_bytes = cd_policy,
-};
+/* The two policies share every call but open. */
+#define CDCACHE_IMPL(NAME, OPEN)                                                                   \
+  {                                                                                                \
+    .name = NAME, .open = OPEN, .close = cd_close, .get = cd_get, .put = cd_put,                   \
+    .settle = cd_settle, .pending_bytes = cd_pending, .load = cd_load, .lease = cd_lease,          \
+    .entries = cd_entries, .mem_bytes = cd_mem, .self_bytes = cd_self, .policy_bytes = cd_policy,  \
+  }
 
+const bench_impl_t impl_cdcache = CDCACHE_IMPL("cdcache", cd_open);
 /* The same with policy = CDCACHE_ALLKEYS_S3FIFO (issue 13). */
-const bench_impl_t impl_cdcache_s3fifo = {
-    .name = "cdcache-s3fifo",
-    .open = cd_open_s3fifo,
-    .close = cd_close,
-    .get = cd_get,
-    .put = cd_put,
-    .settle = cd_settle,
-    .pending_bytes = cd_pending,
-    .load = cd_load,
-    .lease = cd_lease,
-    .entries = cd_entries,
-    .mem_bytes = cd_mem,
-    .self_bytes = cd_self,
-    .policy_bytes = cd_policy,
-};
+const bench_impl_t impl_cdcache_s3fifo = CDCACHE_IMPL("cdcache-s3fifo", cd_open_s3fifo);

@@ -1366,6 +1366,8 @@ static pid_t spawn_watch(fx_t *f, int out_w, int err_w, int close1, int close2)
 }
 
 /* Waits up to ms for pid; returns true and *st when it ended. */
+/* Waits up to ms for pid to exit (true), else kills it (false); *st is
+ * its status either way. */
 static bool wait_exit(pid_t pid, int *st, uint32_t ms)
 {
   uint64_t t0 = tu_now_ms();
@@ -1374,6 +1376,8 @@ static bool wait_exit(pid_t pid, int *st, uint32_t ms)
       return true;
     poll(NULL, 0, 2);
   }
+  kill(pid, SIGKILL);
+  waitpid(pid, st, 0);
   return false;
 }
 
@@ -1425,10 +1429,6 @@ static void test_watch_blocked_consumer(void)
   uint64_t t0 = tu_now_ms();
   bool ended = wait_exit(pid, &st, 5000);
   uint64_t took = tu_now_ms() - t0;
-  if (!ended) {
-    kill(pid, SIGKILL);
-    waitpid(pid, &st, 0);
-  }
   read_all(err[0], errbuf, sizeof errbuf);
   (void)printf("(SIGTERM with stdout blocked: ended after %llu ms) ", (unsigned long long)took);
   CU_ASSERT(ended);
@@ -1450,10 +1450,6 @@ static void test_watch_blocked_consumer(void)
   close(out[0]);
   CU_ASSERT(insert_v(&f, "users", 900001, 1));
   ended = wait_exit(pid, &st, 5000);
-  if (!ended) {
-    kill(pid, SIGKILL);
-    waitpid(pid, &st, 0);
-  }
   read_all(err[0], errbuf, sizeof errbuf);
   CU_ASSERT(ended && WIFEXITED(st) && WEXITSTATUS(st) == 0);
   CU_ASSERT(strstr(errbuf, "stdout closed") != NULL);
@@ -1496,10 +1492,6 @@ static void test_watch_blocked_consumer_stderr(void)
   uint64_t t0 = tu_now_ms();
   bool ended = wait_exit(pid, &st, 5000);
   uint64_t took = tu_now_ms() - t0;
-  if (!ended) {
-    kill(pid, SIGKILL);
-    waitpid(pid, &st, 0);
-  }
   (void)printf("(SIGTERM with stdout and stderr on one blocked pipe: %s after %llu ms) ",
                ended ? "ended" : "not ended, killed", (unsigned long long)took);
   CU_ASSERT(ended);

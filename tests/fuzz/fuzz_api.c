@@ -221,6 +221,7 @@ static struct {
   /* The load in flight (one at most: loaders do not nest get_or_load). */
   int load_key;
   bool load_dead;
+  uint64_t load_started; /* clock when the load's placeholder was linked */
   struct input *in;
 } g;
 
@@ -531,6 +532,13 @@ static bool lease_timed_out(int ki)
   return false;
 }
 
+/* A load (get_or_load's fill) past fill_timeout_ms is taken over like a
+ * lease (issue 8): its value is then not cached. */
+static bool load_timed_out(void)
+{
+  return g.now - g.load_started >= g.cfg.fill_timeout_ms;
+}
+
 static bool trace_on;
 #define TRACE(...)                                                                                 \
   do {                                                                                             \
@@ -751,7 +759,8 @@ static void op_get_lease(struct input *in)
         ki, rc);
   if (m->state == MAYBE && !expired(m))
     m->state = ABSENT;
-  bool busy = m->ph == PH_LOAD || (m->ph == PH_LEASE && !lease_timed_out(ki));
+  bool busy =
+      (m->ph == PH_LOAD && !load_timed_out()) || (m->ph == PH_LEASE && !lease_timed_out(ki));
   if (rc == CDCACHE_EBUSY) {
     CHECK(busy, "get_lease of key %d: EBUSY with no fill in flight", ki);
     CHECK(lease == NULL, "lease with EBUSY");
@@ -872,6 +881,7 @@ static int loader(void *ctx, const void *key, size_t klen, cdcache_fill_t *fill)
   g.load_key = p->key;
   g.load_dead = false;
   g.k[p->key].ph = PH_LOAD;
+  g.load_started = g.now;
   g.depth++;
   for (int i = 0; i < p->nested && more(g.in); i++)
     do_op(g.in);
