@@ -202,34 +202,59 @@ void cdcache__after_write(cdcache_t *c, struct cdcache__shard *s, struct cdcache
     cdcache__throttle(c, s);
 }
 
+/* With s locked: a put of the key failed, but the database moved on (the
+ * caller was writing a newer value): a fill of the key in flight read the
+ * older value and must not be cached.  Its placeholder goes; the fill,
+ * marked dead, still answers its waiters but caches nothing.  The key's
+ * cached value, if any, stays (the caller learns of the failure). */
+static void kill_fill_locked(struct cdcache__shard *s, uint64_t h, const void *key, size_t klen,
+                             struct cdcache__shard_report *rep)
+{
+  struct cdcache__entry *ph = cdcache__shard_find(s, h, key, klen);
+  if (ph != NULL && (ph->flags & CDCACHE__E_PLACEHOLDER))
+    cdcache__shard_unlink(s, ph, WHY_REPLACED, rep);
+}
+
+void cdcache__put_failed(cdcache_t *c, const void *key, size_t klen)
+{
+  uint64_t h = cdcache__hash(c->secret, key, klen);
+  struct cdcache__shard *s = cdcache__shard_of(c, h);
+  struct cdcache__shard_report rep = {0};
+  struct cdcache__retired r;
+  cdcache__shard_lock(s);
+  kill_fill_locked(s, h, key, klen, &rep);
+  cdcache__shard_retire_take(s, &r, false);
+  cdcache__shard_unlock(s);
+  cdcache__after_write(c, s, &r);
+}
+
 int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, size_t vlen,
                  uint32_t ttl_ms)
 {
   uint64_t h = cdcache__hash(c->secret, key, klen);
   struct cdcache__shard *s = cdcache__shard_of(c, h);
   uint64_t now = cdcache__now_ms(c);
-  if (!cdcache__fresh(c, now))
+  if (!cdcache__fresh(c, now)) {
+    cdcache__put_failed(c, key, klen);
     return CDCACHE_ESTALE;
+  }
   /* Throttle first, so the bytes this put adds find the backlog small. */
   if (cdcache__throttle_needed(&c->rec))
     cdcache__throttle(c, s);
   struct cdcache__entry *e = cdcache__entry_new(c, h, key, klen, val, vlen, ttl_ms, now, NULL);
-  if (e == NULL)
+  if (e == NULL) {
+    cdcache__put_failed(c, key, klen);
     return CDCACHE_ENOMEM;
+  }
   struct cdcache__tstats *t = cdcache__tstats_of(c);
   struct cdcache__shard_report rep = {0};
   struct cdcache__retired r;
   cdcache__shard_lock(s);
   int rc = cdcache__shard_install(s, e, h, now, NULL, &rep);
-  if (rc == 0) {
+  if (rc == 0)
     cdcache__shard_sweep(s, now, NULL, &rep);
-  } else {
-    /* The put failed, but the database moved on: a fill of the key in
-     * flight read the older value and must not be cached. */
-    struct cdcache__entry *ph = cdcache__shard_find(s, h, key, klen);
-    if (ph != NULL && (ph->flags & CDCACHE__E_PLACEHOLDER))
-      cdcache__shard_unlink(s, ph, WHY_REPLACED, &rep);
-  }
+  else
+    kill_fill_locked(s, h, key, klen, &rep);
   cdcache__shard_retire_take(s, &r, false);
   cdcache__shard_unlock(s);
   if (rc == 0)

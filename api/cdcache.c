@@ -110,8 +110,10 @@ int cdcache_put(cdcache_t *cache, const void *key, size_t klen, const void *val,
     return rc;
   if (val == NULL && vlen != 0)
     return CDCACHE_EINVAL;
-  if (vlen > cache->cfg.max_value_len)
+  if (vlen > cache->cfg.max_value_len) {
+    cdcache__put_failed(cache, key, klen);
     return CDCACHE_E2BIG;
+  }
   return cdcache__put(cache, key, klen, val, vlen, ttl_ms);
 }
 

@@ -662,15 +662,18 @@ static void op_put(struct input *in, bool bad)
     CHECK(rc == key_error(klen), "put with klen %zu: rc %d", klen, rc);
     return;
   }
+  /* A put of a valid key that fails (value too long, no room, no memory)
+   * still kills a fill of the key in flight, which read an older value:
+   * its placeholder is unlinked. */
   if (vlen > g.max_v) {
     CHECK(rc == CDCACHE_E2BIG, "put with vlen %zu > %u: rc %d", vlen, g.max_v, rc);
+    if (g.k[ki].ph != PH_NONE)
+      lease_killed_for_key(ki);
     return;
   }
   struct capq q = capacity(ki, val_charge(ki, vlen, has_ttl));
   after_install(ki, rc, q, fb, val, vlen, has_ttl, ttl_ms(t), "put");
-  /* A put that finds no room still kills a fill of the key in flight,
-   * which read an older value: its placeholder is unlinked. */
-  if (rc == CDCACHE_EFULL && g.k[ki].ph != PH_NONE)
+  if (rc != 0 && g.k[ki].ph != PH_NONE)
     lease_killed_for_key(ki);
 }
 
