@@ -49,9 +49,12 @@ struct cdcache__entry *cdcache__entry_new(cdcache_t *c, uint64_t h, const void *
   e->klen = (uint16_t)klen;
   e->flags = flags;
   atomic_init(&e->ref, 0);
-  e->charge =
-      (uint32_t)cdcache__charge(&c->cfg.allocator, e, cdcache__entry_size(flags, klen, vlen)) &
-      0x7fffffffu;
+  /* A placeholder also carries its fill's own bytes: leases and loads in
+   * flight count against max_bytes like the values they will bring. */
+  uint64_t charge = cdcache__charge(&c->cfg.allocator, e, cdcache__entry_size(flags, klen, vlen));
+  if (fill != NULL)
+    charge += fill->charge;
+  e->charge = (uint32_t)(charge > 0x7fffffffu ? 0x7fffffffu : charge);
   e->in_main = 0;
   unsigned char *p = e->data;
   if (flags & CDCACHE__E_TTL) {

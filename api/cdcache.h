@@ -151,8 +151,9 @@ typedef struct cdcache_config {
    * CDCACHE_MAX_ENTRIES_LIMIT. */
   uint64_t max_entries;
   /* The most bytes the cache holds: entries (key, value, real allocator
-   * overhead, including unlinked entries awaiting their grace period) plus
-   * the shards' tables, give or take CDCACHE_MAX_BYTES_SLACK.  Each
+   * overhead, including unlinked entries awaiting their grace period),
+   * the fills in flight behind their placeholders, plus the shards'
+   * tables, give or take CDCACHE_MAX_BYTES_SLACK.  Each
    * shard's share must hold one entry of max_key_len and max_value_len:
    * with shards 0 the shard count is lowered until it does; with a set
    * shard count open fails with CDCACHE_EINVAL.  0 means no byte bound.

@@ -239,9 +239,12 @@ static uint64_t val_charge(int ki, size_t vlen, bool ttl)
 {
   return usable(ENTRY_HDR + (ttl ? 8 : 0) + (size_t)(ki / NIDX + 1) + vlen);
 }
+/* A placeholder carries its fill's own allocation (fill and key copy). */
 static uint64_t ph_charge(int ki)
 {
-  return usable(ENTRY_HDR + sizeof(uintptr_t) + (size_t)(ki / NIDX + 1));
+  size_t klen = (size_t)(ki / NIDX + 1);
+  return usable(ENTRY_HDR + sizeof(uintptr_t) + klen) +
+         usable(sizeof(struct cdcache_fill_key) + klen);
 }
 
 /* Key ki: index ki % NIDX, length ki / NIDX + 1, bytes derived from both. */
