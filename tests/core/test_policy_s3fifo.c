@@ -7,6 +7,8 @@
  */
 #include "testutil.h"
 
+#include "shard.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -121,6 +123,281 @@ static void test_ghost_readmits_a_key_dropped_too_early(void)
   CU_ASSERT_EQUAL(lru, 0);
 }
 
+/* ------------------------------------------------ the main FIFO's hand */
+
+/* What the main FIFO's hand saw (cdcache__s3_hand_hook): per step, the
+ * number of the key ("key<i>") it stood on and the count it read. */
+#define HAND_LOG 65536
+static struct {
+  int key[HAND_LOG];
+  unsigned ref[HAND_LOG];
+  int n;
+} hand;
+
+static int entry_number(const struct cdcache__entry *e)
+{
+  const unsigned char *k = cdcache__entry_key(e);
+  int v = 0;
+  if (e->klen < 4 || memcmp(k, "key", 3) != 0)
+    return -1;
+  for (size_t i = 3; i < e->klen; i++)
+    v = v * 10 + (k[i] - '0');
+  return v;
+}
+
+static void log_step(struct cdcache__entry *e)
+{
+  if (hand.n < HAND_LOG) {
+    hand.key[hand.n] = entry_number(e);
+    hand.ref[hand.n] = atomic_load_explicit(&e->ref, memory_order_relaxed);
+    hand.n++;
+  }
+}
+
+/* The counts the hand read on key i's entry, in order, as digits
+ * ("3210": three more laps, then evicted); at most cap - 1 of them. */
+static void counts_seen(int i, char *out, size_t cap)
+{
+  size_t n = 0;
+  for (int s = 0; s < hand.n && n + 1 < cap; s++)
+    if (hand.key[s] == i)
+      out[n++] = (char)('0' + hand.ref[s]);
+  out[n] = '\0';
+}
+
+/* A key loaded on a miss and read once more soon after, as most keys of a
+ * cache-aside workload are: S gives it up to M (it was hit), so in the
+ * steady state each such put moves one key from S to M and M's hand
+ * evicts one.  The ghost stays empty: nothing leaves S unread. */
+static void load_and_read(cdcache_t *c, int i)
+{
+  CU_ASSERT_EQUAL(put_i(c, i, CDCACHE_TTL_NONE), 0);
+  CU_ASSERT_TRUE(has_i(c, i));
+}
+
+/*
+ * Ten keys read once more and ten read five more times once they are in
+ * M (a cache of 100: M holds 85): M's hand gives the first ten one more
+ * lap and the others three (the count saturates at 3), lowering the count
+ * each time, and evicts each when it finds the count at 0.
+ */
+static void test_each_hit_up_to_three_buys_another_lap_of_the_main_hand(void)
+{
+  cdcache_t *c = open_policy(CDCACHE_ALLKEYS_S3FIFO, 100, 1);
+  int next = 1000;
+  for (int i = 0; i < 300; i++)
+    load_and_read(c, next++);
+  for (int i = 0; i < 20; i++)
+    load_and_read(c, i);
+  /* 50 puts later the 20 have left S for M's tail, count cleared, and
+   * M's hand, one entry per put, is still 35 entries short of them. */
+  for (int i = 0; i < 50; i++)
+    load_and_read(c, next++);
+  hand.n = 0;
+  cdcache__s3_hand_hook = log_step;
+  for (int i = 0; i < 20; i++)
+    for (int r = 0; r < (i < 10 ? 1 : 5); r++)
+      CU_ASSERT_TRUE(has_i(c, i));
+  for (int i = 0; i < 600; i++)
+    load_and_read(c, next++);
+  cdcache__s3_hand_hook = NULL;
+  CU_ASSERT(hand.n > 600 && hand.n < HAND_LOG);
+  for (int i = 0; i < 20; i++) {
+    char seen[16];
+    counts_seen(i, seen, sizeof seen);
+    if (strcmp(seen, i < 10 ? "10" : "3210") != 0)
+      printf("\n  key%d: the hand read the counts \"%s\"", i, seen);
+    CU_ASSERT_STRING_EQUAL(seen, i < 10 ? "10" : "3210");
+    CU_ASSERT_FALSE(has_i(c, i)); /* evicted at the last step */
+  }
+  cdcache_close(c);
+}
+
+/*
+ * A key in M replaced (a write-through, a reload after an update) keeps
+ * its FIFO and its count: its new entry is still M's, and M's hand reads
+ * the two hits it had.  Started over in S, it would reach M with its
+ * count cleared, or be dropped before.
+ */
+static void test_a_replaced_entry_keeps_its_fifo_and_count(void)
+{
+  cdcache_t *c = open_policy(CDCACHE_ALLKEYS_S3FIFO, 100, 1);
+  int next = 1000;
+  for (int i = 0; i < 300; i++)
+    load_and_read(c, next++);
+  for (int i = 0; i < 10; i++)
+    load_and_read(c, i);
+  for (int i = 0; i < 50; i++)
+    load_and_read(c, next++);
+  hand.n = 0;
+  cdcache__s3_hand_hook = log_step;
+  for (int i = 0; i < 10; i++) {
+    CU_ASSERT_TRUE(has_i(c, i));
+    CU_ASSERT_TRUE(has_i(c, i));
+    CU_ASSERT_EQUAL(put_i(c, i, CDCACHE_TTL_NONE), 0);
+  }
+  for (int i = 0; i < 400; i++)
+    load_and_read(c, next++);
+  cdcache__s3_hand_hook = NULL;
+  for (int i = 0; i < 10; i++) {
+    char seen[16];
+    counts_seen(i, seen, sizeof seen);
+    CU_ASSERT_STRING_EQUAL(seen, "210");
+  }
+  cdcache_close(c);
+}
+
+/* A reader that hits every entry of M right behind its hand (the count
+ * back at its cap each time the hand lowers it): the worst interleaving
+ * of test_eviction.c's readers, made deterministic. */
+static long forced_laps;
+static void rehit(struct cdcache__entry *e)
+{
+  atomic_store_explicit(&e->ref, 3, memory_order_relaxed);
+  forced_laps++;
+}
+
+/*
+ * When readers raise every count in M as fast as the hand lowers it, the
+ * hands' step budget runs out and the oldest entry goes: a put never
+ * fails with EFULL for want of a victim (README, "Writers never fail for
+ * want of a victim").
+ */
+static void test_a_main_hand_that_readers_always_overtake_still_finds_a_victim(void)
+{
+  cdcache_t *c = open_policy(CDCACHE_ALLKEYS_S3FIFO, 20, 1);
+  for (int i = 0; i < 20; i++) {
+    CU_ASSERT_EQUAL(put_i(c, i, CDCACHE_TTL_NONE), 0);
+    CU_ASSERT_TRUE(has_i(c, i));
+    CU_ASSERT_TRUE(has_i(c, i));
+  }
+  forced_laps = 0;
+  cdcache__s3_hand_hook = rehit;
+  int efull = 0, last_resort = 0;
+  for (int i = 20; i < 200; i++) {
+    long before = forced_laps;
+    int rc = put_i(c, i, CDCACHE_TTL_NONE);
+    efull += rc == CDCACHE_EFULL;
+    CU_ASSERT_EQUAL(rc, 0);
+    /* More than three laps of M (of 18 entries) without a victim: only
+     * the last resort ended that put. */
+    last_resort += forced_laps - before > 3 * 18;
+  }
+  cdcache__s3_hand_hook = NULL;
+  CU_ASSERT_EQUAL(efull, 0);
+  CU_ASSERT_EQUAL(last_resort, 180);
+  cdcache_stats_t st = {.struct_size = sizeof st};
+  cdcache_stats(c, &st);
+  CU_ASSERT_EQUAL(st.entries, 20);
+  CU_ASSERT_EQUAL(st.evictions, 180);
+  /* The first put moved 18 of the hit keys to M and took the 19th, the
+   * oldest of S; each later put took the oldest of S again, the previous
+   * newcomer.  The keys readers keep hitting stay. */
+  int kept = 0;
+  for (int i = 0; i < 20; i++)
+    kept += has_i(c, i);
+  CU_ASSERT_EQUAL(kept, 18);
+  CU_ASSERT_TRUE(has_i(c, 199));
+  cdcache_close(c);
+}
+
+/* ------------------------------------------- the ghost, the duel, flush */
+
+/*
+ * 17 keys the database updates often (each change invalidates the key,
+ * the next read reloads it: a miss the sketch counts), read again, so
+ * they fill M.  Then a batch job reads 40 new records twice each, 10
+ * requests apart: each second read finds the record dropped from S
+ * (3 entries) and remembered by the ghost, but counted twice against
+ * M's next victim's 16 times, it loses the duel and starts over in S.
+ * The 17 stay; LRU loses them all.  Without the duel every second read
+ * would enter M and M's hand would evict the 17.
+ */
+static int reloaded_left_after_burst(cdcache_policy_t p)
+{
+  cdcache_t *c = open_policy(p, 20, 1);
+  for (int r = 0; r < 15; r++)
+    for (int i = 0; i < 17; i++) {
+      CU_ASSERT_FALSE(read_through(c, i));
+      char k[16];
+      int kl = snprintf(k, sizeof k, "key%d", i);
+      CU_ASSERT_EQUAL(cdcache_invalidate(c, k, (size_t)kl), 0);
+    }
+  for (int i = 0; i < 17; i++) {
+    CU_ASSERT_FALSE(read_through(c, i));
+    CU_ASSERT_TRUE(read_through(c, i));
+  }
+  for (int i = 100; i < 103; i++)
+    CU_ASSERT_FALSE(read_through(c, i));
+  for (int b = 0; b < 50; b++) {
+    if (b < 40)
+      CU_ASSERT_FALSE(read_through(c, 1000 + b));
+    if (b >= 10)
+      read_through(c, 1000 + b - 10); /* a miss, under s3fifo */
+  }
+  int left = 0;
+  for (int i = 0; i < 17; i++)
+    left += has_i(c, i);
+  cdcache_close(c);
+  return left;
+}
+
+static void test_keys_asked_for_twice_do_not_displace_keys_reloaded_often(void)
+{
+  CU_ASSERT_EQUAL(reloaded_left_after_burst(CDCACHE_ALLKEYS_S3FIFO), 17);
+  CU_ASSERT_EQUAL(reloaded_left_after_burst(CDCACHE_ALLKEYS_LRU), 0);
+}
+
+/*
+ * A flushed cache starts with no history.  100 keys pass through S
+ * unread (the ghost remembers them), flush, then the same 100 and 50 new
+ * ones: as in a new cache, the 100 are new keys in S and the first 50
+ * go first.  Had the ghost outlived the flush, the 100 would have gone
+ * straight to M and only the first 15 would be gone.
+ */
+static void test_flush_forgets_the_ghost_and_the_sketch(void)
+{
+  cdcache_t *c = open_policy(CDCACHE_ALLKEYS_S3FIFO, 100, 1);
+  for (int i = 0; i < 200; i++)
+    CU_ASSERT_FALSE(read_through(c, i));
+  CU_ASSERT_EQUAL(cdcache_flush(c), 0);
+  for (int i = 0; i < 100; i++)
+    CU_ASSERT_FALSE(read_through(c, i));
+  for (int i = 1000; i < 1050; i++)
+    CU_ASSERT_FALSE(read_through(c, i));
+  int first = 0, last = 0;
+  for (int i = 0; i < 50; i++)
+    first += has_i(c, i);
+  for (int i = 50; i < 100; i++)
+    last += has_i(c, i);
+  CU_ASSERT_EQUAL(first, 0);
+  CU_ASSERT_EQUAL(last, 50);
+  cdcache_close(c);
+}
+
+/*
+ * The sketch forgets: every 20 x share counts it halves.  After a long
+ * churn (40,000 keys, each loaded and read once, through a cache of 100)
+ * the workload shifts to 40 keys read in turn, more than S holds, so
+ * each comes back from the ghost and must win the duel against M's next
+ * victim, a key of the churn counted once.  A sketch that never halved
+ * would have every counter at its ceiling (15) by then: every duel a tie,
+ * lost, and not one of the 40 would ever hit.
+ */
+static void test_after_a_long_churn_a_new_working_set_still_gets_in(void)
+{
+  cdcache_t *c = open_policy(CDCACHE_ALLKEYS_S3FIFO, 100, 1);
+  for (int i = 0; i < 40000; i++)
+    load_and_read(c, 100000 + i);
+  int hits = 0;
+  for (int round = 0; round < 30; round++)
+    for (int i = 0; i < 40; i++)
+      hits += round >= 20 ? read_through(c, i) : (read_through(c, i), 0);
+  printf("\n  hits in the last 10 rounds: %d of 400", hits);
+  CU_ASSERT(hits >= 300);
+  cdcache_close(c);
+}
+
 static void test_entries_never_exceed_max_entries(void)
 {
   cdcache_t *c = open_policy(CDCACHE_ALLKEYS_S3FIFO, 10000, 8);
@@ -144,6 +421,53 @@ static void test_entries_never_exceed_max_entries(void)
   /* 4 to 8 bytes per entry (sketch and ghost, rounded to powers of two). */
   CU_ASSERT(st.bytes_policy >= 4 * 10000 && st.bytes_policy <= 8 * 10000 + 8 * 1024);
   cdcache_close(c);
+}
+
+/* bytes_tables of a cache opened with this config under policy p. */
+static uint64_t tables_under(cdcache_config_t cfg, cdcache_policy_t p, uint64_t *policy_bytes)
+{
+  cfg.policy = p;
+  cdcache_t *c = test_open(&cfg);
+  cdcache_stats_t st = {.struct_size = sizeof st};
+  CU_ASSERT_EQUAL(cdcache_stats(c, &st), 0);
+  *policy_bytes = st.bytes_policy;
+  cdcache_close(c);
+  return st.bytes_tables;
+}
+
+/*
+ * The sketch and the ghost are part of the tables (so of what max_bytes
+ * leaves for entries): for the same config, bytes_tables under s3fifo is
+ * bytes_tables under lru plus exactly bytes_policy, 4 to 8 bytes per
+ * entry (power-of-two rounding), more in tiny shards (the sketch's
+ * 512-byte floor).
+ */
+static void test_sketch_and_ghost_are_charged_to_the_tables(void)
+{
+  static const struct {
+    uint64_t entries;
+    uint32_t shards;
+    uint64_t max_bytes;
+  } cfgs[] = {
+      {100, 1, 0}, {4000, 2, 256 * 1024}, {100000, 8, 0}, {100000, 4, 16u << 20}, {1u << 20, 0, 0}};
+  for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
+    cdcache_config_t cfg;
+    cdcache_config_init(&cfg);
+    cfg.max_entries = cfgs[i].entries;
+    cfg.shards = cfgs[i].shards;
+    cfg.max_bytes = cfgs[i].max_bytes;
+    cfg.max_value_len = 1024; /* each byte share must hold a largest entry */
+    uint64_t pol_lru, pol_s3, pol_vs3;
+    uint64_t lru = tables_under(cfg, CDCACHE_ALLKEYS_LRU, &pol_lru);
+    uint64_t s3 = tables_under(cfg, CDCACHE_ALLKEYS_S3FIFO, &pol_s3);
+    uint64_t vs3 = tables_under(cfg, CDCACHE_VOLATILE_S3FIFO, &pol_vs3);
+    CU_ASSERT_EQUAL(pol_lru, 0);
+    CU_ASSERT_EQUAL(s3 - lru, pol_s3);
+    CU_ASSERT_EQUAL(vs3 - lru, pol_vs3);
+    CU_ASSERT_EQUAL(pol_s3, pol_vs3);
+    CU_ASSERT(pol_s3 >= 4 * cfgs[i].entries);
+    CU_ASSERT(pol_s3 <= 8 * cfgs[i].entries + 1024 * (cfgs[i].shards ? cfgs[i].shards : 64));
+  }
 }
 
 static void test_max_bytes_bounds_live_pending_and_policy_bytes(void)
@@ -287,8 +611,23 @@ int main(void)
               test_often_read_key_survives_one_hit_stream);
   CU_add_test(s, "the ghost readmits a key dropped too early",
               test_ghost_readmits_a_key_dropped_too_early);
+  CU_add_test(s, "each hit up to three buys another lap of the main hand",
+              test_each_hit_up_to_three_buys_another_lap_of_the_main_hand);
+  CU_add_test(s, "a replaced entry keeps its FIFO and count",
+              test_a_replaced_entry_keeps_its_fifo_and_count);
+  CU_add_test(s, "a main hand that readers always overtake still finds a victim",
+              test_a_main_hand_that_readers_always_overtake_still_finds_a_victim);
+  CU_add_test(s,
+              "keys asked for twice do not displace keys reloaded often (allkeys-lru loses them)",
+              test_keys_asked_for_twice_do_not_displace_keys_reloaded_often);
+  CU_add_test(s, "flush forgets the ghost and the sketch",
+              test_flush_forgets_the_ghost_and_the_sketch);
+  CU_add_test(s, "after a long churn a new working set still gets in",
+              test_after_a_long_churn_a_new_working_set_still_gets_in);
   CU_add_test(s, "entries never exceed max_entries; sketch and ghost bytes reported",
               test_entries_never_exceed_max_entries);
+  CU_add_test(s, "sketch and ghost are charged to the tables",
+              test_sketch_and_ghost_are_charged_to_the_tables);
   CU_add_test(s, "max_bytes bounds live, pending and policy bytes",
               test_max_bytes_bounds_live_pending_and_policy_bytes);
   CU_add_test(s, "volatile-s3fifo evicts only entries with a TTL",
