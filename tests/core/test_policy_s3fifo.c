@@ -500,10 +500,75 @@ static void test_max_bytes_bounds_live_pending_and_policy_bytes(void)
   }
   CU_ASSERT(st.evictions > 0);
   CU_ASSERT(st.entries > 50);
+  /* The allocator's own count, at its highest: within the documented
+   * slack for one writer. */
+  CU_ASSERT(atomic_load(&a.peak_bytes) <=
+            (long long)(cfg.max_bytes + CDCACHE_MAX_BYTES_SLACK(&cfg, 1)));
   /* What the allocator holds is what the stats say (after the grace
    * periods): the sketch and ghost included. */
   cdcache_close(c);
   CU_ASSERT_EQUAL(atomic_load(&a.live_bytes), 0);
+}
+
+/* The most bytes the allocator held at once for a cache of policy p
+ * (max_bytes 4 MiB, sized for 100,000 entries on 4 shards: 512 KiB of
+ * sketch and ghost under s3fifo) while 40,000 keys of 200-byte values go
+ * through it cache-aside; sets *bound to max_bytes + the slack. */
+static long long peak_under(cdcache_policy_t p, long long *bound, uint64_t *policy_bytes)
+{
+  struct test_alloc a = {0};
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  test_alloc_install(&cfg, &a);
+  cfg.max_entries = 100000;
+  cfg.shards = 4;
+  cfg.max_key_len = 16;
+  cfg.max_value_len = 256;
+  cfg.max_bytes = 4u << 20;
+  cfg.policy = p;
+  cdcache_t *c = test_open(&cfg);
+  char v[200] = {0}, k[16];
+  size_t n;
+  uint64_t x = 7;
+  for (int i = 0; i < 40000; i++) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    /* A third of the reads go to 3,000 keys, the rest are new. */
+    int kl = snprintf(k, sizeof k, "k%d", (x >> 61) < 3 ? (int)((x >> 33) % 3000) : 10000 + i);
+    if (cdcache_get(c, k, (size_t)kl, v, sizeof v, &n) != 0)
+      CU_ASSERT_EQUAL(cdcache_put(c, k, (size_t)kl, v, sizeof v, CDCACHE_TTL_NONE), 0);
+  }
+  cdcache_stats_t st = {.struct_size = sizeof st};
+  cdcache_stats(c, &st);
+  CU_ASSERT(st.evictions > 10000); /* the byte bound, not max_entries, was the limit */
+  *policy_bytes = st.bytes_policy;
+  cdcache_close(c);
+  CU_ASSERT_EQUAL(atomic_load(&a.live_bytes), 0);
+  *bound = (long long)(cfg.max_bytes + CDCACHE_MAX_BYTES_SLACK(&cfg, 1));
+  return atomic_load(&a.peak_bytes);
+}
+
+/*
+ * Everything the library allocates, the sketch and ghost included, stays
+ * within max_bytes and the documented slack at every moment: the
+ * allocator's peak, kept by the allocator itself.  The sketch and ghost
+ * (512 KiB here) are twenty times the slack, so leaving them out of the
+ * bound would show.
+ */
+static void test_the_allocators_peak_stays_within_max_bytes_and_the_slack(void)
+{
+  long long bound, bound_lru;
+  uint64_t pol, pol_lru;
+  long long peak = peak_under(CDCACHE_ALLKEYS_S3FIFO, &bound, &pol);
+  long long peak_lru = peak_under(CDCACHE_ALLKEYS_LRU, &bound_lru, &pol_lru);
+  printf("\n  peak %lld (allkeys-lru %lld), bound %lld, sketch and ghost %llu", peak, peak_lru,
+         bound, (unsigned long long)pol);
+  CU_ASSERT(pol > 20 * (uint64_t)(bound - (4 << 20)));
+  CU_ASSERT(peak <= bound);
+  CU_ASSERT(peak_lru <= bound_lru);
+  /* Both fill what max_bytes allows (all but the grace-period reserve,
+   * an eighth, which frees as fast as it fills with one writer). */
+  CU_ASSERT(peak > (4 << 20) / 8 * 7);
+  CU_ASSERT(peak_lru > (4 << 20) / 8 * 7);
 }
 
 static void test_volatile_s3fifo_evicts_only_entries_with_ttl(void)
@@ -630,6 +695,8 @@ int main(void)
               test_sketch_and_ghost_are_charged_to_the_tables);
   CU_add_test(s, "max_bytes bounds live, pending and policy bytes",
               test_max_bytes_bounds_live_pending_and_policy_bytes);
+  CU_add_test(s, "the allocator's peak stays within max_bytes and the slack",
+              test_the_allocators_peak_stays_within_max_bytes_and_the_slack);
   CU_add_test(s, "volatile-s3fifo evicts only entries with a TTL",
               test_volatile_s3fifo_evicts_only_entries_with_ttl);
   CU_add_test(s, "expired entries go first and are never served",
