@@ -26,11 +26,19 @@
  * 16 to a 64-bit word (as Caffeine's FrequencySketch): a key's four
  * counters lie in one 64-byte block (one cache miss per count), each row
  * picking a word of the block and one of its four 16-bit groups, the
- * row's counter being the group's nibble for that row.  A key's count is the least of its four
- * counters.  After 20 x share counts every counter is halved, so the
- * sketch follows a changing workload (Caffeine halves after 10 x, but
- * counts every access; this one sees the misses and the hits the hand
- * observes, about half as many events).  Size: the power of two >=
+ * row's counter being the group's nibble for that row.  A key's count is
+ * the least of its four counters, and counting is conservative (Estan
+ * and Varghese): only the key's least counters go up, the others already
+ * holding more than this key's count because of other keys.  Counting
+ * all four, a churn of distinct keys brought each counter about 12
+ * increments per halving period: a key never seen scored a median 9 of
+ * 15 and the duel was close to a coin toss; conservatively, a median 2
+ * (test_policy_s3fifo: "the sketch does not saturate under churn").
+ * After 20 x share counts every counter is halved, so the sketch follows
+ * a changing workload (Caffeine halves after 10 x, but counts every
+ * access; this one sees the misses and the hits the hand observes, about
+ * half as many events; halving after 10 x measured worse on the shared
+ * traces, README "Eviction policies").  Size: the power of two >=
  * share/4 words, 2 to 4 bytes per entry, and at least 64 words: in a
  * smaller sketch a tiny shard's counters all saturate, every duel ties,
  * and the ghost stops admitting anything (trace-multi2 at 56 entries
@@ -161,19 +169,24 @@ unsigned cdcache__s3_freq(const struct cdcache__s3 *p, uint32_t hash)
   return f;
 }
 
+/* Conservative update: only the key's least counters go up (the others
+ * already count more than this key, because of other keys), and nothing
+ * once they are at 15. */
 void cdcache__s3_count(struct cdcache__s3 *p, uint32_t hash)
 {
   uint64_t idx[4];
-  unsigned sh[4];
-  bool added = false;
+  unsigned sh[4], v[4], least = 15;
   slots(p, hash, idx, sh);
   for (unsigned r = 0; r < 4; r++) {
-    if (((p->sketch[idx[r]] >> sh[r]) & 15u) != 15u) {
-      p->sketch[idx[r]] += (uint64_t)1 << sh[r];
-      added = true;
-    }
+    v[r] = (unsigned)(p->sketch[idx[r]] >> sh[r]) & 15u;
+    least = v[r] < least ? v[r] : least;
   }
-  if (added && ++p->sketch_count >= p->sketch_reset_at) {
+  if (least == 15)
+    return;
+  for (unsigned r = 0; r < 4; r++)
+    if (v[r] == least)
+      p->sketch[idx[r]] += (uint64_t)1 << sh[r];
+  if (++p->sketch_count >= p->sketch_reset_at) {
     for (uint64_t i = 0; i <= p->sketch_mask; i++)
       p->sketch[i] = (p->sketch[i] >> 1) & 0x7777777777777777ULL;
     p->sketch_count /= 2;

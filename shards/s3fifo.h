@@ -32,7 +32,8 @@ void cdcache__s3_destroy(const cdcache_allocator_t *a, struct cdcache__s3 *p);
 /* Forgets every count and every ghost (flush). */
 void cdcache__s3_clear(struct cdcache__s3 *p);
 /* Counts one access of the key with this hash (a miss, or a hit the
- * hand observed); halves every counter each 20 x share counts. */
+ * hand observed), raising only its least counters (conservative update);
+ * halves every counter each 20 x share counts. */
 void cdcache__s3_count(struct cdcache__s3 *p, uint32_t hash);
 /* The sketch's estimate of the key's recent accesses, 0..15. */
 unsigned cdcache__s3_freq(const struct cdcache__s3 *p, uint32_t hash);

@@ -260,8 +260,12 @@ run_mutant s3_replaced_loses_count shards/shard.c \
   '      keep_ref = 0;' $S3
 # The sketch never halves (no aging).
 run_mutant s3_sketch_never_halved shards/s3fifo.c \
-  '  if (added && ++p->sketch_count >= p->sketch_reset_at) {' \
-  '  if (added && ++p->sketch_count >= p->sketch_reset_at && p->sketch == NULL) {' $S3
+  '  if (++p->sketch_count >= p->sketch_reset_at) {' \
+  '  if (++p->sketch_count >= p->sketch_reset_at && p->sketch == NULL) {' $S3
+# The sketch counts every row, not only the least counters (it saturates).
+run_mutant s3_sketch_counts_every_row shards/s3fifo.c \
+  '    if (v[r] == least)' \
+  '    if (v[r] != 15u)' $S3
 # The hands' last resort gives up (EFULL).
 run_mutant s3_last_resort_gives_up shards/shard.c \
   '  struct cdcache__entry *e = s3_oldest(s, skip);' \
