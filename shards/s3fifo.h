@@ -17,7 +17,7 @@ struct cdcache__s3 {
   uint64_t sketch_count;    /* counts since the last halving (halved with it) */
   uint64_t sketch_reset_at; /* halve at this many */
   uint64_t *ghost[2];       /* two Bloom filters, used in turn */
-  uint64_t ghost_mask;      /* bits per filter - 1 */
+  uint64_t ghost_bits;      /* bits per filter, a multiple of 64 */
   uint64_t ghost_n;         /* hashes in the current filter */
   uint64_t ghost_per;       /* hashes a filter takes before the turn passes */
   uint64_t share;           /* the shard's max entries, which sized all this */

@@ -266,6 +266,10 @@ run_mutant s3_sketch_never_halved shards/s3fifo.c \
 run_mutant s3_sketch_counts_every_row shards/s3fifo.c \
   '    if (v[r] == least)' \
   '    if (v[r] != 15u)' $S3
+# The ghost back at 8 bits per key (a false positive rate of up to 6%).
+run_mutant s3_ghost_8_bits_per_key shards/s3fifo.c \
+  '#define GHOST_BITS_PER_KEY 11u' \
+  '#define GHOST_BITS_PER_KEY 8u' $S3
 # The hands' last resort gives up (EFULL).
 run_mutant s3_last_resort_gives_up shards/shard.c \
   '  struct cdcache__entry *e = s3_oldest(s, skip);' \
