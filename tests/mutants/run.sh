@@ -266,6 +266,11 @@ run_mutant s3_sketch_never_halved shards/s3fifo.c \
 run_mutant s3_sketch_counts_every_row shards/s3fifo.c \
   '    if (v[r] == least)' \
   '    if (v[r] != 15u)' $S3
+# M's hand does not count in the sketch the hits it observes.
+run_mutant s3_hand_hits_uncounted shards/shard.c \
+  '  cdcache__s3_count(&s->s3, e->hash);
+  list_remove(&s->lists[L_MAIN], e);' \
+  '  list_remove(&s->lists[L_MAIN], e);' $S3
 # The ghost back at 8 bits per key (a false positive rate of up to 6%).
 run_mutant s3_ghost_8_bits_per_key shards/s3fifo.c \
   '#define GHOST_BITS_PER_KEY 11u' \
