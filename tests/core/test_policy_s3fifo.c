@@ -1,9 +1,13 @@
 /*
  * The s3fifo policies (allkeys-s3fifo, volatile-s3fifo): what they promise
  * beyond the lru ones, each shown against allkeys-lru on the same input,
- * and the bounds every policy keeps (capacity, max_bytes, TTL, fills,
- * flush).  Under concurrent readers: test_eviction.c and
- * test_concurrency.c run allkeys-s3fifo too.
+ * and the bounds every policy keeps (capacity, max_bytes at the
+ * allocator's peak, TTL, fills, flush).  The main FIFO's hand is watched
+ * (and, for the last resort, overtaken) through cdcache__s3_hand_hook, in
+ * the assertion build the suites link; the sketch and the ghost are also
+ * checked alone against their claims.  tests/mutants/run.sh holds the
+ * broken variants each of these must catch.  Under concurrent readers:
+ * test_eviction.c and test_concurrency.c run allkeys-s3fifo too.
  */
 #include "testutil.h"
 
