@@ -91,8 +91,8 @@ typedef enum cdcache_policy {
    * one-time scan or a stream of one-hit keys does not evict a working set
    * that is read often.  Misses less than allkeys-lru on most workloads
    * (README, "Eviction policies"); hits cost the same, misses a little
-   * more.  Its sketch and ghost take 4 to 8 bytes per entry (more in
-   * shards under 256 entries), counted in bytes_tables and max_bytes. */
+   * more.  Its sketch and ghost take 4.75 to 6.75 bytes per entry (more
+   * in shards under 256 entries), counted in bytes_tables and max_bytes. */
   CDCACHE_ALLKEYS_S3FIFO = 3,
   /* The same, among entries that have a TTL only; entries without one are
    * never evicted (CDCACHE_EFULL when nothing else can go, as
