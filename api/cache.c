@@ -32,26 +32,61 @@ _Atomic uint32_t cdcache__fork_gen;
  * handling: a child may open caches only when it equals cdcache__fork_gen. */
 static _Atomic uint32_t rcu_ready_gen;
 static _Atomic uint64_t next_cache_id = 1;
-/* Synchronization: written only by a thread inside cdcache_fork_prepare..
- * _parent/_child, which holds liburcu's fork locks and live_mu then; in a
- * child, read by its only thread.  Lets the child tell a fork that skipped
- * cdcache_fork_prepare() (its handlers then do nothing and opens answer
- * CDCACHE_EFORKED, as after a fork without the fork calls). */
-static bool fork_prepared;
+/* Thread-local: set by cdcache_fork_prepare() in the thread that will
+ * fork, cleared by _parent/_child in that thread (the child's only thread
+ * is a copy of it).  Lets the child tell a fork that skipped
+ * cdcache_fork_prepare() (its liburcu handling is then not done and opens
+ * answer CDCACHE_EFORKED, as after a fork without the fork calls). */
+static _Thread_local bool fork_prepared;
+/* Thread-local: this thread holds live_mu (core/tstats.c) for a fork,
+ * taken by cdcache_fork_prepare() or, when that was not called, by the
+ * always-installed prepare handler; released or re-initialised by the
+ * matching parent / child code. */
+static _Thread_local bool live_held;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static pthread_once_t fork_install_once = PTHREAD_ONCE_INIT;
 static int fork_install_rc;
 
-/* Registered at the first open: only bumps a counter (no allocation, no
- * lock), so it is safe in any child. */
+/* Registered at the first open, for every fork, with or without the fork
+ * calls: cdcache's own global mutex (live_mu) is held across the fork, so
+ * that no parent thread (one ending, or switching between caches) holds
+ * it in the child; the child re-initialises it and bumps the generation
+ * that makes pre-fork handles answer CDCACHE_EFORKED.  No allocation:
+ * live_mu is never held around one.  When cdcache_fork_prepare() ran in
+ * this thread it already holds live_mu (after liburcu's locks, the lock
+ * order) and these do nothing with it. */
+static _Thread_local bool live_by_handler; /* live_held came from on_fork_prepare */
+static void on_fork_prepare(void)
+{
+  if (live_held)
+    return;
+  cdcache__tstats_fork_prepare();
+  live_held = true;
+  live_by_handler = true;
+}
+
+static void on_fork_parent(void)
+{
+  if (!live_by_handler)
+    return;
+  live_by_handler = false;
+  live_held = false;
+  cdcache__tstats_fork_parent();
+}
+
 static void on_fork_child(void)
 {
   atomic_fetch_add_explicit(&cdcache__fork_gen, 1, memory_order_relaxed);
+  if (!live_by_handler)
+    return;
+  live_by_handler = false;
+  live_held = false;
+  cdcache__tstats_fork_child();
 }
 
 static void install_atfork(void)
 {
-  (void)pthread_atfork(NULL, NULL, on_fork_child);
+  (void)pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child);
 }
 
 /*
@@ -75,7 +110,10 @@ void cdcache_fork_prepare(void)
 {
   urcu_bp_call_rcu_before_fork();
   urcu_bp_before_fork();
-  cdcache__tstats_fork_prepare();
+  if (!live_held) {
+    cdcache__tstats_fork_prepare();
+    live_held = true;
+  }
   fork_prepared = true;
 }
 
@@ -84,7 +122,10 @@ void cdcache_fork_parent(void)
   if (!fork_prepared)
     return;
   fork_prepared = false;
-  cdcache__tstats_fork_parent();
+  if (live_held && !live_by_handler) {
+    live_held = false;
+    cdcache__tstats_fork_parent();
+  }
   urcu_bp_after_fork_parent();
   urcu_bp_call_rcu_after_fork_parent();
 }
@@ -94,7 +135,10 @@ void cdcache_fork_child(void)
   if (!fork_prepared)
     return;
   fork_prepared = false;
-  cdcache__tstats_fork_child();
+  if (live_held && !live_by_handler) {
+    live_held = false;
+    cdcache__tstats_fork_child();
+  }
   urcu_bp_after_fork_child();
   urcu_bp_call_rcu_after_fork_child();
   atomic_store_explicit(&rcu_ready_gen,
@@ -153,7 +197,14 @@ static uint64_t buckets_for(uint64_t share)
 uint64_t cdcache__max_entry_charge(const cdcache_config_t *cfg)
 {
   uint64_t sz = cdcache__entry_size(CDCACHE__E_TTL, cfg->max_key_len, cfg->max_value_len);
-  return sz + sz / 4 + (sz >= (64u << 10) ? 4096 : 16);
+  uint64_t most = sz + sz / 4 + (sz >= (64u << 10) ? 4096 : 16);
+  /* A fill's placeholder carries the fill (two allocations, the key in
+   * each): a share must take the largest one too, or a lease or load of
+   * a long key could never start on an empty shard. */
+  uint64_t ph = cdcache__entry_size(CDCACHE__E_PLACEHOLDER, cfg->max_key_len, 0);
+  uint64_t fk = sizeof(struct cdcache_fill_key) + cfg->max_key_len;
+  uint64_t ph_most = ph + ph / 4 + 16 + fk + fk / 4 + 16;
+  return ph_most > most ? ph_most : most;
 }
 
 /*
@@ -374,6 +425,11 @@ void cdcache__free(const cdcache_t *c, void *ptr, size_t size)
 void cdcache__set_fresh_until(cdcache_t *c, uint64_t ms)
 {
   atomic_store_explicit(&c->fresh_until, ms, memory_order_release);
+}
+
+bool cdcache__handle_forked(const cdcache_t *c)
+{
+  return cdcache__forked(c);
 }
 
 uint64_t cdcache__fresh_until(const cdcache_t *c)

@@ -11,6 +11,7 @@
 #include "cdcache.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Milliseconds from the cache's clock: the injected one, or
@@ -31,6 +32,9 @@ uint64_t cdcache__wall_ms(void);
  */
 #define CDCACHE__FRESH_FOREVER UINT64_MAX
 void cdcache__set_fresh_until(cdcache_t *cache, uint64_t ms);
+/* Whether cache was opened before a fork, in this (child) process: every
+ * call on it, and on its subscription, answers CDCACHE_EFORKED. */
+bool cdcache__handle_forked(const cdcache_t *cache);
 uint64_t cdcache__fresh_until(const cdcache_t *cache);
 
 /* The cluster time of the last applied change ((secs << 32) | inc),

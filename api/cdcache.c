@@ -152,6 +152,8 @@ int cdcache_fill_set_value(cdcache_fill_t *fill, const void *val, size_t vlen)
 {
   if (fill == NULL || (val == NULL && vlen != 0))
     return CDCACHE_EINVAL;
+  if (cdcache__forked(fill->cache))
+    return CDCACHE_EFORKED; /* a pre-fork lease: the parent's */
   return cdcache__fill_set_value(fill, val, vlen);
 }
 

@@ -674,8 +674,9 @@ CDCACHE_EXTERN int cdcache_cdc_config_init(cdcache_cdc_config_t *cfg);
  * the stream existed may be cached).  Errors: CDCACHE_EINVAL (a NULL, a
  * bad URI, scope, rule or setting, e.g. max_stale_ms too small),
  * CDCACHE_EBUSY (the cache already has a subscription), CDCACHE_ENOMEM,
- * CDCACHE_EMONGO (libmongoc refused the URI's client).  Thread-safe;
- * not from a cdcache callback.
+ * CDCACHE_EMONGO (libmongoc refused the URI's client), CDCACHE_EFORKED
+ * (cache was opened before a fork).  Thread-safe; not from a cdcache
+ * callback.
  */
 CDCACHE_EXTERN int cdcache_cdc_start(cdcache_t *cache, const cdcache_cdc_config_t *cfg,
                                      cdcache_cdc_t **out);
@@ -689,7 +690,10 @@ CDCACHE_EXTERN int cdcache_cdc_start(cdcache_t *cache, const cdcache_cdc_config_
  * a new subscription's stream answers.  Must be called exactly once per handle, not from a
  * subscription callback, and must not race with cdcache_cdc_stats() on
  * the same handle.  cdcache_close() stops a subscription still attached;
- * the handle is invalid after that.  NULL is a no-op returning 0.
+ * the handle is invalid after that.  NULL is a no-op returning 0.  In a
+ * child after fork(), a subscription started before the fork answers
+ * CDCACHE_EFORKED here and in cdcache_cdc_stats() and is left as copied
+ * (its thread and connections are the parent's).
  */
 CDCACHE_EXTERN int cdcache_cdc_stop(cdcache_cdc_t *sub);
 

@@ -958,6 +958,8 @@ int cdcache_cdc_start(cdcache_t *cache, const cdcache_cdc_config_t *cfg, cdcache
   if (!cache || !cfg || !out)
     return CDCACHE_EINVAL;
   *out = NULL;
+  if (cdcache__handle_forked(cache))
+    return CDCACHE_EFORKED;
   rc = cdcache__cdc_create(cache, cfg, &sub, err, sizeof err);
   if (rc != 0) {
     cdcache__log(cache, CDCACHE_LOG_ERROR, "cdc: cannot start: %s",
@@ -997,6 +999,11 @@ int cdcache_cdc_stop(cdcache_cdc_t *sub)
   uint64_t one = 1;
   if (!sub)
     return 0;
+  /* A subscription from before a fork is the parent's: its thread does not
+   * exist here, and its cache's mutexes may have been held by a parent
+   * thread at the fork.  Nothing is touched; its memory stays as copied. */
+  if (cdcache__handle_forked(sub->cache))
+    return CDCACHE_EFORKED;
   atomic_store_explicit(&sub->stopping, true, memory_order_release);
   /*
    * First the flag alone: a thread waiting on a healthy server sees it
@@ -1047,6 +1054,8 @@ int cdcache_cdc_stats(cdcache_cdc_t *sub, cdcache_cdc_stats_t *st)
 {
   if (!sub || !st || st->struct_size < offsetof(cdcache_cdc_stats_t, events))
     return CDCACHE_EINVAL;
+  if (cdcache__handle_forked(sub->cache))
+    return CDCACHE_EFORKED;
   cdcache__stats_snapshot(&sub->stats, st, cdcache__now_ms(sub->cache),
                           cdcache__fresh_until(sub->cache));
   return 0;

@@ -18,10 +18,12 @@
  * be allocated, the thread counts into the cache's shared fallback block
  * with atomic adds: correct, only slower.
  *
- * fork.  live_mu is taken by cdcache__tstats_fork_prepare() (lock order:
- * liburcu's fork locks first, then live_mu; a registry mutex is only ever
- * taken after live_mu or alone, never the other way round), so no parent
- * thread holds it at the fork; the parent releases it, the child
+ * fork.  live_mu is taken by cdcache__tstats_fork_prepare() around every
+ * fork (by the pthread_atfork handler api/cache.c installs at the first
+ * open, or by cdcache_fork_prepare(); lock order: liburcu's fork locks
+ * first, then live_mu; a registry mutex is only ever taken after live_mu
+ * or alone, never the other way round; nothing allocates under live_mu),
+ * so no parent thread holds it at the fork; the parent releases it, the child
  * re-initialises it and marks every cache opened before the fork, whose
  * registry mutex a vanished parent thread may have held: the child never
  * locks such a registry again (hand-backs skip it, its close only frees).

@@ -8,6 +8,8 @@
 #include <CUnit/Basic.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -434,6 +436,52 @@ static cdcache_cdc_t *make_sub(cdcache_t *cache, seen_t *seen, bool with_fn)
   }
   CU_ASSERT_EQUAL_FATAL(cdcache__cdc_create(cache, &cfg, &sub, err, sizeof err), 0);
   return sub;
+}
+
+/* In a child after fork(), the parent's subscription and cache are the
+ * parent's: every subscription call answers EFORKED and touches nothing
+ * (its thread and connections do not exist here; a parent thread may have
+ * held the cache's mutexes at the fork). */
+static void test_a_pre_fork_subscription_answers_eforked_in_the_child(void)
+{
+  cdcache_t *cache = open_cache();
+  static const cdcache_cdc_rule_t rules[] = {{"app.users", "user:{_id}"}};
+  cdcache_cdc_config_t cfg;
+  cdcache_cdc_config_init(&cfg);
+  cfg.uri = "mongodb://127.0.0.1:1/?directConnection=true";
+  cfg.db = "app";
+  cfg.rules = rules;
+  cfg.n_rules = 1;
+  cdcache_cdc_t *sub = NULL;
+  CU_ASSERT_EQUAL_FATAL(cdcache_cdc_start(cache, &cfg, &sub), 0);
+  /* A plain fork: the child starts no thread (none of liburcu's either),
+   * which keeps the sanitizers' fork limits out of it. */
+  pid_t pid = fork();
+  if (pid == 0) {
+    alarm(20);
+    cdcache_cdc_stats_t st;
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    cdcache_cdc_t *again = NULL;
+    int bad = (cdcache_cdc_stats(sub, &st) != CDCACHE_EFORKED) << 0;
+    bad |= (cdcache_cdc_start(cache, &cfg, &again) != CDCACHE_EFORKED || again != NULL) << 1;
+    bad |= (cdcache_cdc_stop(sub) != CDCACHE_EFORKED) << 2;
+    bad |= (cdcache_close(cache) != 0) << 3;
+    _exit(bad);
+  }
+  CU_ASSERT_FATAL(pid > 0);
+  int status = 0;
+  CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
+  CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    printf("\n  child status 0x%x\n", status);
+  /* The parent's subscription is untouched. */
+  cdcache_cdc_stats_t st;
+  memset(&st, 0, sizeof st);
+  st.struct_size = sizeof st;
+  CU_ASSERT_EQUAL(cdcache_cdc_stats(sub, &st), 0);
+  CU_ASSERT_EQUAL(cdcache_cdc_stop(sub), 0);
+  cdcache_close(cache);
 }
 
 static void test_apply_events(void)
@@ -1216,6 +1264,8 @@ int main(void)
   CU_add_test(s, "bound_cut_replies", test_bound_cut_replies);
   CU_add_test(s, "bound_pending_vouch_in_order", test_bound_pending_vouch_in_order);
   CU_add_test(s, "bound_limits", test_bound_limits);
+  CU_add_test(s, "a pre-fork subscription answers EFORKED in the child",
+              test_a_pre_fork_subscription_answers_eforked_in_the_child);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures();

@@ -187,6 +187,39 @@ static void test_stats_and_leases_of_a_pre_fork_handle_answer_eforked(void)
   cdcache_close(c);
 }
 
+/* A loader that forks (a server spawning a helper from inside a cache
+ * fill): in the child, the fill is the parent's. */
+static int forking_loader(void *ctx, const void *key, size_t klen, cdcache_fill_t *fill)
+{
+  (void)key;
+  (void)klen;
+  pid_t pid = fork();
+  if (pid == 0) {
+    alarm(20);
+    _exit(cdcache_fill_set_value(fill, "child", 5) == CDCACHE_EFORKED ? 0 : 1);
+  }
+  *(pid_t *)ctx = pid;
+  return cdcache_fill_set_value(fill, "parent", 6);
+}
+
+static void test_a_fill_set_value_in_a_child_of_a_loader_answers_eforked(void)
+{
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  cfg.max_entries = 64;
+  cdcache_t *c = test_open(&cfg);
+  pid_t pid = -1;
+  char buf[16];
+  size_t n = 0;
+  CU_ASSERT_EQUAL(
+      cdcache_get_or_load(c, KEY("k"), forking_loader, &pid, 0, 1000, buf, sizeof buf, &n), 0);
+  CU_ASSERT_FATAL(pid > 0);
+  expect_child_ok(pid);
+  CU_ASSERT_EQUAL(n, 6);
+  CU_ASSERT_EQUAL(cdcache_get(c, KEY("k"), buf, sizeof buf, &n), 0);
+  cdcache_close(c);
+}
+
 /* A pre-fork server's master keeps serving while it forks workers: one
  * thread cycles through more caches than a thread keeps counter slots for
  * (each switch hands a counter block back under the global live-cache
@@ -196,9 +229,8 @@ static void test_stats_and_leases_of_a_pre_fork_handle_answer_eforked(void)
  * close the copied handles, within its alarm. */
 #define MASTER_CACHES 6
 /* Forks per run; CDCACHE_TEST_FORKS overrides (fewer under valgrind, where
- * each fork costs far more; none under ThreadSanitizer, whose own locks
- * hang such a child: tests/CMakeLists.txt; a hunt for a rare hang runs
- * thousands). */
+ * each fork costs far more, tests/CMakeLists.txt; a hunt for a rare hang
+ * runs thousands). */
 #define MASTER_FORKS_DEFAULT 200
 static cdcache_t *master_caches[MASTER_CACHES];
 static atomic_int master_stop, master_ready;
@@ -238,8 +270,14 @@ static void *master_spawner(void *arg)
   return NULL;
 }
 
-static void test_workers_forked_while_master_threads_use_caches_never_hang(void)
+/* with_calls: the children are forked through cdcache_fork_prepare /
+ * _parent / _child and open, use and close a new cache; without, they
+ * only close the copied handles (which must not hang either: the handler
+ * cdcache installs at the first open holds live_mu across every fork). */
+static void run_master_forks(bool with_calls)
 {
+  const char *env = getenv("CDCACHE_TEST_FORKS");
+  int forks = env != NULL && atoi(env) > 0 ? atoi(env) : MASTER_FORKS_DEFAULT;
   for (int i = 0; i < MASTER_CACHES; i++) {
     cdcache_config_t cfg;
     cdcache_config_init(&cfg);
@@ -262,34 +300,33 @@ static void test_workers_forked_while_master_threads_use_caches_never_hang(void)
   if (spawner)
     CU_ASSERT_FATAL(pthread_create(&spawn, NULL, master_spawner, NULL) == 0);
   int failed = 0;
-  const char *env = getenv("CDCACHE_TEST_FORKS");
-  int forks = env != NULL && atoi(env) >= 0 ? atoi(env) : MASTER_FORKS_DEFAULT;
-  if (forks == 0) {
-    printf("skipped (CDCACHE_TEST_FORKS=0, see tests/CMakeLists.txt) ");
-    return;
-  }
   for (int it = 0; it < forks && failed == 0; it++) {
-    cdcache_fork_prepare();
+    if (with_calls)
+      cdcache_fork_prepare();
     pid_t pid = fork();
     if (pid == 0) {
       alarm(20); /* a hang anywhere ends with SIGALRM; generous for a loaded machine */
-      cdcache_fork_child();
-      cdcache_config_t cfg;
-      cdcache_config_init(&cfg);
-      cfg.max_entries = 16;
-      cdcache_t *c = NULL;
-      char buf[8];
-      size_t n = 0;
-      int bad = cdcache_open(&cfg, &c) != 0;
-      bad |= !bad && cdcache_put(c, KEY("a"), "b", 1, 0) != 0;
-      bad |=
-          !bad && (cdcache_get(c, KEY("a"), buf, sizeof buf, &n) != 0 || n != 1 || buf[0] != 'b');
-      bad |= c != NULL && cdcache_close(c) != 0;
+      int bad = 0;
+      if (with_calls) {
+        cdcache_fork_child();
+        cdcache_config_t cfg;
+        cdcache_config_init(&cfg);
+        cfg.max_entries = 16;
+        cdcache_t *c = NULL;
+        char buf[8];
+        size_t n = 0;
+        bad = cdcache_open(&cfg, &c) != 0;
+        bad |= !bad && cdcache_put(c, KEY("a"), "b", 1, 0) != 0;
+        bad |=
+            !bad && (cdcache_get(c, KEY("a"), buf, sizeof buf, &n) != 0 || n != 1 || buf[0] != 'b');
+        bad |= c != NULL && cdcache_close(c) != 0;
+      }
       for (int i = 0; i < MASTER_CACHES; i++)
         bad |= cdcache_close(master_caches[i]) != 0;
       _exit(bad);
     }
-    cdcache_fork_parent();
+    if (with_calls)
+      cdcache_fork_parent();
     CU_ASSERT_FATAL(pid > 0);
     if (!expect_child_ok(pid)) {
       failed = 1;
@@ -303,6 +340,16 @@ static void test_workers_forked_while_master_threads_use_caches_never_hang(void)
     pthread_join(spawn, NULL);
   for (int i = 0; i < MASTER_CACHES; i++)
     cdcache_close(master_caches[i]);
+}
+
+static void test_workers_forked_while_master_threads_use_caches_never_hang(void)
+{
+  run_master_forks(true);
+}
+
+static void test_a_child_forked_without_the_calls_closes_pre_fork_caches_beside_busy_threads(void)
+{
+  run_master_forks(false);
 }
 
 /* Last: the handlers stay installed for the rest of the process. */
@@ -336,6 +383,10 @@ int main(void)
               test_stats_and_leases_of_a_pre_fork_handle_answer_eforked);
   CU_add_test(s, "workers forked while master threads use caches never hang",
               test_workers_forked_while_master_threads_use_caches_never_hang);
+  CU_add_test(s, "a fill_set_value in a child of a loader answers EFORKED",
+              test_a_fill_set_value_in_a_child_of_a_loader_answers_eforked);
+  CU_add_test(s, "a child forked without the calls closes pre-fork caches beside busy threads",
+              test_a_child_forked_without_the_calls_closes_pre_fork_caches_beside_busy_threads);
   CU_add_test(s, "installed fork handlers let a plain fork's child use caches",
               test_installed_fork_handlers_let_a_plain_fork_child_use_caches);
   return test_run();
