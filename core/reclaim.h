@@ -17,18 +17,63 @@ struct cdcache__reclaimer {
   _Atomic uint64_t bytes_pending;
 };
 
-/* Unlinked entries waiting to be handed to a grace period.
- * Synchronization: the owner's lock (a shard's). */
+/* Entries of up to this many bytes (header, key and value) are recycled. */
+#define CDCACHE__RECYCLE_MAX_SIZE 256u
+
+/*
+ * Entries whose grace period has passed, kept for their owner's puts to
+ * overwrite instead of freeing them (reclaim.c, "Recycling").
+ */
+struct cdcache__pool {
+  /* Synchronization: atomic.  A stack that whoever frees a batch after
+   * its grace period pushes onto (CAS, release) and the owner takes whole
+   * under its lock (exchange, acquire): no element is ever popped alone,
+   * so there is no ABA. */
+  _Atomic(struct cdcache__entry *) ready;
+  /* Synchronization: the owner's lock.  Taken from ready, not reused yet. */
+  struct cdcache__entry *spare;
+  /* Synchronization: atomic, relaxed.  The charges of the entries on
+   * ready and spare: a pusher reserves an entry's charge before pushing
+   * it, so racing pushers cannot pass max_bytes together. */
+  _Atomic uint64_t bytes;
+  uint64_t max_bytes; /* read-only after init */
+};
+
+/* Unlinked entries waiting to be handed to a grace period, and the pool
+ * they come back to.  Synchronization: the owner's lock (a shard's),
+ * except as the pool's fields say. */
 struct cdcache__retire_list {
   struct cdcache__entry *head;
   uint64_t count, bytes;
+  struct cdcache__pool pool;
 };
 
 /* A retire list taken from its owner, to submit after the lock is dropped. */
 struct cdcache__retired {
+  struct cdcache__pool *pool; /* where its small entries go back to */
   struct cdcache__entry *list;
   uint64_t bytes;
 };
+
+/* Owner's init (no other thread yet): an empty list, whose pool keeps up
+ * to 16 bytes per entry of cap_entries (at least 128 entries of 64 bytes),
+ * within a batch's bytes. */
+void cdcache__retire_list_init(const struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
+                               uint64_t cap_entries);
+/* Any thread, no lock: might the pool hold an entry?  A hint. */
+static inline bool cdcache__pool_maybe(const struct cdcache__pool *p)
+{
+  return atomic_load_explicit(&p->bytes, memory_order_relaxed) != 0;
+}
+/* Owner's lock held: an entry of exactly `size` bytes (as allocated)
+ * whose grace period has passed, for a put to overwrite (its charge
+ * stays e->charge and leaves bytes_pending), or NULL.  Entries of another
+ * size met on the way (at most two) are freed. */
+struct cdcache__entry *cdcache__pool_take(struct cdcache__reclaimer *rc, struct cdcache__pool *p,
+                                          size_t size);
+/* Owner's lock held, or no other thread (close): frees the pool's
+ * entries. */
+void cdcache__pool_free(struct cdcache__reclaimer *rc, struct cdcache__pool *p);
 
 /* Owner's lock held: put an unlinked entry on l and move `charge` bytes
  * to bytes_pending. */
@@ -38,10 +83,11 @@ void cdcache__retire(struct cdcache__reclaimer *rc, struct cdcache__retire_list 
  * when force). */
 void cdcache__retire_take(const struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
                           struct cdcache__retired *out, bool force);
-/* No lock held: free the list after a grace period (call_rcu). */
+/* No lock held: free the list after a grace period (call_rcu); its small
+ * entries go back to its pool while there is room. */
 void cdcache__retire_submit(struct cdcache__reclaimer *rc, struct cdcache__retired *r);
 /* No lock held, not in a read-side section: wait for a grace period here
- * and free the list. */
+ * and free the list (or pool its small entries). */
 void cdcache__retire_free_now(struct cdcache__reclaimer *rc, struct cdcache__retired *r);
 /* No lock held: is bytes_pending past half its cap (throttle) / past
  * three quarters (wait for the queued batches too)? */

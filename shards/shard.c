@@ -103,6 +103,7 @@ int cdcache__shard_init(struct cdcache__shard *s, const struct cdcache__shard_en
   }
   s->mask = nbuckets - 1;
   s->cap_entries = cap_entries;
+  cdcache__retire_list_init(env->rec, &s->retired, cap_entries);
   s->cap_bytes = cap_bytes;
   return 0;
 }
@@ -116,6 +117,7 @@ void cdcache__shard_destroy(struct cdcache__shard *s)
 {
   if (s->buckets == NULL)
     return;
+  cdcache__pool_free(s->env->rec, &s->retired.pool);
   for (uint64_t i = 0; i <= s->mask; i++) {
     struct cdcache__entry *e = atomic_load_explicit(&s->buckets[i], memory_order_relaxed);
     while (e != NULL) {

@@ -70,8 +70,9 @@ struct cdcache__shard {
   struct cdcache__s3 s3; /* Synchronization: shard lock; s3fifo policies only */
   uint64_t sweep_cursor; /* Synchronization: shard lock */
   uint64_t n_ttl;        /* Synchronization: shard lock: live entries with a TTL */
-  /* Synchronization: shard lock.  Unlinked entries waiting for a batch to
-   * be handed to a grace period. */
+  /* Synchronization: shard lock (its pool: as reclaim.h says).  Unlinked
+   * entries waiting for a batch to be handed to a grace period, and the
+   * pool of those whose grace period has passed. */
   struct cdcache__retire_list retired;
   /* Synchronization: written under the shard lock, read relaxed by stats. */
   _Atomic uint64_t n_entries, n_bytes;
@@ -108,6 +109,25 @@ static inline void cdcache__shard_retire_take(struct cdcache__shard *s, struct c
 {
   CDCACHE__ASSERT_LOCKED(s);
   cdcache__retire_take(s->env->rec, &s->retired, r, force);
+}
+
+/* Any thread, no lock: might the shard hold a recycled entry?  A hint. */
+static inline bool cdcache__shard_recycled_maybe(const struct cdcache__shard *s)
+{
+  return cdcache__pool_maybe(&s->retired.pool);
+}
+/* Shard lock held: a recycled entry of exactly `size` bytes for a put to
+ * overwrite (e->charge is its charge), or NULL (reclaim.c). */
+static inline struct cdcache__entry *cdcache__shard_recycled(struct cdcache__shard *s, size_t size)
+{
+  CDCACHE__ASSERT_LOCKED(s);
+  return cdcache__pool_take(s->env->rec, &s->retired.pool, size);
+}
+/* Shard lock held: frees the shard's recycled entries. */
+static inline void cdcache__shard_recycled_free(struct cdcache__shard *s)
+{
+  CDCACHE__ASSERT_LOCKED(s);
+  cdcache__pool_free(s->env->rec, &s->retired.pool);
 }
 
 int cdcache__shard_init(struct cdcache__shard *s, const struct cdcache__shard_env *env,
