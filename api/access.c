@@ -64,12 +64,19 @@ static void entry_write(struct cdcache__entry *e, uint8_t flags, uint64_t h, con
   cdcache__copy(p + klen, val, vlen);
 }
 
-/* A fresh entry of size bytes, charged what the allocator reports. */
+/* A fresh entry of size bytes, charged what the allocator reports; NULL
+ * when the allocator fails, or returns an address a bucket word cannot
+ * hold (shard.h: above 2^48). */
 static struct cdcache__entry *entry_alloc(cdcache_t *c, size_t size)
 {
   struct cdcache__entry *e = cdcache__alloc(c, size);
-  if (e != NULL)
-    e->charge = (uint32_t)cdcache__charge(&c->cfg.allocator, e, size) & 0x7fffffffu;
+  if (e == NULL)
+    return NULL;
+  if (!cdcache__shard_addressable(e)) {
+    cdcache__free(c, e, size);
+    return NULL;
+  }
+  e->charge = (uint32_t)cdcache__charge(&c->cfg.allocator, e, size) & 0x7fffffffu;
   return e;
 }
 

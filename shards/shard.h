@@ -48,8 +48,9 @@ struct cdcache__list {
 struct cdcache__shard {
   /* Read-mostly line. */
   /* Synchronization: read-only after open (the array); its slots are
-   * RCU-published like entry->next. */
-  _Atomic(struct cdcache__entry *) *buckets;
+   * bucket words (below), RCU-published like entry->next: written under
+   * the shard lock with release order, loaded by readers with acquire. */
+  _Atomic uintptr_t *buckets;
   uint64_t mask;        /* read-only after open */
   uint64_t cap_entries; /* read-only after open: this shard's share */
   uint64_t cap_bytes;   /* read-only after open: its share of live bytes, 0 = none */
@@ -138,16 +139,49 @@ void cdcache__shard_destroy(struct cdcache__shard *s);
 uint64_t cdcache__shard_table_bytes(uint64_t nbuckets);
 
 /*
+ * A bucket word (shard.c, "Tags"): the chain's first entry in bits 0-47,
+ * the chain's length in bits 48-52 (saturating at 31: "31 or more"), and
+ * in bits 53-63 a summary with one bit per tag (a hash's bits 16-31 mapped
+ * onto 0-10) of the entries on the chain, and maybe of entries unlinked
+ * since: a clear bit means no entry of that tag is on the chain.
+ */
+#define CDCACHE__B_PTR ((((uintptr_t)1) << 48) - 1)
+#define CDCACHE__B_LEN_SHIFT 48
+#define CDCACHE__B_LEN_MAX 31u
+#define CDCACHE__B_LEN (((uintptr_t)CDCACHE__B_LEN_MAX) << CDCACHE__B_LEN_SHIFT)
+#define CDCACHE__B_SUM (~(CDCACHE__B_PTR | CDCACHE__B_LEN))
+
+static inline uintptr_t cdcache__tag_bit(uint32_t hash)
+{
+  return (uintptr_t)1 << (53 + (((hash >> 16) * 11u) >> 16));
+}
+static inline struct cdcache__entry *cdcache__bucket_first(uintptr_t w)
+{
+  return (struct cdcache__entry *)(w & CDCACHE__B_PTR);
+}
+/* Can a bucket word hold p?  (Every x86-64 and AArch64 Linux heap address
+ * can, unless the process opts into 5-level paging hints or memory
+ * tagging.) */
+static inline bool cdcache__shard_addressable(const void *p)
+{
+  return ((uintptr_t)p & ~CDCACHE__B_PTR) == 0;
+}
+
+/*
  * Finds key's entry (value or placeholder).  Call inside a read-side
  * section (the result stays valid until its end) or with the shard lock
- * held.
+ * held.  A key whose tag is not in its bucket's summary is absent without
+ * loading any entry.
  */
 static inline struct cdcache__entry *cdcache__shard_find(const struct cdcache__shard *s, uint64_t h,
                                                          const void *key, size_t klen)
 {
   /* Acquire pairs with the release store that published the entry (or
-   * the link to it) in link_at(); on x86 it costs nothing. */
-  struct cdcache__entry *e = atomic_load_explicit(&s->buckets[h & s->mask], memory_order_acquire);
+   * the link to it) in shard.c; on x86 it costs nothing. */
+  uintptr_t w = atomic_load_explicit(&s->buckets[h & s->mask], memory_order_acquire);
+  if (!(w & cdcache__tag_bit((uint32_t)h)))
+    return NULL;
+  struct cdcache__entry *e = cdcache__bucket_first(w);
   for (; e != NULL; e = atomic_load_explicit(&e->next, memory_order_acquire)) {
     if (e->hash == (uint32_t)h && e->klen == klen &&
         cdcache__key_eq(cdcache__entry_key(e), key, klen))
