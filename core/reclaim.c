@@ -17,8 +17,12 @@
  *
  * Accounting and throttling.  An entry's bytes move from the shard's live
  * bytes to the cache-wide bytes_pending when it is unlinked, and leave
- * bytes_pending when freed, so stats and the max_bytes bound cover memory
- * that is unlinked but not yet free (batch headers included).  When
+ * bytes_pending when freed (or reused), so stats and the max_bytes bound
+ * cover memory that is unlinked but not yet free (batch headers
+ * included).  Under the shard lock the moves add up in the retire list's
+ * pending_delta, which retire_take applies to bytes_pending once before
+ * the lock is dropped: a put that retires an entry and reuses one of the
+ * same charge leaves the shared gauge's cache line alone.  When
  * bytes_pending passes half of pending_cap, the writer that noticed it
  * (outside every lock, and never inside a read-side section: cdcache holds
  * none across a call) waits for a grace period and frees its shard's
@@ -81,8 +85,10 @@ void cdcache__retire_list_init(const struct cdcache__reclaimer *rc, struct cdcac
 {
   l->head = NULL;
   l->count = l->bytes = 0;
+  l->pending_delta = 0;
   atomic_init(&l->pool.ready, NULL);
   l->pool.spare = NULL;
+  l->pool.taken = 0;
   atomic_init(&l->pool.bytes, 0);
   /* 64 bytes (a small entry) per four entries of the shard, at least two
    * batches of them. */
@@ -139,26 +145,36 @@ static void free_list(struct cdcache__reclaimer *rc, struct cdcache__pool *pool,
   atomic_fetch_sub_explicit(&rc->bytes_pending, bytes, memory_order_relaxed);
 }
 
-/* Takes e (the head of p->spare) out of the pool and its bytes out of
- * bytes_pending. */
-static void pool_unlink_spare(struct cdcache__reclaimer *rc, struct cdcache__pool *p,
-                              struct cdcache__entry *e)
+/* The pool's gauge is lowered once this many bytes were taken (or the
+ * spare list ran empty): one shared write per dozen puts or so, while a
+ * pusher sees the pool at most this much fuller than it is. */
+#define POOL_LOWER_BYTES 1024u
+
+/* Takes e (the head of l's spare list) out of the pool and its bytes out
+ * of bytes_pending (by the delta). */
+static void pool_unlink_spare(struct cdcache__retire_list *l, struct cdcache__entry *e)
 {
+  struct cdcache__pool *p = &l->pool;
   p->spare = e->u.ret;
-  atomic_fetch_sub_explicit(&p->bytes, e->charge, memory_order_relaxed);
-  atomic_fetch_sub_explicit(&rc->bytes_pending, e->charge, memory_order_relaxed);
+  p->taken += e->charge;
+  l->pending_delta -= (int64_t)e->charge;
+  if (p->spare == NULL || p->taken >= POOL_LOWER_BYTES) {
+    atomic_fetch_sub_explicit(&p->bytes, p->taken, memory_order_relaxed);
+    p->taken = 0;
+  }
 }
 
-struct cdcache__entry *cdcache__pool_take(struct cdcache__reclaimer *rc, struct cdcache__pool *p,
-                                          size_t size)
+struct cdcache__entry *cdcache__pool_take(struct cdcache__reclaimer *rc,
+                                          struct cdcache__retire_list *l, size_t size)
 {
+  struct cdcache__pool *p = &l->pool;
   if (p->spare == NULL)
     p->spare = atomic_exchange_explicit(&p->ready, NULL, memory_order_acquire);
   /* A head of another size is freed, so that a change of sizes does not
    * leave the pool stuck; two tries at most. */
   for (int tries = 0; tries < 2 && p->spare != NULL; tries++) {
     struct cdcache__entry *e = p->spare;
-    pool_unlink_spare(rc, p, e);
+    pool_unlink_spare(l, e);
     size_t esize = entry_size(e);
     if (esize == size)
       return e;
@@ -167,17 +183,20 @@ struct cdcache__entry *cdcache__pool_take(struct cdcache__reclaimer *rc, struct 
   return NULL;
 }
 
-void cdcache__pool_free(struct cdcache__reclaimer *rc, struct cdcache__pool *p)
+void cdcache__pool_free(struct cdcache__reclaimer *rc, struct cdcache__retire_list *l)
 {
+  struct cdcache__pool *p = &l->pool;
   for (;;) {
     if (p->spare == NULL)
       p->spare = atomic_exchange_explicit(&p->ready, NULL, memory_order_acquire);
     struct cdcache__entry *e = p->spare;
     if (e == NULL)
-      return;
-    pool_unlink_spare(rc, p, e);
+      break;
+    pool_unlink_spare(l, e);
     rc->alloc->free(rc->alloc->ctx, e, entry_size(e));
   }
+  atomic_fetch_add_explicit(&rc->bytes_pending, (uint64_t)l->pending_delta, memory_order_relaxed);
+  l->pending_delta = 0;
 }
 
 static void batch_cb(struct rcu_head *head)
@@ -196,19 +215,23 @@ void cdcache__retire_barrier(void)
   CDCACHE__TSAN_ACQUIRE(&barrier_token);
 }
 
-void cdcache__retire(struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
-                     struct cdcache__entry *e, uint64_t charge)
+void cdcache__retire(struct cdcache__retire_list *l, struct cdcache__entry *e, uint64_t charge)
 {
   e->u.ret = l->head;
   l->head = e;
   l->count++;
   l->bytes += charge;
-  atomic_fetch_add_explicit(&rc->bytes_pending, charge, memory_order_relaxed);
+  l->pending_delta += (int64_t)charge;
 }
 
-void cdcache__retire_take(const struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
+void cdcache__retire_take(struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
                           struct cdcache__retired *out, bool force)
 {
+  if (l->pending_delta != 0) {
+    /* Two's complement: a negative delta subtracts. */
+    atomic_fetch_add_explicit(&rc->bytes_pending, (uint64_t)l->pending_delta, memory_order_relaxed);
+    l->pending_delta = 0;
+  }
   out->pool = &l->pool;
   out->list = NULL;
   out->bytes = 0;

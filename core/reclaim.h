@@ -32,6 +32,11 @@ struct cdcache__pool {
   _Atomic(struct cdcache__entry *) ready;
   /* Synchronization: the owner's lock.  Taken from ready, not reused yet. */
   struct cdcache__entry *spare;
+  /* Synchronization: the owner's lock.  Charges taken off spare since
+   * `bytes` was last lowered (every kilobyte or so, and when spare runs
+   * empty: until then the bound sees the pool fuller than it is, never
+   * emptier). */
+  uint64_t taken;
   /* Synchronization: atomic, relaxed.  The charges of the entries on
    * ready and spare: a pusher reserves an entry's charge before pushing
    * it, so racing pushers cannot pass max_bytes together. */
@@ -45,6 +50,11 @@ struct cdcache__pool {
 struct cdcache__retire_list {
   struct cdcache__entry *head;
   uint64_t count, bytes;
+  /* Bytes that entered (retired) or left (reused) bytes_pending under the
+   * owner's lock and are not yet applied to it: retire_take applies them
+   * once per write, so a put that retires one entry and reuses another of
+   * its size writes the shared gauge not at all. */
+  int64_t pending_delta;
   struct cdcache__pool pool;
 };
 
@@ -67,21 +77,22 @@ static inline bool cdcache__pool_maybe(const struct cdcache__pool *p)
 }
 /* Owner's lock held: an entry of exactly `size` bytes (as allocated)
  * whose grace period has passed, for a put to overwrite (its charge
- * stays e->charge and leaves bytes_pending), or NULL.  Entries of another
+ * stays e->charge and leaves bytes_pending by l's pending_delta), or
+ * NULL.  Entries of another
  * size met on the way (at most two) are freed. */
-struct cdcache__entry *cdcache__pool_take(struct cdcache__reclaimer *rc, struct cdcache__pool *p,
-                                          size_t size);
+struct cdcache__entry *cdcache__pool_take(struct cdcache__reclaimer *rc,
+                                          struct cdcache__retire_list *l, size_t size);
 /* Owner's lock held, or no other thread (close): frees the pool's
  * entries. */
-void cdcache__pool_free(struct cdcache__reclaimer *rc, struct cdcache__pool *p);
+void cdcache__pool_free(struct cdcache__reclaimer *rc, struct cdcache__retire_list *l);
 
 /* Owner's lock held: put an unlinked entry on l and move `charge` bytes
- * to bytes_pending. */
-void cdcache__retire(struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
-                     struct cdcache__entry *e, uint64_t charge);
-/* Owner's lock held: take l if it is a full batch (or any non-empty list
- * when force). */
-void cdcache__retire_take(const struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
+ * to bytes_pending (by l's pending_delta, applied by retire_take). */
+void cdcache__retire(struct cdcache__retire_list *l, struct cdcache__entry *e, uint64_t charge);
+/* Owner's lock held: apply l's pending_delta to bytes_pending, and take
+ * l if it is a full batch (or any non-empty list when force).  Every
+ * write that retires or reuses entries calls it before unlocking. */
+void cdcache__retire_take(struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
                           struct cdcache__retired *out, bool force);
 /* No lock held: free the list after a grace period (call_rcu); its small
  * entries go back to its pool while there is room. */

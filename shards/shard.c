@@ -136,7 +136,7 @@ void cdcache__shard_destroy(struct cdcache__shard *s)
 {
   if (s->buckets == NULL)
     return;
-  cdcache__pool_free(s->env->rec, &s->retired.pool);
+  cdcache__pool_free(s->env->rec, &s->retired);
   for (uint64_t i = 0; i <= s->mask; i++) {
     struct cdcache__entry *e =
         cdcache__bucket_first(atomic_load_explicit(&s->buckets[i], memory_order_relaxed));
@@ -254,7 +254,7 @@ static bool linked(const struct cdcache__shard *s, const struct cdcache__entry *
 static void retire(struct cdcache__shard *s, struct cdcache__entry *e, uint64_t charge)
 {
   CDCACHE__ASSERT(!linked(s, e));
-  cdcache__retire(s->env->rec, &s->retired, e, charge);
+  cdcache__retire(&s->retired, e, charge);
 }
 
 static bool expired(const struct cdcache__shard *s, const struct cdcache__entry *e, uint64_t now)

@@ -122,13 +122,13 @@ static inline bool cdcache__shard_recycled_maybe(const struct cdcache__shard *s)
 static inline struct cdcache__entry *cdcache__shard_recycled(struct cdcache__shard *s, size_t size)
 {
   CDCACHE__ASSERT_LOCKED(s);
-  return cdcache__pool_take(s->env->rec, &s->retired.pool, size);
+  return cdcache__pool_take(s->env->rec, &s->retired, size);
 }
 /* Shard lock held: frees the shard's recycled entries. */
 static inline void cdcache__shard_recycled_free(struct cdcache__shard *s)
 {
   CDCACHE__ASSERT_LOCKED(s);
-  cdcache__pool_free(s->env->rec, &s->retired.pool);
+  cdcache__pool_free(s->env->rec, &s->retired);
 }
 
 int cdcache__shard_init(struct cdcache__shard *s, const struct cdcache__shard_env *env,
