@@ -236,6 +236,7 @@ int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, si
 {
   uint64_t h = cdcache__hash(c->secret, key, klen);
   struct cdcache__shard *s = cdcache__shard_of(c, h);
+  cdcache__shard_prefetch(s, h);
   uint64_t now = cdcache__now_ms(c);
   if (!cdcache__fresh(c, now))
     return CDCACHE_ESTALE;

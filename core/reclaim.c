@@ -176,8 +176,12 @@ struct cdcache__entry *cdcache__pool_take(struct cdcache__reclaimer *rc,
     struct cdcache__entry *e = p->spare;
     pool_unlink_spare(l, e);
     size_t esize = entry_size(e);
-    if (esize == size)
+    if (esize == size) {
+      /* The next put here overwrites the next one: start loading it. */
+      if (p->spare != NULL)
+        __builtin_prefetch(p->spare, 1);
       return e;
+    }
     rc->alloc->free(rc->alloc->ctx, e, esize);
   }
   return NULL;

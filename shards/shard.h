@@ -112,6 +112,12 @@ static inline void cdcache__shard_retire_take(struct cdcache__shard *s, struct c
   cdcache__retire_take(s->env->rec, &s->retired, r, force);
 }
 
+/* Any thread: starts loading the bucket word of hash h, for a writer to
+ * overlap that miss with its work before it takes the lock. */
+static inline void cdcache__shard_prefetch(const struct cdcache__shard *s, uint64_t h)
+{
+  __builtin_prefetch(&s->buckets[h & s->mask], 1);
+}
 /* Any thread, no lock: might the shard hold a recycled entry?  A hint. */
 static inline bool cdcache__shard_recycled_maybe(const struct cdcache__shard *s)
 {
