@@ -224,13 +224,6 @@ void cdcache__retire_drain_forked(cdcache_t *c)
   }
 }
 
-void cdcache__after_write(cdcache_t *c, struct cdcache__shard *s, struct cdcache__retired *r)
-{
-  cdcache__retire_submit(&c->rec, r);
-  if (cdcache__throttle_needed(&c->rec))
-    cdcache__throttle(c, s);
-}
-
 int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, size_t vlen,
                  uint32_t ttl_ms)
 {
@@ -327,8 +320,8 @@ int cdcache__flush(cdcache_t *c)
   return 0;
 }
 
-void cdcache__account(cdcache_t *c, struct cdcache__tstats *t,
-                      const struct cdcache__shard_report *rep)
+void cdcache__account_slow(cdcache_t *c, struct cdcache__tstats *t,
+                           const struct cdcache__shard_report *rep)
 {
   if (rep->evicted != 0)
     cdcache__count_add(c, t, CTR_EVICTIONS, rep->evicted);

@@ -278,16 +278,3 @@ void cdcache__retire_submit(struct cdcache__reclaimer *rc, struct cdcache__retir
   r->list = NULL;
   r->bytes = 0;
 }
-
-bool cdcache__throttle_needed(const struct cdcache__reclaimer *rc)
-{
-  /* Half the reserve: past it, a writer frees its own shard's list. */
-  return atomic_load_explicit(&rc->bytes_pending, memory_order_relaxed) > rc->pending_cap / 2;
-}
-
-bool cdcache__backlog_high(const struct cdcache__reclaimer *rc)
-{
-  /* Three quarters: the batches already queued must be waited for (the
-   * last quarter absorbs what writers past their check evict meanwhile). */
-  return atomic_load_explicit(&rc->bytes_pending, memory_order_relaxed) > rc->pending_cap / 4 * 3;
-}

@@ -102,8 +102,17 @@ void cdcache__retire_submit(struct cdcache__reclaimer *rc, struct cdcache__retir
 void cdcache__retire_free_now(struct cdcache__reclaimer *rc, struct cdcache__retired *r);
 /* No lock held: is bytes_pending past half its cap (throttle) / past
  * three quarters (wait for the queued batches too)? */
-bool cdcache__throttle_needed(const struct cdcache__reclaimer *rc);
-bool cdcache__backlog_high(const struct cdcache__reclaimer *rc);
+static inline bool cdcache__throttle_needed(const struct cdcache__reclaimer *rc)
+{
+  /* Half the reserve: past it, a writer frees its own shard's list. */
+  return atomic_load_explicit(&rc->bytes_pending, memory_order_relaxed) > rc->pending_cap / 2;
+}
+static inline bool cdcache__backlog_high(const struct cdcache__reclaimer *rc)
+{
+  /* Three quarters: the batches already queued must be waited for (the
+   * last quarter absorbs what writers past their check evict meanwhile). */
+  return atomic_load_explicit(&rc->bytes_pending, memory_order_relaxed) > rc->pending_cap / 4 * 3;
+}
 /* No lock held, not in a read-side section: wait until every batch
  * queued to call_rcu (by any cache) is freed. */
 void cdcache__retire_barrier(void);

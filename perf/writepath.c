@@ -3,9 +3,8 @@
  * runs this under callgrind).  Links the shared library as users do, with
  * the default allocator; 8-byte keys and values prepared before the loops,
  * a full cache of CAP entries (the bench's default capacity).  Each loop
- * is measured alone (callgrind --toggle-collect=LOOP); the call_rcu
- * thread's frees run while a loop is collected and are counted in it, as
- * they are work the puts caused.
+ * is measured alone (callgrind --toggle-collect=LOOP, which counts the
+ * calling thread only: the call_rcu thread's frees are not in it).
  *
  *   replace_loop  puts over keys already cached (overwrites)
  *   insert_loop   puts of absent keys into the full cache (insert + evict)
