@@ -66,7 +66,7 @@ static void entry_write(struct cdcache__entry *e, uint8_t flags, uint64_t h, con
 
 /* A fresh entry of size bytes, charged what the allocator reports; NULL
  * when the allocator fails, or returns an address a bucket word cannot
- * hold (shard.h: above 2^48). */
+ * hold (shard.h: above 2^48, or not 8-byte aligned). */
 static struct cdcache__entry *entry_alloc(cdcache_t *c, size_t size)
 {
   struct cdcache__entry *e = cdcache__alloc(c, size);

@@ -20,10 +20,10 @@
  * A lookup may miss a key whose put is concurrent; it never returns a
  * value that was not put for that key.
  *
- * Tags.  A bucket head is a word: the first entry's address in its low 48
- * bits, the chain's length in the next 5 (saturating at 31), and in the
- * top 11 a summary, one bit per tag (a hash's bits 16-31 mapped onto
- * 0-10), set for every entry on the chain.  A lookup whose tag bit is
+ * Tags.  A bucket head is a word: the chain's length in its low 3 bits
+ * (saturating at 7), the first entry's address (8-byte aligned, below
+ * 2^48) in the bits up to 47, and in the top 16 a summary, one bit per tag
+ * (a hash's bits 28-31), set for every entry on the chain.  A lookup whose tag bit is
  * clear is a miss without loading any entry: most misses cost the bucket
  * alone, instead of the bucket and every entry of its chain.  Writers
  * keep the summary a superset of the chain's tags: an insert at the head
@@ -34,10 +34,10 @@
  * stale ones.  So a reader that sees a clear bit saw a word published
  * while no entry of that tag was on the chain, and the key was absent at
  * that moment.  An insert walks the chain only when the key's tag is set
- * or the chain is at least CDCACHE_CHAIN_TRIPWIRE long (the length is
- * exact below 31, and a walk counts exactly), so the tripwire counts every
- * long chain as before.  Entries must lie below 2^48 (the allocator hook's
- * contract; api refuses an entry above).
+ * or the length field is saturated (it is exact below 7, and 7 is below
+ * CDCACHE_CHAIN_TRIPWIRE, and a walk counts exactly), so the tripwire
+ * counts every long chain as before.  Entries must lie below 2^48 (the
+ * allocator hook's contract; api refuses an entry above).
  *
  * Eviction: CLOCK (second chance) over a FIFO list.  A hit must not write
  * a line other threads write, so there is no move-to-front on hit:
@@ -211,7 +211,7 @@ static _Atomic uintptr_t *bucket_of(const struct cdcache__shard *s, uint32_t has
 
 static unsigned bucket_len(uintptr_t w)
 {
-  return (unsigned)((w & CDCACHE__B_LEN) >> CDCACHE__B_LEN_SHIFT);
+  return (unsigned)(w & CDCACHE__B_LEN);
 }
 
 static uintptr_t bucket_word(const struct cdcache__entry *first, uintptr_t sum, unsigned len)
@@ -220,7 +220,7 @@ static uintptr_t bucket_word(const struct cdcache__entry *first, uintptr_t sum, 
     return 0; /* an empty chain: no tags, no length */
   if (len > CDCACHE__B_LEN_MAX)
     len = CDCACHE__B_LEN_MAX;
-  return (uintptr_t)first | (sum & CDCACHE__B_SUM) | ((uintptr_t)len << CDCACHE__B_LEN_SHIFT);
+  return (uintptr_t)first | (sum & CDCACHE__B_SUM) | (uintptr_t)len;
 }
 
 /* The entry before e on its chain, or NULL when e is first.  e is linked
@@ -503,7 +503,8 @@ int cdcache__shard_install(struct cdcache__shard *s, struct cdcache__entry *ne, 
   struct cdcache__entry *old = NULL, *old_pred = NULL;
   uint64_t chain = 0;
   uintptr_t seen = 0; /* the tags of the entries walked */
-  const bool walk = (w & cdcache__tag_bit((uint32_t)h)) || bucket_len(w) >= CDCACHE__CHAIN_TRIPWIRE;
+  _Static_assert(CDCACHE__B_LEN_MAX < CDCACHE__CHAIN_TRIPWIRE, "a saturated length forces walks");
+  const bool walk = (w & cdcache__tag_bit((uint32_t)h)) || bucket_len(w) == CDCACHE__B_LEN_MAX;
   if (walk) {
     /* The walk also yields the entry before the old one, to swap it
      * below without walking again (issue 10). */

@@ -145,29 +145,29 @@ void cdcache__shard_destroy(struct cdcache__shard *s);
 uint64_t cdcache__shard_table_bytes(uint64_t nbuckets);
 
 /*
- * A bucket word (shard.c, "Tags"): the chain's first entry in bits 0-47,
- * the chain's length in bits 48-52 (saturating at 31: "31 or more"), and
- * in bits 53-63 a summary with one bit per tag (a hash's bits 16-31 mapped
- * onto 0-10) of the entries on the chain, and maybe of entries unlinked
- * since: a clear bit means no entry of that tag is on the chain.
+ * A bucket word (shard.c, "Tags"): the chain's length in bits 0-2
+ * (saturating at 7: "7 or more"; entries are 8-byte aligned), the chain's
+ * first entry in bits 3-47 (its address, those low bits clear), and in
+ * bits 48-63 a summary with one bit per tag (a hash's bits 28-31) of the
+ * entries on the chain, and maybe of entries unlinked since: a clear bit
+ * means no entry of that tag is on the chain.
  */
-#define CDCACHE__B_PTR ((((uintptr_t)1) << 48) - 1)
-#define CDCACHE__B_LEN_SHIFT 48
-#define CDCACHE__B_LEN_MAX 31u
-#define CDCACHE__B_LEN (((uintptr_t)CDCACHE__B_LEN_MAX) << CDCACHE__B_LEN_SHIFT)
-#define CDCACHE__B_SUM (~(CDCACHE__B_PTR | CDCACHE__B_LEN))
+#define CDCACHE__B_LEN_MAX 7u
+#define CDCACHE__B_LEN ((uintptr_t)CDCACHE__B_LEN_MAX)
+#define CDCACHE__B_PTR (((((uintptr_t)1) << 48) - 1) & ~CDCACHE__B_LEN)
+#define CDCACHE__B_SUM (~(((uintptr_t)1 << 48) - 1))
 
 static inline uintptr_t cdcache__tag_bit(uint32_t hash)
 {
-  return (uintptr_t)1 << (53 + (((hash >> 16) * 11u) >> 16));
+  return (uintptr_t)1 << (48 + (hash >> 28));
 }
 static inline struct cdcache__entry *cdcache__bucket_first(uintptr_t w)
 {
   return (struct cdcache__entry *)(w & CDCACHE__B_PTR);
 }
-/* Can a bucket word hold p?  (Every x86-64 and AArch64 Linux heap address
- * can, unless the process opts into 5-level paging hints or memory
- * tagging.) */
+/* Can a bucket word hold p?  (Every 8-byte aligned x86-64 and AArch64
+ * Linux heap address can, unless the process opts into 5-level paging
+ * hints or memory tagging.) */
 static inline bool cdcache__shard_addressable(const void *p)
 {
   return ((uintptr_t)p & ~CDCACHE__B_PTR) == 0;
