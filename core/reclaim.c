@@ -65,7 +65,7 @@ char cdcache__grace_token;
  * when done, and rcu_barrier's caller acquires it. */
 static char barrier_token;
 
-#define RETIRE_BATCH 64
+#define RETIRE_BATCH CDCACHE__RETIRE_BATCH
 
 struct batch {
   struct rcu_head rcu;
@@ -217,35 +217,6 @@ void cdcache__retire_barrier(void)
 {
   urcu_bp_barrier();
   CDCACHE__TSAN_ACQUIRE(&barrier_token);
-}
-
-void cdcache__retire(struct cdcache__retire_list *l, struct cdcache__entry *e, uint64_t charge)
-{
-  e->u.ret = l->head;
-  l->head = e;
-  l->count++;
-  l->bytes += charge;
-  l->pending_delta += (int64_t)charge;
-}
-
-void cdcache__retire_take(struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
-                          struct cdcache__retired *out, bool force)
-{
-  if (l->pending_delta != 0) {
-    /* Two's complement: a negative delta subtracts. */
-    atomic_fetch_add_explicit(&rc->bytes_pending, (uint64_t)l->pending_delta, memory_order_relaxed);
-    l->pending_delta = 0;
-  }
-  out->pool = &l->pool;
-  out->list = NULL;
-  out->bytes = 0;
-  if (l->head == NULL || (!force && l->count < RETIRE_BATCH && l->bytes < rc->batch_bytes))
-    return;
-  out->list = l->head;
-  out->bytes = l->bytes;
-  l->head = NULL;
-  l->count = 0;
-  l->bytes = 0;
 }
 
 void cdcache__retire_free_now(struct cdcache__reclaimer *rc, struct cdcache__retired *r)

@@ -17,6 +17,9 @@ struct cdcache__reclaimer {
   _Atomic uint64_t bytes_pending;
 };
 
+/* A retire list is handed to a grace period at this many entries. */
+#define CDCACHE__RETIRE_BATCH 64
+
 /* Entries of up to this many bytes (header, key and value) are recycled. */
 #define CDCACHE__RECYCLE_MAX_SIZE 256u
 
@@ -88,12 +91,38 @@ void cdcache__pool_free(struct cdcache__reclaimer *rc, struct cdcache__retire_li
 
 /* Owner's lock held: put an unlinked entry on l and move `charge` bytes
  * to bytes_pending (by l's pending_delta, applied by retire_take). */
-void cdcache__retire(struct cdcache__retire_list *l, struct cdcache__entry *e, uint64_t charge);
+static inline void cdcache__retire(struct cdcache__retire_list *l, struct cdcache__entry *e,
+                                   uint64_t charge)
+{
+  e->u.ret = l->head;
+  l->head = e;
+  l->count++;
+  l->bytes += charge;
+  l->pending_delta += (int64_t)charge;
+}
 /* Owner's lock held: apply l's pending_delta to bytes_pending, and take
  * l if it is a full batch (or any non-empty list when force).  Every
  * write that retires or reuses entries calls it before unlocking. */
-void cdcache__retire_take(struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
-                          struct cdcache__retired *out, bool force);
+static inline void cdcache__retire_take(struct cdcache__reclaimer *rc,
+                                        struct cdcache__retire_list *l,
+                                        struct cdcache__retired *out, bool force)
+{
+  if (l->pending_delta != 0) {
+    /* Two's complement: a negative delta subtracts. */
+    atomic_fetch_add_explicit(&rc->bytes_pending, (uint64_t)l->pending_delta, memory_order_relaxed);
+    l->pending_delta = 0;
+  }
+  out->pool = &l->pool;
+  out->list = NULL;
+  out->bytes = 0;
+  if (l->head == NULL || (!force && l->count < CDCACHE__RETIRE_BATCH && l->bytes < rc->batch_bytes))
+    return;
+  out->list = l->head;
+  out->bytes = l->bytes;
+  l->head = NULL;
+  l->count = 0;
+  l->bytes = 0;
+}
 /* No lock held: free the list after a grace period (call_rcu); its small
  * entries go back to its pool while there is room. */
 void cdcache__retire_submit(struct cdcache__reclaimer *rc, struct cdcache__retired *r);
