@@ -112,12 +112,6 @@ static inline void cdcache__shard_retire_take(struct cdcache__shard *s, struct c
   cdcache__retire_take(s->env->rec, &s->retired, r, force);
 }
 
-/* Any thread: starts loading the bucket word of hash h, for a writer to
- * overlap that miss with its work before it takes the lock. */
-static inline void cdcache__shard_prefetch(const struct cdcache__shard *s, uint64_t h)
-{
-  __builtin_prefetch(&s->buckets[h & s->mask], 1);
-}
 /* Any thread, no lock: might the shard hold a recycled entry?  A hint. */
 static inline bool cdcache__shard_recycled_maybe(const struct cdcache__shard *s)
 {
@@ -171,6 +165,17 @@ static inline struct cdcache__entry *cdcache__bucket_first(uintptr_t w)
 static inline bool cdcache__shard_addressable(const void *p)
 {
   return ((uintptr_t)p & ~CDCACHE__B_PTR) == 0;
+}
+
+/* Any thread, no lock: starts loading hash h's bucket word and the first
+ * entry of its chain (as the word reads now: a hint, which a writer may
+ * change before the caller takes the lock), for a writer to overlap those
+ * misses with its work before it takes the lock.  Prefetching NULL (an
+ * empty chain) is harmless. */
+static inline void cdcache__shard_prefetch(const struct cdcache__shard *s, uint64_t h)
+{
+  uintptr_t w = atomic_load_explicit(&s->buckets[h & s->mask], memory_order_relaxed);
+  __builtin_prefetch(cdcache__bucket_first(w));
 }
 
 /*
