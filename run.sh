@@ -80,7 +80,7 @@ test)
   echo "=== fuzz: ${CDCACHE_FUZZ_SECONDS:-20} s per target" >&2
   CDCACHE_FUZZ_BUILD_DIR="$BUILD/fuzz" tests/fuzz/run.sh "${CDCACHE_FUZZ_SECONDS:-20}"
   # Deliberately broken copies of the library that the suites must catch
-  # (a scratch copy; one quick suite per mutant: about 3 minutes).
+  # (a scratch copy; one quick suite per mutant: about 4.5 minutes).
   echo "=== mutants (short)" >&2
   JOBS=$JOBS tests/mutants/run.sh --short
   echo "all test suites passed: plain, ASan+UBSan, TSan, fuzz, mutants" >&2

@@ -87,8 +87,15 @@ struct cdcache__entry *cdcache__entry_new(cdcache_t *c, uint64_t h, const void *
   uint32_t ttl = effective_ttl(c, ttl_ms);
   uint8_t flags = entry_flags(c, ttl, fill);
   struct cdcache__entry *e = entry_alloc(c, cdcache__entry_size(flags, klen, vlen));
-  if (e != NULL)
-    entry_write(e, flags, h, key, klen, val, vlen, now + ttl, fill);
+  if (e == NULL)
+    return NULL;
+  if (fill != NULL) {
+    /* A placeholder also carries its fill's own bytes: leases and loads
+     * in flight count against max_bytes like the values they will bring. */
+    uint64_t charge = (uint64_t)e->charge + fill->charge;
+    e->charge = (uint32_t)(charge > 0x7fffffffu ? 0x7fffffffu : charge);
+  }
+  entry_write(e, flags, h, key, klen, val, vlen, now + ttl, fill);
   return e;
 }
 
@@ -224,6 +231,32 @@ void cdcache__retire_drain_forked(cdcache_t *c)
   }
 }
 
+/* With s locked: a put of the key failed, but the database moved on (the
+ * caller was writing a newer value): a fill of the key in flight read the
+ * older value and must not be cached.  Its placeholder goes; the fill,
+ * marked dead, still answers its waiters but caches nothing.  The key's
+ * cached value, if any, stays (the caller learns of the failure). */
+static void kill_fill_locked(struct cdcache__shard *s, uint64_t h, const void *key, size_t klen,
+                             struct cdcache__shard_report *rep)
+{
+  struct cdcache__entry *ph = cdcache__shard_find(s, h, key, klen);
+  if (ph != NULL && (ph->flags & CDCACHE__E_PLACEHOLDER))
+    cdcache__shard_unlink(s, ph, WHY_REPLACED, rep);
+}
+
+void cdcache__put_failed(cdcache_t *c, const void *key, size_t klen)
+{
+  uint64_t h = cdcache__hash(c->secret, key, klen);
+  struct cdcache__shard *s = cdcache__shard_of(c, h);
+  struct cdcache__shard_report rep = {0};
+  struct cdcache__retired r;
+  cdcache__shard_lock(s);
+  kill_fill_locked(s, h, key, klen, &rep);
+  cdcache__shard_retire_take(s, &r, false);
+  cdcache__shard_unlock(s);
+  cdcache__after_write(c, s, &r);
+}
+
 int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, size_t vlen,
                  uint32_t ttl_ms)
 {
@@ -231,8 +264,10 @@ int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, si
   struct cdcache__shard *s = cdcache__shard_of(c, h);
   cdcache__shard_prefetch(s, h);
   uint64_t now = cdcache__now_ms(c);
-  if (!cdcache__fresh(c, now))
+  if (!cdcache__fresh(c, now)) {
+    cdcache__put_failed(c, key, klen);
     return CDCACHE_ESTALE;
+  }
   /* Throttle first, so the bytes this put adds find the backlog small. */
   if (cdcache__throttle_needed(&c->rec))
     cdcache__throttle(c, s);
@@ -250,8 +285,10 @@ int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, si
       cdcache__shard_unlock(s);
   }
   const bool locked = e != NULL;
-  if (e == NULL && (e = entry_alloc(c, size)) == NULL)
+  if (e == NULL && (e = entry_alloc(c, size)) == NULL) {
+    cdcache__put_failed(c, key, klen);
     return CDCACHE_ENOMEM;
+  }
   entry_write(e, flags, h, key, klen, val, vlen, now + ttl, NULL);
   struct cdcache__tstats *t = cdcache__tstats_of(c);
   struct cdcache__shard_report rep = {0};
@@ -259,15 +296,10 @@ int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, si
   if (!locked)
     cdcache__shard_lock(s);
   int rc = cdcache__shard_install(s, e, h, now, NULL, &rep);
-  if (rc == 0) {
+  if (rc == 0)
     cdcache__shard_sweep(s, now, NULL, &rep);
-  } else {
-    /* The put failed, but the database moved on: a fill of the key in
-     * flight read the older value and must not be cached. */
-    struct cdcache__entry *ph = cdcache__shard_find(s, h, key, klen);
-    if (ph != NULL && (ph->flags & CDCACHE__E_PLACEHOLDER))
-      cdcache__shard_unlink(s, ph, WHY_REPLACED, &rep);
-  }
+  else
+    kill_fill_locked(s, h, key, klen, &rep);
   cdcache__shard_retire_take(s, &r, false);
   cdcache__shard_unlock(s);
   if (rc == 0)

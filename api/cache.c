@@ -32,6 +32,12 @@ _Atomic uint32_t cdcache__fork_gen;
  * handling: a child may open caches only when it equals cdcache__fork_gen. */
 static _Atomic uint32_t rcu_ready_gen;
 static _Atomic uint64_t next_cache_id = 1;
+/* Synchronization: written only by a thread inside cdcache_fork_prepare..
+ * _parent/_child, which holds liburcu's fork locks and live_mu then; in a
+ * child, read by its only thread.  Lets the child tell a fork that skipped
+ * cdcache_fork_prepare() (its handlers then do nothing and opens answer
+ * CDCACHE_EFORKED, as after a fork without the fork calls). */
+static bool fork_prepared;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static pthread_once_t fork_install_once = PTHREAD_ONCE_INIT;
 static int fork_install_rc;
@@ -57,22 +63,38 @@ static void install_atfork(void)
  * rcu_barrier or synchronize_rcu waits forever for threads that were not
  * copied.  The order: call_rcu's before the reader registry's going in,
  * the reverse coming out (a call_rcu worker may be inside a grace period,
- * which takes the registry lock).
+ * which takes the registry lock).  cdcache's own global mutex (the
+ * live-cache registry of the per-thread counters, core/tstats.c) is taken
+ * last, after liburcu's locks, and released first: the lock order is
+ * call_rcu's, then liburcu-bp's registry, then live_mu (no cdcache code
+ * takes a liburcu lock while holding live_mu).  A cache's own mutexes are
+ * not taken: the child never locks those of a cache opened before the
+ * fork (it may only close it, which frees without locking).
  */
 void cdcache_fork_prepare(void)
 {
   urcu_bp_call_rcu_before_fork();
   urcu_bp_before_fork();
+  cdcache__tstats_fork_prepare();
+  fork_prepared = true;
 }
 
 void cdcache_fork_parent(void)
 {
+  if (!fork_prepared)
+    return;
+  fork_prepared = false;
+  cdcache__tstats_fork_parent();
   urcu_bp_after_fork_parent();
   urcu_bp_call_rcu_after_fork_parent();
 }
 
 void cdcache_fork_child(void)
 {
+  if (!fork_prepared)
+    return;
+  fork_prepared = false;
+  cdcache__tstats_fork_child();
   urcu_bp_after_fork_child();
   urcu_bp_call_rcu_after_fork_child();
   atomic_store_explicit(&rcu_ready_gen,
@@ -255,10 +277,15 @@ fail_c:
 
 int cdcache__close(cdcache_t *c)
 {
-  pthread_mutex_lock(&c->attach_mu);
+  /* In a forked child the only thread is this one, and a parent thread
+   * may have held attach_mu at the fork: read without it. */
+  bool forked = cdcache__forked(c);
+  if (!forked)
+    pthread_mutex_lock(&c->attach_mu);
   void *sub = c->sub;
   cdcache__detach_fn stop = c->sub_stop;
-  pthread_mutex_unlock(&c->attach_mu);
+  if (!forked)
+    pthread_mutex_unlock(&c->attach_mu);
   if (sub != NULL && !cdcache__forked(c))
     stop(sub);
 
@@ -285,7 +312,8 @@ int cdcache__close(cdcache_t *c)
   cdcache__tstats_destroy(&c->tstats);
   cdcache__free_aligned(&c->cfg.allocator, c->shards_raw,
                         sizeof(struct cdcache__shard) * c->nshards);
-  pthread_mutex_destroy(&c->attach_mu);
+  if (!forked)
+    pthread_mutex_destroy(&c->attach_mu);
   cdcache_allocator_t alloc = c->cfg.allocator;
   cdcache__free_aligned(&alloc, c->self_raw, sizeof *c);
   return 0;

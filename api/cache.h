@@ -56,6 +56,16 @@ struct cdcache_fill {
   uint64_t hash;       /* read-only */
   bool is_lease;       /* read-only */
   cdcache_t *cache;    /* read-only */
+  /* read-only: the bytes the fill's own allocation takes (struct, mutex,
+   * condition variable, key copy), charged with its placeholder. */
+  uint32_t charge;
+};
+
+/* A fill and its key copy, one allocation. */
+struct cdcache_fill_key {
+  struct cdcache_fill f;
+  size_t klen;         /* read-only */
+  unsigned char key[]; /* read-only */
 };
 
 /* --------------------------------------------------------------- cache */

@@ -110,8 +110,10 @@ int cdcache_put(cdcache_t *cache, const void *key, size_t klen, const void *val,
     return rc;
   if (val == NULL && vlen != 0)
     return CDCACHE_EINVAL;
-  if (vlen > cache->cfg.max_value_len)
+  if (vlen > cache->cfg.max_value_len) {
+    cdcache__put_failed(cache, key, klen);
     return CDCACHE_E2BIG;
+  }
   return cdcache__put(cache, key, klen, val, vlen, ttl_ms);
 }
 
@@ -208,6 +210,8 @@ int cdcache_lease_release(cdcache_t *cache, cdcache_lease_t *lease)
     return 0;
   if (cache == NULL)
     return CDCACHE_EINVAL;
+  if (cdcache__forked(cache))
+    return CDCACHE_EFORKED; /* the copied lease is the parent's: left as is */
   return cdcache__lease_release(cache, lease);
 }
 
@@ -215,6 +219,8 @@ int cdcache_stats(cdcache_t *cache, cdcache_stats_t *stats)
 {
   if (cache == NULL || stats == NULL || stats->struct_size < sizeof(size_t))
     return CDCACHE_EINVAL;
+  if (cdcache__forked(cache))
+    return CDCACHE_EFORKED;
   return cdcache__stats(cache, stats);
 }
 

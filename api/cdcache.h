@@ -91,8 +91,8 @@ typedef enum cdcache_policy {
    * one-time scan or a stream of one-hit keys does not evict a working set
    * that is read often.  Misses less than allkeys-lru on most workloads
    * (README, "Eviction policies"); hits cost the same, misses a little
-   * more.  Its sketch and ghost take 4 to 8 bytes per entry (more in
-   * shards under 256 entries), counted in bytes_tables and max_bytes. */
+   * more.  Its sketch and ghost take 4.75 to 6.75 bytes per entry (more
+   * in shards under 256 entries), counted in bytes_tables and max_bytes. */
   CDCACHE_ALLKEYS_S3FIFO = 3,
   /* The same, among entries that have a TTL only; entries without one are
    * never evicted (CDCACHE_EFULL when nothing else can go, as
@@ -155,8 +155,9 @@ typedef struct cdcache_config {
    * CDCACHE_MAX_ENTRIES_LIMIT. */
   uint64_t max_entries;
   /* The most bytes the cache holds: entries (key, value, real allocator
-   * overhead, including unlinked entries awaiting their grace period) plus
-   * the shards' tables, give or take CDCACHE_MAX_BYTES_SLACK.  Each
+   * overhead, including unlinked entries awaiting their grace period),
+   * the fills in flight behind their placeholders, plus the shards'
+   * tables, give or take CDCACHE_MAX_BYTES_SLACK.  Each
    * shard's share must hold one entry of max_key_len and max_value_len:
    * with shards 0 the shard count is lowered until it does; with a set
    * shard count open fails with CDCACHE_EINVAL.  0 means no byte bound.

@@ -54,12 +54,6 @@
 /* A lease released without a value: waiters retry (never returned). */
 #define FILL_RETRY (-1000001)
 
-struct cdcache_fill_key {
-  struct cdcache_fill f;
-  size_t klen;
-  unsigned char key[];
-};
-
 static struct cdcache_fill_key *fk_of(struct cdcache_fill *f)
 {
   return (struct cdcache_fill_key *)f;
@@ -91,6 +85,8 @@ static struct cdcache_fill *fill_new(cdcache_t *c, uint64_t h, const void *key, 
   f->cache = c;
   fk->klen = klen;
   memcpy(fk->key, key, klen);
+  size_t ch = cdcache__charge(&c->cfg.allocator, fk, sizeof *fk + klen);
+  f->charge = ch > UINT32_MAX ? UINT32_MAX : (uint32_t)ch;
   return f;
 fail_mu:
   pthread_mutex_destroy(&f->mu);

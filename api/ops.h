@@ -17,6 +17,10 @@ int cdcache__lookup(cdcache_t *c, uint64_t h, const void *key, size_t klen, void
  * if it may be served now (0, CDCACHE_ERANGE, CDCACHE_ENOENT). */
 int cdcache__serve(cdcache_t *c, struct cdcache__entry *e, void *buf, size_t cap, size_t *vlen);
 int cdcache__get(cdcache_t *c, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen);
+/* A put of a valid key failed before reaching the shard (value too long,
+ * no memory, cache stale): kill the key's fill in flight, as a put that
+ * fails in the shard does.  Takes the shard lock. */
+void cdcache__put_failed(cdcache_t *c, const void *key, size_t klen);
 int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, size_t vlen,
                  uint32_t ttl_ms);
 int cdcache__remove(cdcache_t *c, const void *key, size_t klen, bool invalidation);

@@ -35,7 +35,8 @@
  * next one costs a malloc, a free on another thread (the call_rcu thread,
  * whose frees then feed the writers' arena through its locks) and a
  * usable_size call per put.  So entries of up to CDCACHE__RECYCLE_MAX_SIZE
- * bytes are not freed when their grace period has passed: they go onto
+ * bytes (placeholders excepted: their charge includes their fill's bytes)
+ * are not freed when their grace period has passed: they go onto
  * their owner's pool (a shard's), and a put that needs exactly that size
  * takes one under the shard lock and overwrites it.  This is safe for the
  * same reason freeing is (P4 of shard.c): an entry reaches a pool only in
@@ -124,7 +125,9 @@ static void free_list(struct cdcache__reclaimer *rc, struct cdcache__pool *pool,
   while (e != NULL) {
     struct cdcache__entry *next = e->u.ret;
     size_t size = entry_size(e);
-    if (pool != NULL && size <= CDCACHE__RECYCLE_MAX_SIZE && pool_reserve(pool, e->charge)) {
+    /* Not a placeholder: its charge includes its fill's bytes. */
+    if (pool != NULL && size <= CDCACHE__RECYCLE_MAX_SIZE && !(e->flags & CDCACHE__E_PLACEHOLDER) &&
+        pool_reserve(pool, e->charge)) {
       e->u.ret = head;
       head = e;
       if (tail == NULL)

@@ -17,6 +17,14 @@
  * open caches, so it never touches a cache being closed.  If no block can
  * be allocated, the thread counts into the cache's shared fallback block
  * with atomic adds: correct, only slower.
+ *
+ * fork.  live_mu is taken by cdcache__tstats_fork_prepare() (lock order:
+ * liburcu's fork locks first, then live_mu; a registry mutex is only ever
+ * taken after live_mu or alone, never the other way round), so no parent
+ * thread holds it at the fork; the parent releases it, the child
+ * re-initialises it and marks every cache opened before the fork, whose
+ * registry mutex a vanished parent thread may have held: the child never
+ * locks such a registry again (hand-backs skip it, its close only frees).
  */
 #include "tstats.h"
 
@@ -36,6 +44,10 @@ struct live_cache {
   uint64_t id;
   struct cdcache__tstats_reg *reg;
   struct live_cache *next;
+  /* Synchronization: live_mu.  Set in a forked child for every cache
+   * opened before the fork: its registry mutex may have been held by a
+   * parent thread that does not exist here, so it is never locked again. */
+  bool pre_fork;
 };
 static struct live_cache *live_caches; /* Synchronization: live_mu */
 static pthread_key_t exit_key;
@@ -59,9 +71,11 @@ static void release_slots(void *unused)
       continue;
     for (struct live_cache *l = live_caches; l != NULL; l = l->next) {
       if (l->id == tls_slots[i].id) {
-        pthread_mutex_lock(&l->reg->mu);
-        tls_slots[i].blk->owned = false;
-        pthread_mutex_unlock(&l->reg->mu);
+        if (!l->pre_fork) {
+          pthread_mutex_lock(&l->reg->mu);
+          tls_slots[i].blk->owned = false;
+          pthread_mutex_unlock(&l->reg->mu);
+        }
         break;
       }
     }
@@ -86,6 +100,7 @@ int cdcache__tstats_init(struct cdcache__tstats_reg *r, uint64_t id,
   }
   l->id = id;
   l->reg = r;
+  l->pre_fork = false;
   pthread_mutex_lock(&live_mu);
   l->next = live_caches;
   live_caches = l;
@@ -96,11 +111,13 @@ int cdcache__tstats_init(struct cdcache__tstats_reg *r, uint64_t id,
 void cdcache__tstats_destroy(struct cdcache__tstats_reg *r)
 {
   struct live_cache *found = NULL;
+  bool pre_fork = false;
   pthread_mutex_lock(&live_mu);
   for (struct live_cache **p = &live_caches; *p != NULL; p = &(*p)->next) {
     if ((*p)->id == r->id) {
       found = *p;
       *p = found->next;
+      pre_fork = found->pre_fork;
       break;
     }
   }
@@ -113,7 +130,25 @@ void cdcache__tstats_destroy(struct cdcache__tstats_reg *r)
     cdcache__free_aligned(r->alloc, b->raw, sizeof *b);
     b = next;
   }
-  pthread_mutex_destroy(&r->mu);
+  if (!pre_fork) /* possibly held by a parent thread at the fork: left as is */
+    pthread_mutex_destroy(&r->mu);
+}
+
+void cdcache__tstats_fork_prepare(void)
+{
+  pthread_mutex_lock(&live_mu);
+}
+
+void cdcache__tstats_fork_parent(void)
+{
+  pthread_mutex_unlock(&live_mu);
+}
+
+void cdcache__tstats_fork_child(void)
+{
+  (void)pthread_mutex_init(&live_mu, NULL);
+  for (struct live_cache *l = live_caches; l != NULL; l = l->next)
+    l->pre_fork = true;
 }
 
 static struct cdcache__tstats *adopt(struct cdcache__tstats_reg *r)
@@ -158,9 +193,11 @@ struct cdcache__tstats *cdcache__tstats_slow(struct cdcache__tstats_reg *r)
     pthread_mutex_lock(&live_mu);
     for (struct live_cache *l = live_caches; l != NULL; l = l->next) {
       if (l->id == last->id) {
-        pthread_mutex_lock(&l->reg->mu);
-        last->blk->owned = false;
-        pthread_mutex_unlock(&l->reg->mu);
+        if (!l->pre_fork) {
+          pthread_mutex_lock(&l->reg->mu);
+          last->blk->owned = false;
+          pthread_mutex_unlock(&l->reg->mu);
+        }
         break;
       }
     }

@@ -58,6 +58,13 @@ int cdcache__tstats_init(struct cdcache__tstats_reg *r, uint64_t id,
                          const cdcache_allocator_t *alloc);
 void cdcache__tstats_sum(struct cdcache__tstats_reg *r, uint64_t out[CTR__COUNT]);
 void cdcache__tstats_destroy(struct cdcache__tstats_reg *r);
+/* Around fork(), from the forking thread, after liburcu's prepare and
+ * before its parent/child handlers (tstats.c): prepare takes the global
+ * live-cache mutex, parent releases it, child re-initialises it and marks
+ * every cache open at the fork so that its registry is never locked again. */
+void cdcache__tstats_fork_prepare(void);
+void cdcache__tstats_fork_parent(void);
+void cdcache__tstats_fork_child(void);
 
 /* This thread's counter block in r, or NULL if none could be allocated
  * (count into r->fallback then, with cdcache__count_n). */

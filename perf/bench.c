@@ -77,6 +77,7 @@ static const bench_impl_t *const suite_load_impls[] = {&impl_cdcache, &impl_shar
 /* The references have no leases: their lease row would repeat load's. */
 static const bench_impl_t *const lease_impls[] = {&impl_cdcache, &impl_cdcache_static};
 static const bench_impl_t *const cdcache_only[] = {&impl_cdcache};
+static const bench_impl_t *const s3fifo_only[] = {&impl_cdcache_s3fifo};
 /* scale's target is against lfht-ref. */
 static const bench_impl_t *const scale_impls[] = {&impl_cdcache, &impl_lfht_ref};
 static const bench_impl_t *const trace_impls[] = {&impl_cdcache,   &impl_cdcache_s3fifo,
@@ -606,6 +607,11 @@ int main(int argc, char **argv)
       plan_group(&pl, &o, "lease", WL_LEASE, IMPLS(cdcache_only, lease_impls), o.threads,
                  o.nthreads, o.capacity, vsz, NULL, rep);
   }
+  /* Issue 13: allkeys-s3fifo's hit speed against allkeys-lru in the same
+   * run, and its bytes per entry with sketch and ghost. */
+  if (w_read)
+    plan_group(&pl, &o, "read-hit", WL_READ_HIT, s3fifo_only, NELEM(s3fifo_only), o.threads,
+               o.nthreads, o.capacity, o.value_size, NULL, rep);
   if (suite && !o.full) /* bytes per entry and read speed at the other value sizes */
     for (size_t vi = 1; vi < NELEM(vsizes); vi++)
       plan_group(&pl, &o, "read-hit", WL_READ_HIT, suite_load_impls, NELEM(suite_load_impls), &one,

@@ -26,23 +26,37 @@
  * 16 to a 64-bit word (as Caffeine's FrequencySketch): a key's four
  * counters lie in one 64-byte block (one cache miss per count), each row
  * picking a word of the block and one of its four 16-bit groups, the
- * row's counter being the group's nibble for that row.  A key's count is the least of its four
- * counters.  After 20 x share counts every counter is halved, so the
- * sketch follows a changing workload (Caffeine halves after 10 x, but
- * counts every access; this one sees the misses and the hits the hand
- * observes, about half as many events).  Size: the power of two >=
+ * row's counter being the group's nibble for that row.  A key's count is
+ * the least of its four counters, and counting is conservative (Estan
+ * and Varghese): only the key's least counters go up, the others already
+ * holding more than this key's count because of other keys.  Counting
+ * all four, a churn of distinct keys brought each counter about 12
+ * increments per halving period: a key never seen scored a median 9 of
+ * 15 and the duel was close to a coin toss; conservatively, a median 2
+ * (test_policy_s3fifo: "the sketch does not saturate under churn").
+ * After 20 x share counts every counter is halved, so the sketch follows
+ * a changing workload (Caffeine halves after 10 x, but counts every
+ * access; this one sees the misses and the hits the hand observes, about
+ * half as many events; halving after 10 x measured worse on the shared
+ * traces, README "Eviction policies").  Size: the power of two >=
  * share/4 words, 2 to 4 bytes per entry, and at least 64 words: in a
  * smaller sketch a tiny shard's counters all saturate, every duel ties,
  * and the ghost stops admitting anything (trace-multi2 at 56 entries
  * misses 0.91 instead of 0.79 in perf/policy_sim.c).
  *
- * The ghost is two Bloom filters (3 probes, 8 bits per remembered key),
+ * The ghost is two Bloom filters (3 probes, 11 bits per remembered key),
  * used in turn: hashes go into the current one; once it holds `share`
  * hashes the other one is cleared and becomes current.  A hash is
  * remembered if either filter has it: the last share .. 2 x share keys S
- * dropped, give or take a false positive (about 3%).  Size: 2 x the power
- * of two >= share bytes, 2 to 4 bytes per entry.  No per-key memory, no
- * deletion: a ghost hit leaves the hash where it is, harmlessly.
+ * dropped, give or take a false positive, about 1.4% per full filter, at
+ * worst (both full, just before the turn) 2.8% for the two
+ * (test_policy_s3fifo: "the ghost remembers what S dropped, with under 3%
+ * false positives").  Sized as a power of two of at least 8 bits per key,
+ * a share that was itself a power of two got exactly 8 and a false
+ * positive rate of up to 6.1%; the probes now map a hash onto any number
+ * of bits by multiplication, so every share gets 11.  Size: 2 x 11 bits,
+ * 2.75 bytes per entry.  No per-key memory, no deletion: a ghost hit
+ * leaves the hash where it is, harmlessly.
  *
  * Both sizes are charged to the cache's tables (bytes_tables, and so to
  * max_bytes) and reported as bytes_policy in the stats.
@@ -52,7 +66,7 @@
 #include <string.h>
 
 #define SKETCH_MIN_WORDS 64u
-#define GHOST_BITS_PER_KEY 8u
+#define GHOST_BITS_PER_KEY 11u
 #define GHOST_MIN_BITS 64u
 #define RESET_FACTOR 20u
 
@@ -71,9 +85,12 @@ static uint64_t sketch_words(uint64_t share)
   return w < SKETCH_MIN_WORDS ? SKETCH_MIN_WORDS : w;
 }
 
+/* Exactly GHOST_BITS_PER_KEY bits per key, in whole words: probes map a
+ * hash onto the range by multiplication, so no power of two is needed. */
 static uint64_t ghost_bits(uint64_t share)
 {
-  uint64_t b = pow2_ceil((share < SHARE_CAP ? share : SHARE_CAP) * GHOST_BITS_PER_KEY);
+  uint64_t b = (share < SHARE_CAP ? share : SHARE_CAP) * GHOST_BITS_PER_KEY;
+  b = (b + 63) / 64 * 64;
   return b < GHOST_MIN_BITS ? GHOST_MIN_BITS : b;
 }
 
@@ -96,7 +113,7 @@ int cdcache__s3_init(const cdcache_allocator_t *a, struct cdcache__s3 *p, uint64
   }
   p->sketch_mask = words - 1;
   p->sketch_reset_at = RESET_FACTOR * (share == 0 ? 1 : share);
-  p->ghost_mask = ghost_bits(share) - 1;
+  p->ghost_bits = ghost_bits(share);
   p->ghost_per = share == 0 ? 1 : share;
   cdcache__s3_clear(p);
   return 0;
@@ -116,8 +133,8 @@ void cdcache__s3_destroy(const cdcache_allocator_t *a, struct cdcache__s3 *p)
 void cdcache__s3_clear(struct cdcache__s3 *p)
 {
   memset(p->sketch, 0, (p->sketch_mask + 1) * sizeof(uint64_t));
-  memset(p->ghost[0], 0, (p->ghost_mask + 1) / 8);
-  memset(p->ghost[1], 0, (p->ghost_mask + 1) / 8);
+  memset(p->ghost[0], 0, p->ghost_bits / 8);
+  memset(p->ghost[1], 0, p->ghost_bits / 8);
   p->sketch_count = 0;
   p->ghost_n = 0;
   p->ghost_cur = 0;
@@ -161,35 +178,49 @@ unsigned cdcache__s3_freq(const struct cdcache__s3 *p, uint32_t hash)
   return f;
 }
 
+/* Conservative update: only the key's least counters go up (the others
+ * already count more than this key, because of other keys), and nothing
+ * once they are at 15. */
 void cdcache__s3_count(struct cdcache__s3 *p, uint32_t hash)
 {
   uint64_t idx[4];
-  unsigned sh[4];
-  bool added = false;
+  unsigned sh[4], v[4], least = 15;
   slots(p, hash, idx, sh);
   for (unsigned r = 0; r < 4; r++) {
-    if (((p->sketch[idx[r]] >> sh[r]) & 15u) != 15u) {
-      p->sketch[idx[r]] += (uint64_t)1 << sh[r];
-      added = true;
-    }
+    v[r] = (unsigned)(p->sketch[idx[r]] >> sh[r]) & 15u;
+    least = v[r] < least ? v[r] : least;
   }
-  if (added && ++p->sketch_count >= p->sketch_reset_at) {
+  if (least == 15)
+    return;
+  for (unsigned r = 0; r < 4; r++)
+    if (v[r] == least)
+      p->sketch[idx[r]] += (uint64_t)1 << sh[r];
+  if (++p->sketch_count >= p->sketch_reset_at) {
     for (uint64_t i = 0; i <= p->sketch_mask; i++)
       p->sketch[i] = (p->sketch[i] >> 1) & 0x7777777777777777ULL;
     p->sketch_count /= 2;
   }
 }
 
-/* Probe i of a hash: double hashing (Kirsch and Mitzenmacher). */
-static inline uint64_t probe(uint64_t x, unsigned i, uint64_t mask)
+/* The high 64 bits of a x b. */
+static inline uint64_t mul_hi(uint64_t a, uint64_t b)
 {
-  return ((x & 0xffffffffu) + i * ((x >> 32) | 1u)) & mask;
+  uint64_t al = a & 0xffffffffu, ah = a >> 32, bl = b & 0xffffffffu, bh = b >> 32;
+  uint64_t mid = (al * bl >> 32) + (ah * bl & 0xffffffffu) + al * bh;
+  return ah * bh + (ah * bl >> 32) + (mid >> 32);
 }
 
-static inline bool ghost_in(const uint64_t *bits, uint64_t mask, uint64_t x)
+/* Probe i of a hash, a bit in [0, nbits): double hashing (Kirsch and
+ * Mitzenmacher), mapped onto the range by multiplication (Lemire). */
+static inline uint64_t probe(uint64_t x, unsigned i, uint64_t nbits)
+{
+  return mul_hi(x + i * (((x >> 32) | (x << 32)) | 1u), nbits);
+}
+
+static inline bool ghost_in(const uint64_t *bits, uint64_t nbits, uint64_t x)
 {
   for (unsigned i = 0; i < 3; i++) {
-    uint64_t b = probe(x, i, mask);
+    uint64_t b = probe(x, i, nbits);
     if (!((bits[b / 64] >> (b % 64)) & 1u))
       return false;
   }
@@ -199,20 +230,20 @@ static inline bool ghost_in(const uint64_t *bits, uint64_t mask, uint64_t x)
 bool cdcache__s3_ghost_has(const struct cdcache__s3 *p, uint32_t hash)
 {
   uint64_t x = spread(hash, 0);
-  return ghost_in(p->ghost[0], p->ghost_mask, x) || ghost_in(p->ghost[1], p->ghost_mask, x);
+  return ghost_in(p->ghost[0], p->ghost_bits, x) || ghost_in(p->ghost[1], p->ghost_bits, x);
 }
 
 void cdcache__s3_ghost_add(struct cdcache__s3 *p, uint32_t hash)
 {
   if (p->ghost_n >= p->ghost_per) {
     p->ghost_cur ^= 1;
-    memset(p->ghost[p->ghost_cur], 0, (p->ghost_mask + 1) / 8);
+    memset(p->ghost[p->ghost_cur], 0, p->ghost_bits / 8);
     p->ghost_n = 0;
   }
   uint64_t x = spread(hash, 0);
   uint64_t *bits = p->ghost[p->ghost_cur];
   for (unsigned i = 0; i < 3; i++) {
-    uint64_t b = probe(x, i, p->ghost_mask);
+    uint64_t b = probe(x, i, p->ghost_bits);
     bits[b / 64] |= (uint64_t)1 << (b % 64);
   }
   p->ghost_n++;

@@ -17,7 +17,7 @@ struct cdcache__s3 {
   uint64_t sketch_count;    /* counts since the last halving (halved with it) */
   uint64_t sketch_reset_at; /* halve at this many */
   uint64_t *ghost[2];       /* two Bloom filters, used in turn */
-  uint64_t ghost_mask;      /* bits per filter - 1 */
+  uint64_t ghost_bits;      /* bits per filter, a multiple of 64 */
   uint64_t ghost_n;         /* hashes in the current filter */
   uint64_t ghost_per;       /* hashes a filter takes before the turn passes */
   uint64_t share;           /* the shard's max entries, which sized all this */
@@ -32,7 +32,8 @@ void cdcache__s3_destroy(const cdcache_allocator_t *a, struct cdcache__s3 *p);
 /* Forgets every count and every ghost (flush). */
 void cdcache__s3_clear(struct cdcache__s3 *p);
 /* Counts one access of the key with this hash (a miss, or a hit the
- * hand observed); halves every counter each 20 x share counts. */
+ * hand observed), raising only its least counters (conservative update);
+ * halves every counter each 20 x share counts. */
 void cdcache__s3_count(struct cdcache__s3 *p, uint32_t hash);
 /* The sketch's estimate of the key's recent accesses, 0..15. */
 unsigned cdcache__s3_freq(const struct cdcache__s3 *p, uint32_t hash);

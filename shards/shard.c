@@ -366,11 +366,19 @@ static bool s3_take_small(const struct cdcache__shard *s)
   return sm->len > 0 && (mn->len == 0 || sm->len * 20 >= 3 * (sm->len + mn->len));
 }
 
+#ifdef CDCACHE_ASSERTS
+void (*cdcache__s3_hand_hook)(struct cdcache__entry *e);
+#endif
+
 /* One step of M's hand over its oldest entry e: false if e was hit since
  * the hand last passed (it goes round again, one hit forgotten, and the
  * sketch counts that hit); true if e is the victim. */
 static bool s3_main_step(struct cdcache__shard *s, struct cdcache__entry *e)
 {
+#ifdef CDCACHE_ASSERTS
+  if (cdcache__s3_hand_hook != NULL)
+    cdcache__s3_hand_hook(e);
+#endif
   uint8_t r = atomic_load_explicit(&e->ref, memory_order_relaxed);
   if (r == 0)
     return true;

@@ -256,6 +256,15 @@ void cdcache__shard_sweep(struct cdcache__shard *s, uint64_t now, const struct c
  * right after it gave e a second chance, shard lock held; a test sets
  * e->ref again as a reader racing behind the hand would. */
 extern void (*cdcache__hand_hook)(struct cdcache__entry *e);
+/* Tests only (assertion builds): called each time s3fifo's main-FIFO hand
+ * stands on e, shard lock held, before it reads e's count.  A count above
+ * 0 gives e another lap (the count lowered by one, the sketch counting
+ * that hit); a count of 0 makes e M's victim (evicted, or, when the
+ * ghost's duel asks, only weighed against the newcomer).  The hand never
+ * calls it for an entry that is expired or the caller's own.  A test
+ * records the counts the hand sees, or sets e->ref first, as a reader
+ * racing behind the hand would, to force the step's decision. */
+extern void (*cdcache__s3_hand_hook)(struct cdcache__entry *e);
 #endif
 
 /* Shard lock held.  Unlinks every entry and placeholder (flush). */

@@ -113,6 +113,61 @@ static void test_the_smallest_max_bytes_still_bounds(void)
   CU_ASSERT_EQUAL(atomic_load(&a.live_bytes), 0);
 }
 
+/* ---- fills in flight count against max_bytes */
+
+/* A server under a miss storm holds many leases at once (each caller
+ * fetching from the database).  Each lease's placeholder and the fill
+ * behind it (mutex, condition variable, key copy) count against
+ * max_bytes: the allocator never holds more than max_bytes + the slack,
+ * and when placeholders fill a shard, get_lease answers EFULL. */
+static void test_leases_held_at_once_stay_within_max_bytes(void)
+{
+  static struct test_alloc a;
+  memset(&a, 0, sizeof a);
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  test_alloc_install(&cfg, &a);
+  cfg.max_entries = 100000;
+  cfg.max_bytes = 4u << 20;
+  cfg.max_value_len = 4096;
+  cdcache_t *c = test_open(&cfg);
+  enum { N = 60000 };
+  cdcache_lease_t **l = calloc(N, sizeof *l);
+  CU_ASSERT_FATAL(l != NULL);
+  long long worst = 0;
+  int held = 0, efull = 0;
+  char buf[16];
+  size_t n;
+  for (int i = 0; i < N; i++) {
+    char k[32];
+    int kl = snprintf(k, sizeof k, "a-key-from-a-client-%d", i);
+    int rc = cdcache_get_lease(c, k, (size_t)kl, buf, sizeof buf, &n, &l[i]);
+    if (rc == CDCACHE_ENOENT && l[i] != NULL)
+      held++;
+    else if (rc == CDCACHE_EFULL && l[i] == NULL)
+      efull++;
+    else
+      CU_FAIL("get_lease: neither a lease nor EFULL");
+    long long now = atomic_load(&a.live_bytes);
+    if (now > worst)
+      worst = now;
+  }
+  printf("\n  %d leases held, %d EFULL; most held %lld B, bound %llu + slack %llu\n", held, efull,
+         worst, (unsigned long long)cfg.max_bytes,
+         (unsigned long long)CDCACHE_MAX_BYTES_SLACK(&cfg, 1));
+  CU_ASSERT(worst <= (long long)(cfg.max_bytes + CDCACHE_MAX_BYTES_SLACK(&cfg, 1)));
+  CU_ASSERT(efull > 0);
+  CU_ASSERT(held > 1000);
+  /* Releasing them frees the room: a put fits again. */
+  for (int i = 0; i < N; i++)
+    if (l[i] != NULL)
+      CU_ASSERT_EQUAL(cdcache_lease_release(c, l[i]), 0);
+  free(l);
+  CU_ASSERT_EQUAL(cdcache_put(c, KEY("after"), "v", 1, 0), 0);
+  cdcache_close(c);
+  CU_ASSERT_EQUAL(atomic_load(&a.live_bytes), 0);
+}
+
 /* ---- the slack, with large values and concurrent writers */
 
 #define WRITERS 4
@@ -278,6 +333,8 @@ int main(void)
   CU_add_test(s, "a byte share smaller than max_value_len is refused",
               test_a_byte_share_smaller_than_max_value_len_is_refused);
   CU_add_test(s, "the smallest max_bytes still bounds", test_the_smallest_max_bytes_still_bounds);
+  CU_add_test(s, "leases held at once stay within max_bytes",
+              test_leases_held_at_once_stay_within_max_bytes);
   CU_add_test(s, "the max_bytes slack holds with large values and concurrent writers",
               test_max_bytes_slack_holds_with_large_values_and_concurrent_writers);
   CU_add_test(s, "hit-path fields do not share a line with written ones",

@@ -91,6 +91,49 @@ static void test_puts_reuse_retired_entries_after_a_grace_period(void)
   CU_ASSERT_EQUAL(atomic_load(&a.live_allocs), 0);
 }
 
+/* A placeholder's charge includes its fill's bytes, so it is never
+ * recycled: a value entry of the same size that reused one would carry
+ * those bytes as live bytes the allocator never handed out.  Leases
+ * released on 200 keys retire 200 placeholders of exactly the size of
+ * the 8-byte values put after their grace period. */
+static void test_recycled_entries_are_never_placeholders(void)
+{
+  static struct test_alloc a;
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  cfg.max_entries = 1000;
+  cfg.shards = 1;
+  test_alloc_install(&cfg, &a);
+  cdcache_t *c = test_open(&cfg);
+  long long base = atomic_load(&a.live_bytes);
+  char k[16];
+  uint64_t v = 7;
+  size_t vlen = 0;
+  for (int i = 0; i < 200; i++) {
+    int kl = snprintf(k, sizeof k, "p%03d", i);
+    cdcache_lease_t *lease = NULL;
+    CU_ASSERT_EQUAL_FATAL(cdcache_get_lease(c, k, (size_t)kl, &v, sizeof v, &vlen, &lease),
+                          CDCACHE_ENOENT);
+    CU_ASSERT_FATAL(lease != NULL);
+    CU_ASSERT_EQUAL_FATAL(cdcache_lease_release(c, lease), 0);
+  }
+  cdcache__retire_barrier();
+  for (int i = 0; i < 200; i++) {
+    int kl = snprintf(k, sizeof k, "v%03d", i);
+    CU_ASSERT_EQUAL_FATAL(cdcache_put(c, k, (size_t)kl, &v, sizeof v, 0), 0);
+  }
+  /* Drained, the live entries are all the cache holds beyond open's. */
+  cdcache__retire_drain_all(c);
+  cdcache_stats_t st = {.struct_size = sizeof st};
+  cdcache_stats(c, &st);
+  CU_ASSERT_EQUAL(st.bytes_pending_free, 0);
+  long long held = atomic_load(&a.live_bytes) - base;
+  CU_ASSERT(st.bytes_live <= (uint64_t)held);
+  CU_ASSERT((uint64_t)held - st.bytes_live < 4096);
+  cdcache_close(c);
+  CU_ASSERT_EQUAL(atomic_load(&a.live_bytes), 0);
+}
+
 struct churn {
   cdcache_t *c;
   int id;
@@ -159,6 +202,8 @@ int main(void)
               test_accounted_bytes_match_the_allocator);
   CU_add_test(s, "puts reuse retired entries after a grace period",
               test_puts_reuse_retired_entries_after_a_grace_period);
+  CU_add_test(s, "recycled entries are never placeholders",
+              test_recycled_entries_are_never_placeholders);
   CU_add_test(s, "max_bytes holds under concurrent writers",
               test_max_bytes_holds_under_concurrent_writers);
   return test_run();

@@ -291,13 +291,17 @@ static void test_a_shard_holding_only_placeholders_is_the_one_efull(void)
   }
   CU_ASSERT_EQUAL(rc, CDCACHE_EFULL);
   CU_ASSERT(got > 10);
-  /* Nothing but placeholders: a put finds no victim. */
+  /* Nothing but placeholders: a put finds no victim.  (Its entry, a key
+   * of max_key_len and a value of max_value_len, is larger than the room
+   * one more placeholder lacked.) */
   static char big[512];
-  CU_ASSERT_EQUAL(cdcache_put(c, KEY("x"), big, sizeof big, 0), CDCACHE_EFULL);
+  char xk[200];
+  memset(xk, 'x', sizeof xk);
+  CU_ASSERT_EQUAL(cdcache_put(c, xk, sizeof xk, big, sizeof big, 0), CDCACHE_EFULL);
   /* Once a fill completes, puts evict as usual again. */
   for (int i = 0; i < 4; i++)
     CU_ASSERT_EQUAL(cdcache_lease_release(c, leases[--got]), 0);
-  CU_ASSERT_EQUAL(cdcache_put(c, KEY("x"), big, sizeof big, 0), 0);
+  CU_ASSERT_EQUAL(cdcache_put(c, xk, sizeof xk, big, sizeof big, 0), 0);
   while (got > 0)
     CU_ASSERT_EQUAL(cdcache_lease_release(c, leases[--got]), 0);
   for (int i = 0; i < 500; i++)

@@ -590,6 +590,49 @@ static void test_a_put_failing_with_efull_kills_the_fill_in_flight(void)
   cdcache_close(c);
 }
 
+/* The same when the put fails before reaching the shard: a value longer
+ * than max_value_len (the database holds it; the cache cannot) or no
+ * memory for the entry.  The lease read the older value: not cached. */
+static void check_failed_put_kills_the_fill(int how)
+{
+  struct test_alloc a = {0};
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  cfg.max_entries = 64;
+  cfg.max_value_len = 8;
+  test_alloc_install(&cfg, &a);
+  cdcache_t *c = test_open(&cfg);
+  cdcache_lease_t *l = NULL;
+  char buf[16];
+  size_t n;
+  CU_ASSERT_EQUAL(cdcache_get_lease(c, KEY("k"), buf, sizeof buf, &n, &l), CDCACHE_ENOENT);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+  if (how == 0) {
+    CU_ASSERT_EQUAL(cdcache_put(c, KEY("k"), "a newer value", 13, 0), CDCACHE_E2BIG);
+  } else {
+    test_alloc_fail_nth(&a, 1);
+    CU_ASSERT_EQUAL(cdcache_put(c, KEY("k"), "new", 3, 0), CDCACHE_ENOMEM);
+    test_alloc_fail_nth(&a, 0);
+  }
+  CU_ASSERT_EQUAL(cdcache_put_leased(c, l, "old", 3, 0), CDCACHE_ESTALE);
+  CU_ASSERT_FALSE(cached(c, "k", NULL));
+  /* A key whose put failed with no fill in flight keeps its value (the
+   * documented "the old value stays"). */
+  CU_ASSERT_EQUAL(cdcache_put(c, KEY("j"), "1", 1, 0), 0);
+  CU_ASSERT_EQUAL(cdcache_put(c, KEY("j"), "a newer value", 13, 0), CDCACHE_E2BIG);
+  CU_ASSERT_TRUE(cached(c, "j", NULL));
+  cdcache_close(c);
+  CU_ASSERT_EQUAL(atomic_load(&a.live_allocs), 0);
+}
+static void test_a_put_failing_with_e2big_kills_the_fill_in_flight(void)
+{
+  check_failed_put_kills_the_fill(0);
+}
+static void test_a_put_failing_with_enomem_kills_the_fill_in_flight(void)
+{
+  check_failed_put_kills_the_fill(1);
+}
+
 int main(void)
 {
   if (CU_initialize_registry() != CUE_SUCCESS)
@@ -631,5 +674,9 @@ int main(void)
               test_a_clock_stepping_back_does_not_expire_a_lease);
   CU_add_test(s, "a put failing with EFULL kills the fill in flight",
               test_a_put_failing_with_efull_kills_the_fill_in_flight);
+  CU_add_test(s, "a put failing with E2BIG kills the fill in flight",
+              test_a_put_failing_with_e2big_kills_the_fill_in_flight);
+  CU_add_test(s, "a put failing with ENOMEM kills the fill in flight",
+              test_a_put_failing_with_enomem_kills_the_fill_in_flight);
   return test_run();
 }

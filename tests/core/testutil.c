@@ -13,7 +13,10 @@ static void *ta_malloc(void *ctx, size_t size)
   void *p = malloc(size);
   if (p != NULL) {
     atomic_fetch_add(&a->live_allocs, 1);
-    atomic_fetch_add(&a->live_bytes, (long long)size);
+    long long live = atomic_fetch_add(&a->live_bytes, (long long)size) + (long long)size;
+    long long peak = atomic_load(&a->peak_bytes);
+    while (live > peak && !atomic_compare_exchange_weak(&a->peak_bytes, &peak, live))
+      ;
   }
   return p;
 }

@@ -9,12 +9,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* An allocator that counts live allocations and bytes, and can fail the
- * allocation numbered fail_at (1-based, counted from arming) or every
- * allocation while fail_all is set. */
+/* An allocator that counts live allocations and bytes, and the most
+ * bytes ever live at once (peak_bytes, kept by the allocation itself, so
+ * no sampling misses a spike), and can fail the allocation numbered
+ * fail_at (1-based, counted from arming) or every allocation while
+ * fail_all is set. */
 struct test_alloc {
   _Atomic long live_allocs;
   _Atomic long long live_bytes;
+  _Atomic long long peak_bytes;
   _Atomic long calls;
   _Atomic long fail_at; /* 0: off */
   _Atomic int fail_all;

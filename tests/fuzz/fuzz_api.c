@@ -239,9 +239,12 @@ static uint64_t val_charge(int ki, size_t vlen, bool ttl)
 {
   return usable(ENTRY_HDR + (ttl ? 8 : 0) + (size_t)(ki / NIDX + 1) + vlen);
 }
+/* A placeholder carries its fill's own allocation (fill and key copy). */
 static uint64_t ph_charge(int ki)
 {
-  return usable(ENTRY_HDR + sizeof(uintptr_t) + (size_t)(ki / NIDX + 1));
+  size_t klen = (size_t)(ki / NIDX + 1);
+  return usable(ENTRY_HDR + sizeof(uintptr_t) + klen) +
+         usable(sizeof(struct cdcache_fill_key) + klen);
 }
 
 /* Key ki: index ki % NIDX, length ki / NIDX + 1, bytes derived from both. */
@@ -662,15 +665,18 @@ static void op_put(struct input *in, bool bad)
     CHECK(rc == key_error(klen), "put with klen %zu: rc %d", klen, rc);
     return;
   }
+  /* A put of a valid key that fails (value too long, no room, no memory)
+   * still kills a fill of the key in flight, which read an older value:
+   * its placeholder is unlinked. */
   if (vlen > g.max_v) {
     CHECK(rc == CDCACHE_E2BIG, "put with vlen %zu > %u: rc %d", vlen, g.max_v, rc);
+    if (g.k[ki].ph != PH_NONE)
+      lease_killed_for_key(ki);
     return;
   }
   struct capq q = capacity(ki, val_charge(ki, vlen, has_ttl));
   after_install(ki, rc, q, fb, val, vlen, has_ttl, ttl_ms(t), "put");
-  /* A put that finds no room still kills a fill of the key in flight,
-   * which read an older value: its placeholder is unlinked. */
-  if (rc == CDCACHE_EFULL && g.k[ki].ph != PH_NONE)
+  if (rc != 0 && g.k[ki].ph != PH_NONE)
     lease_killed_for_key(ki);
 }
 
