@@ -27,21 +27,21 @@ static uint32_t effective_ttl(const cdcache_t *c, uint32_t ttl_ms)
   return ttl_ms;
 }
 
-struct cdcache__entry *cdcache__entry_new(cdcache_t *c, uint64_t h, const void *key, size_t klen,
-                                          const void *val, size_t vlen, uint32_t ttl_ms,
-                                          uint64_t now, struct cdcache_fill *fill)
+static uint8_t entry_flags(const cdcache_t *c, uint32_t ttl, const struct cdcache_fill *fill)
 {
-  uint8_t flags = 0;
-  uint32_t ttl = effective_ttl(c, ttl_ms);
-  if (cdcache__policy_s3(c->cfg.policy))
-    flags |= CDCACHE__E_COUNT3;
+  uint8_t flags = cdcache__policy_s3(c->cfg.policy) ? CDCACHE__E_COUNT3 : 0;
   if (fill != NULL)
     flags |= CDCACHE__E_PLACEHOLDER;
   else if (ttl != CDCACHE_TTL_NONE)
     flags |= CDCACHE__E_TTL | (cdcache__policy_volatile(c->cfg.policy) ? CDCACHE__E_VOLATILE : 0);
-  struct cdcache__entry *e = cdcache__alloc(c, cdcache__entry_size(flags, klen, vlen));
-  if (e == NULL)
-    return NULL;
+  return flags;
+}
+
+/* Writes an entry into e, fresh or recycled (e->charge is already set). */
+static void entry_write(struct cdcache__entry *e, uint8_t flags, uint64_t h, const void *key,
+                        size_t klen, const void *val, size_t vlen, uint64_t expiry,
+                        struct cdcache_fill *fill)
+{
   atomic_init(&e->next, NULL);
   e->u.lru.prev = e->u.lru.next = NULL;
   e->hash = (uint32_t)h;
@@ -49,27 +49,53 @@ struct cdcache__entry *cdcache__entry_new(cdcache_t *c, uint64_t h, const void *
   e->klen = (uint16_t)klen;
   e->flags = flags;
   atomic_init(&e->ref, 0);
-  /* A placeholder also carries its fill's own bytes: leases and loads in
-   * flight count against max_bytes like the values they will bring. */
-  uint64_t charge = cdcache__charge(&c->cfg.allocator, e, cdcache__entry_size(flags, klen, vlen));
-  if (fill != NULL)
-    charge += fill->charge;
-  e->charge = (uint32_t)(charge > 0x7fffffffu ? 0x7fffffffu : charge);
   e->in_main = 0;
   unsigned char *p = e->data;
   if (flags & CDCACHE__E_TTL) {
-    uint64_t exp = now + ttl;
-    memcpy(p, &exp, sizeof exp);
-    p += sizeof exp;
+    memcpy(p, &expiry, sizeof expiry);
+    p += sizeof expiry;
   }
   if (flags & CDCACHE__E_PLACEHOLDER) {
     uintptr_t fp = (uintptr_t)&fill->link;
     memcpy(p, &fp, sizeof fp);
     p += sizeof fp;
   }
-  memcpy(p, key, klen);
-  if (vlen > 0)
-    memcpy(p + klen, val, vlen);
+  cdcache__copy(p, key, klen);
+  cdcache__copy(p + klen, val, vlen);
+}
+
+/* A fresh entry of size bytes, charged what the allocator reports; NULL
+ * when the allocator fails, or returns an address a bucket word cannot
+ * hold (shard.h: above 2^48, or not 8-byte aligned). */
+static struct cdcache__entry *entry_alloc(cdcache_t *c, size_t size)
+{
+  struct cdcache__entry *e = cdcache__alloc(c, size);
+  if (e == NULL)
+    return NULL;
+  if (!cdcache__shard_addressable(e)) {
+    cdcache__free(c, e, size);
+    return NULL;
+  }
+  e->charge = (uint32_t)cdcache__charge(&c->cfg.allocator, e, size) & 0x7fffffffu;
+  return e;
+}
+
+struct cdcache__entry *cdcache__entry_new(cdcache_t *c, uint64_t h, const void *key, size_t klen,
+                                          const void *val, size_t vlen, uint32_t ttl_ms,
+                                          uint64_t now, struct cdcache_fill *fill)
+{
+  uint32_t ttl = effective_ttl(c, ttl_ms);
+  uint8_t flags = entry_flags(c, ttl, fill);
+  struct cdcache__entry *e = entry_alloc(c, cdcache__entry_size(flags, klen, vlen));
+  if (e == NULL)
+    return NULL;
+  if (fill != NULL) {
+    /* A placeholder also carries its fill's own bytes: leases and loads
+     * in flight count against max_bytes like the values they will bring. */
+    uint64_t charge = (uint64_t)e->charge + fill->charge;
+    e->charge = (uint32_t)(charge > 0x7fffffffu ? 0x7fffffffu : charge);
+  }
+  entry_write(e, flags, h, key, klen, val, vlen, now + ttl, fill);
   return e;
 }
 
@@ -180,6 +206,13 @@ void cdcache__retire_drain_all(cdcache_t *c)
     cdcache__retire_free_now(&c->rec, &r);
   }
   cdcache__retire_barrier();
+  /* The recycled entries too: drained means nothing retired is held. */
+  for (uint32_t i = 0; i < c->nshards; i++) {
+    struct cdcache__shard *s = &c->shards[i];
+    cdcache__shard_lock(s);
+    cdcache__shard_recycled_free(s);
+    cdcache__shard_unlock(s);
+  }
 }
 
 void cdcache__retire_drain_forked(cdcache_t *c)
@@ -196,13 +229,6 @@ void cdcache__retire_drain_forked(cdcache_t *c)
     pthread_mutex_unlock(&s->lock);
     cdcache__retire_free_now(&c->rec, &r);
   }
-}
-
-void cdcache__after_write(cdcache_t *c, struct cdcache__shard *s, struct cdcache__retired *r)
-{
-  cdcache__retire_submit(&c->rec, r);
-  if (cdcache__throttle_needed(&c->rec))
-    cdcache__throttle(c, s);
 }
 
 /* With s locked: a put of the key failed, but the database moved on (the
@@ -236,6 +262,7 @@ int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, si
 {
   uint64_t h = cdcache__hash(c->secret, key, klen);
   struct cdcache__shard *s = cdcache__shard_of(c, h);
+  cdcache__shard_prefetch(s, h);
   uint64_t now = cdcache__now_ms(c);
   if (!cdcache__fresh(c, now)) {
     cdcache__put_failed(c, key, klen);
@@ -244,15 +271,30 @@ int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, si
   /* Throttle first, so the bytes this put adds find the backlog small. */
   if (cdcache__throttle_needed(&c->rec))
     cdcache__throttle(c, s);
-  struct cdcache__entry *e = cdcache__entry_new(c, h, key, klen, val, vlen, ttl_ms, now, NULL);
-  if (e == NULL) {
+  uint32_t ttl = effective_ttl(c, ttl_ms);
+  uint8_t flags = entry_flags(c, ttl, NULL);
+  size_t size = cdcache__entry_size(flags, klen, vlen);
+  /* A small entry overwrites a recycled one of its size (reclaim.c),
+   * under the lock; otherwise it is allocated and written before the lock
+   * is taken. */
+  struct cdcache__entry *e = NULL;
+  if (size <= CDCACHE__RECYCLE_MAX_SIZE && cdcache__shard_recycled_maybe(s)) {
+    cdcache__shard_lock(s);
+    e = cdcache__shard_recycled(s, size);
+    if (e == NULL)
+      cdcache__shard_unlock(s);
+  }
+  const bool locked = e != NULL;
+  if (e == NULL && (e = entry_alloc(c, size)) == NULL) {
     cdcache__put_failed(c, key, klen);
     return CDCACHE_ENOMEM;
   }
+  entry_write(e, flags, h, key, klen, val, vlen, now + ttl, NULL);
   struct cdcache__tstats *t = cdcache__tstats_of(c);
   struct cdcache__shard_report rep = {0};
   struct cdcache__retired r;
-  cdcache__shard_lock(s);
+  if (!locked)
+    cdcache__shard_lock(s);
   int rc = cdcache__shard_install(s, e, h, now, NULL, &rep);
   if (rc == 0)
     cdcache__shard_sweep(s, now, NULL, &rep);
@@ -310,8 +352,8 @@ int cdcache__flush(cdcache_t *c)
   return 0;
 }
 
-void cdcache__account(cdcache_t *c, struct cdcache__tstats *t,
-                      const struct cdcache__shard_report *rep)
+void cdcache__account_slow(cdcache_t *c, struct cdcache__tstats *t,
+                           const struct cdcache__shard_report *rep)
 {
   if (rep->evicted != 0)
     cdcache__count_add(c, t, CTR_EVICTIONS, rep->evicted);

@@ -103,8 +103,12 @@ typedef enum cdcache_policy {
 /*
  * The allocator hook.  Every byte the library allocates goes through it.
  * malloc may return NULL: the operation then fails with CDCACHE_ENOMEM and
- * changes nothing.  free receives the size that was asked of malloc.
- * usable_size may be NULL; when set, memory accounting charges what it
+ * changes nothing.  Entries must be 8-byte aligned and lie below address
+ * 2^48 (the hash table keeps tags and a length in a pointer's spare bits;
+ * every x86-64 and AArch64 Linux heap qualifies, unless the process opts
+ * into 5-level paging hints or memory tagging): an entry allocated
+ * elsewhere fails its put with CDCACHE_ENOMEM.  free receives the size
+ * that was asked of malloc. usable_size may be NULL; when set, memory accounting charges what it
  * reports (the default allocator uses malloc_usable_size).  The hooks may
  * be called from any thread, including liburcu's call_rcu thread, and
  * must not call into cdcache.

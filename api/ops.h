@@ -25,12 +25,21 @@ int cdcache__put(cdcache_t *c, const void *key, size_t klen, const void *val, si
                  uint32_t ttl_ms);
 int cdcache__remove(cdcache_t *c, const void *key, size_t klen, bool invalidation);
 int cdcache__flush(cdcache_t *c);
-/* After a write: submit the shard's retire batch, throttle if needed. */
-void cdcache__after_write(cdcache_t *c, struct cdcache__shard *s, struct cdcache__retired *r);
 /* No lock held, not in a read-side section: free s's retire list after a
  * grace period of our own, and wait for the queued batches if the
  * backlog is past three quarters of its cap. */
 void cdcache__throttle(cdcache_t *c, struct cdcache__shard *s);
+/* After a write (no lock held, not in a read-side section): submit the
+ * shard's retire batch, throttle if needed.  Inline: most writes have
+ * nothing to do here. */
+static inline void cdcache__after_write(cdcache_t *c, struct cdcache__shard *s,
+                                        struct cdcache__retired *r)
+{
+  if (r->list != NULL)
+    cdcache__retire_submit(&c->rec, r);
+  if (cdcache__throttle_needed(&c->rec))
+    cdcache__throttle(c, s);
+}
 /* In a child forked through cdcache_fork_*(), closing a handle from
  * before the fork: wait for the batches call_rcu inherited (they may name
  * c), then free the retire lists of the shards whose lock is free. */
@@ -48,9 +57,14 @@ static inline void cdcache__count(cdcache_t *c, struct cdcache__tstats *t, enum 
 }
 /* No lock held: counts what a shard operation reported, and logs long
  * chains (at most once per CDCACHE__CHAIN_LOG_INTERVAL_MS). */
-struct cdcache__shard_report;
-void cdcache__account(cdcache_t *c, struct cdcache__tstats *t,
-                      const struct cdcache__shard_report *rep);
+void cdcache__account_slow(cdcache_t *c, struct cdcache__tstats *t,
+                           const struct cdcache__shard_report *rep);
+static inline void cdcache__account(cdcache_t *c, struct cdcache__tstats *t,
+                                    const struct cdcache__shard_report *rep)
+{
+  if ((rep->evicted | rep->expired | rep->long_chains) != 0)
+    cdcache__account_slow(c, t, rep);
+}
 #define CDCACHE__CHAIN_LOG_INTERVAL_MS 10000u
 
 /* fill.c */

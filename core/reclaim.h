@@ -17,36 +17,131 @@ struct cdcache__reclaimer {
   _Atomic uint64_t bytes_pending;
 };
 
-/* Unlinked entries waiting to be handed to a grace period.
- * Synchronization: the owner's lock (a shard's). */
+/* A retire list is handed to a grace period at this many entries. */
+#define CDCACHE__RETIRE_BATCH 64
+
+/* Entries of up to this many bytes (header, key and value) are recycled. */
+#define CDCACHE__RECYCLE_MAX_SIZE 256u
+
+/*
+ * Entries whose grace period has passed, kept for their owner's puts to
+ * overwrite instead of freeing them (reclaim.c, "Recycling").
+ */
+struct cdcache__pool {
+  /* Synchronization: atomic.  A stack that whoever frees a batch after
+   * its grace period pushes onto (CAS, release) and the owner takes whole
+   * under its lock (exchange, acquire): no element is ever popped alone,
+   * so there is no ABA. */
+  _Atomic(struct cdcache__entry *) ready;
+  /* Synchronization: the owner's lock.  Taken from ready, not reused yet. */
+  struct cdcache__entry *spare;
+  /* Synchronization: the owner's lock.  Charges taken off spare since
+   * `bytes` was last lowered (every kilobyte or so, and when spare runs
+   * empty: until then the bound sees the pool fuller than it is, never
+   * emptier). */
+  uint64_t taken;
+  /* Synchronization: atomic, relaxed.  The charges of the entries on
+   * ready and spare: a pusher reserves an entry's charge before pushing
+   * it, so racing pushers cannot pass max_bytes together. */
+  _Atomic uint64_t bytes;
+  uint64_t max_bytes; /* read-only after init */
+};
+
+/* Unlinked entries waiting to be handed to a grace period, and the pool
+ * they come back to.  Synchronization: the owner's lock (a shard's),
+ * except as the pool's fields say. */
 struct cdcache__retire_list {
   struct cdcache__entry *head;
   uint64_t count, bytes;
+  /* Bytes that entered (retired) or left (reused) bytes_pending under the
+   * owner's lock and are not yet applied to it: retire_take applies them
+   * once per write, so a put that retires one entry and reuses another of
+   * its size writes the shared gauge not at all. */
+  int64_t pending_delta;
+  struct cdcache__pool pool;
 };
 
 /* A retire list taken from its owner, to submit after the lock is dropped. */
 struct cdcache__retired {
+  struct cdcache__pool *pool; /* where its small entries go back to */
   struct cdcache__entry *list;
   uint64_t bytes;
 };
 
+/* Owner's init (no other thread yet): an empty list, whose pool keeps up
+ * to 16 bytes per entry of cap_entries (at least 128 entries of 64 bytes),
+ * within a batch's bytes. */
+void cdcache__retire_list_init(const struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
+                               uint64_t cap_entries);
+/* Any thread, no lock: might the pool hold an entry?  A hint. */
+static inline bool cdcache__pool_maybe(const struct cdcache__pool *p)
+{
+  return atomic_load_explicit(&p->bytes, memory_order_relaxed) != 0;
+}
+/* Owner's lock held: an entry of exactly `size` bytes (as allocated)
+ * whose grace period has passed, for a put to overwrite (its charge
+ * stays e->charge and leaves bytes_pending by l's pending_delta), or
+ * NULL.  Entries of another
+ * size met on the way (at most two) are freed. */
+struct cdcache__entry *cdcache__pool_take(struct cdcache__reclaimer *rc,
+                                          struct cdcache__retire_list *l, size_t size);
+/* Owner's lock held, or no other thread (close): frees the pool's
+ * entries. */
+void cdcache__pool_free(struct cdcache__reclaimer *rc, struct cdcache__retire_list *l);
+
 /* Owner's lock held: put an unlinked entry on l and move `charge` bytes
- * to bytes_pending. */
-void cdcache__retire(struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
-                     struct cdcache__entry *e, uint64_t charge);
-/* Owner's lock held: take l if it is a full batch (or any non-empty list
- * when force). */
-void cdcache__retire_take(const struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
-                          struct cdcache__retired *out, bool force);
-/* No lock held: free the list after a grace period (call_rcu). */
+ * to bytes_pending (by l's pending_delta, applied by retire_take). */
+static inline void cdcache__retire(struct cdcache__retire_list *l, struct cdcache__entry *e,
+                                   uint64_t charge)
+{
+  e->u.ret = l->head;
+  l->head = e;
+  l->count++;
+  l->bytes += charge;
+  l->pending_delta += (int64_t)charge;
+}
+/* Owner's lock held: apply l's pending_delta to bytes_pending, and take
+ * l if it is a full batch (or any non-empty list when force).  Every
+ * write that retires or reuses entries calls it before unlocking. */
+static inline void cdcache__retire_take(struct cdcache__reclaimer *rc,
+                                        struct cdcache__retire_list *l,
+                                        struct cdcache__retired *out, bool force)
+{
+  if (l->pending_delta != 0) {
+    /* Two's complement: a negative delta subtracts. */
+    atomic_fetch_add_explicit(&rc->bytes_pending, (uint64_t)l->pending_delta, memory_order_relaxed);
+    l->pending_delta = 0;
+  }
+  out->pool = &l->pool;
+  out->list = NULL;
+  out->bytes = 0;
+  if (l->head == NULL || (!force && l->count < CDCACHE__RETIRE_BATCH && l->bytes < rc->batch_bytes))
+    return;
+  out->list = l->head;
+  out->bytes = l->bytes;
+  l->head = NULL;
+  l->count = 0;
+  l->bytes = 0;
+}
+/* No lock held: free the list after a grace period (call_rcu); its small
+ * entries go back to its pool while there is room. */
 void cdcache__retire_submit(struct cdcache__reclaimer *rc, struct cdcache__retired *r);
 /* No lock held, not in a read-side section: wait for a grace period here
- * and free the list. */
+ * and free the list (or pool its small entries). */
 void cdcache__retire_free_now(struct cdcache__reclaimer *rc, struct cdcache__retired *r);
 /* No lock held: is bytes_pending past half its cap (throttle) / past
  * three quarters (wait for the queued batches too)? */
-bool cdcache__throttle_needed(const struct cdcache__reclaimer *rc);
-bool cdcache__backlog_high(const struct cdcache__reclaimer *rc);
+static inline bool cdcache__throttle_needed(const struct cdcache__reclaimer *rc)
+{
+  /* Half the reserve: past it, a writer frees its own shard's list. */
+  return atomic_load_explicit(&rc->bytes_pending, memory_order_relaxed) > rc->pending_cap / 2;
+}
+static inline bool cdcache__backlog_high(const struct cdcache__reclaimer *rc)
+{
+  /* Three quarters: the batches already queued must be waited for (the
+   * last quarter absorbs what writers past their check evict meanwhile). */
+  return atomic_load_explicit(&rc->bytes_pending, memory_order_relaxed) > rc->pending_cap / 4 * 3;
+}
 /* No lock held, not in a read-side section: wait until every batch
  * queued to call_rcu (by any cache) is freed. */
 void cdcache__retire_barrier(void);

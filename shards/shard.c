@@ -20,6 +20,25 @@
  * A lookup may miss a key whose put is concurrent; it never returns a
  * value that was not put for that key.
  *
+ * Tags.  A bucket head is a word: the chain's length in its low 3 bits
+ * (saturating at 7), the first entry's address (8-byte aligned, below
+ * 2^48) in the bits up to 47, and in the top 16 a summary, one bit per tag
+ * (a hash's bits 28-31), set for every entry on the chain.  A lookup whose tag bit is
+ * clear is a miss without loading any entry: most misses cost the bucket
+ * alone, instead of the bucket and every entry of its chain.  Writers
+ * keep the summary a superset of the chain's tags: an insert at the head
+ * adds its tag in the same release store that publishes it; a replacement
+ * has its key's tag already; an unlink leaves its tag behind (a stale bit
+ * costs a walk, never an answer) unless the chain becomes empty, and an
+ * insert that walked the whole chain stores the tags it saw, dropping the
+ * stale ones.  So a reader that sees a clear bit saw a word published
+ * while no entry of that tag was on the chain, and the key was absent at
+ * that moment.  An insert walks the chain only when the key's tag is set
+ * or the length field is saturated (it is exact below 7, and 7 is below
+ * CDCACHE_CHAIN_TRIPWIRE, and a walk counts exactly), so the tripwire
+ * counts every long chain as before.  Entries must lie below 2^48 (the
+ * allocator hook's contract; api refuses an entry above).
+ *
  * Eviction: CLOCK (second chance) over a FIFO list.  A hit must not write
  * a line other threads write, so there is no move-to-front on hit:
  * readers set the entry's `ref` byte, and only when it is clear, so a hot
@@ -77,7 +96,7 @@
 
 uint64_t cdcache__shard_table_bytes(uint64_t nbuckets)
 {
-  return nbuckets * sizeof(_Atomic(struct cdcache__entry *));
+  return nbuckets * sizeof(_Atomic uintptr_t);
 }
 
 int cdcache__shard_init(struct cdcache__shard *s, const struct cdcache__shard_env *env,
@@ -89,7 +108,7 @@ int cdcache__shard_init(struct cdcache__shard *s, const struct cdcache__shard_en
   if (s->buckets == NULL)
     return CDCACHE_ENOMEM;
   for (uint64_t i = 0; i < nbuckets; i++)
-    atomic_init(&s->buckets[i], NULL);
+    atomic_init(&s->buckets[i], 0);
   if (pthread_mutex_init(&s->lock, NULL) != 0) {
     env->alloc->free(env->alloc->ctx, s->buckets, cdcache__shard_table_bytes(nbuckets));
     s->buckets = NULL;
@@ -103,6 +122,7 @@ int cdcache__shard_init(struct cdcache__shard *s, const struct cdcache__shard_en
   }
   s->mask = nbuckets - 1;
   s->cap_entries = cap_entries;
+  cdcache__retire_list_init(env->rec, &s->retired, cap_entries);
   s->cap_bytes = cap_bytes;
   return 0;
 }
@@ -116,8 +136,10 @@ void cdcache__shard_destroy(struct cdcache__shard *s)
 {
   if (s->buckets == NULL)
     return;
+  cdcache__pool_free(s->env->rec, &s->retired);
   for (uint64_t i = 0; i <= s->mask; i++) {
-    struct cdcache__entry *e = atomic_load_explicit(&s->buckets[i], memory_order_relaxed);
+    struct cdcache__entry *e =
+        cdcache__bucket_first(atomic_load_explicit(&s->buckets[i], memory_order_relaxed));
     while (e != NULL) {
       struct cdcache__entry *next = atomic_load_explicit(&e->next, memory_order_relaxed);
       if (e->flags & CDCACHE__E_PLACEHOLDER)
@@ -182,18 +204,37 @@ static void list_remove(struct cdcache__list *l, struct cdcache__entry *e)
 
 /* ------------------------------------------------------------- linking */
 
-/* The link (bucket head or predecessor's next) that points at e. */
-static _Atomic(struct cdcache__entry *) *link_to(struct cdcache__shard *s,
-                                                 const struct cdcache__entry *e)
+static _Atomic uintptr_t *bucket_of(const struct cdcache__shard *s, uint32_t hash)
 {
-  _Atomic(struct cdcache__entry *) *link = &s->buckets[e->hash & s->mask];
-  for (;;) {
-    struct cdcache__entry *cur = atomic_load_explicit(link, memory_order_relaxed);
-    /* The entry is linked (shard lock held): the walk finds it. */
-    if (cur == e)
-      return link;
-    link = &cur->next;
+  return &s->buckets[hash & s->mask];
+}
+
+static unsigned bucket_len(uintptr_t w)
+{
+  return (unsigned)(w & CDCACHE__B_LEN);
+}
+
+static uintptr_t bucket_word(const struct cdcache__entry *first, uintptr_t sum, unsigned len)
+{
+  if (first == NULL)
+    return 0; /* an empty chain: no tags, no length */
+  if (len > CDCACHE__B_LEN_MAX)
+    len = CDCACHE__B_LEN_MAX;
+  return (uintptr_t)first | (sum & CDCACHE__B_SUM) | (uintptr_t)len;
+}
+
+/* The entry before e on its chain, or NULL when e is first.  e is linked
+ * (shard lock held): the walk finds it. */
+static struct cdcache__entry *pred_of(const struct cdcache__shard *s,
+                                      const struct cdcache__entry *e)
+{
+  struct cdcache__entry *pred = NULL, *cur = cdcache__bucket_first(atomic_load_explicit(
+                                          bucket_of(s, e->hash), memory_order_relaxed));
+  while (cur != e) {
+    pred = cur;
+    cur = atomic_load_explicit(&cur->next, memory_order_relaxed);
   }
+  return pred;
 }
 
 #ifdef CDCACHE_ASSERTS
@@ -201,7 +242,7 @@ static _Atomic(struct cdcache__entry *) *link_to(struct cdcache__shard *s,
 static bool linked(const struct cdcache__shard *s, const struct cdcache__entry *e)
 {
   for (struct cdcache__entry *cur =
-           atomic_load_explicit(&s->buckets[e->hash & s->mask], memory_order_relaxed);
+           cdcache__bucket_first(atomic_load_explicit(bucket_of(s, e->hash), memory_order_relaxed));
        cur != NULL; cur = atomic_load_explicit(&cur->next, memory_order_relaxed))
     if (cur == e)
       return true;
@@ -213,7 +254,7 @@ static bool linked(const struct cdcache__shard *s, const struct cdcache__entry *
 static void retire(struct cdcache__shard *s, struct cdcache__entry *e, uint64_t charge)
 {
   CDCACHE__ASSERT(!linked(s, e));
-  cdcache__retire(s->env->rec, &s->retired, e, charge);
+  cdcache__retire(&s->retired, e, charge);
 }
 
 static bool expired(const struct cdcache__shard *s, const struct cdcache__entry *e, uint64_t now)
@@ -225,10 +266,22 @@ void cdcache__shard_unlink(struct cdcache__shard *s, struct cdcache__entry *e,
                            enum cdcache__why why, struct cdcache__shard_report *rep)
 {
   CDCACHE__ASSERT_LOCKED(s);
-  _Atomic(struct cdcache__entry *) *link = link_to(s, e);
+  _Atomic uintptr_t *b = bucket_of(s, e->hash);
+  uintptr_t w = atomic_load_explicit(b, memory_order_relaxed);
+  struct cdcache__entry *pred = pred_of(s, e);
+  struct cdcache__entry *next = atomic_load_explicit(&e->next, memory_order_relaxed);
+  /* One entry fewer, unless the count saturated (then a later full walk
+   * counts again).  e's tag stays in the summary until such a walk. */
+  unsigned len = bucket_len(w);
+  if (len != CDCACHE__B_LEN_MAX)
+    len--;
   /* P2: readers on e still follow e->next, which stays as it is. */
-  atomic_store_explicit(link, atomic_load_explicit(&e->next, memory_order_relaxed),
-                        memory_order_release);
+  if (pred != NULL) {
+    atomic_store_explicit(&pred->next, next, memory_order_release);
+    atomic_store_explicit(b, bucket_word(cdcache__bucket_first(w), w, len), memory_order_release);
+  } else {
+    atomic_store_explicit(b, bucket_word(next, w, len), memory_order_release);
+  }
   uint64_t charge = e->charge;
   if (e->flags & CDCACHE__E_PLACEHOLDER) {
     struct cdcache__fill_link *f = cdcache__entry_link(e);
@@ -450,18 +503,27 @@ int cdcache__shard_install(struct cdcache__shard *s, struct cdcache__entry *ne, 
   CDCACHE__ASSERT_LOCKED(s);
   const bool is_ph = (ne->flags & CDCACHE__E_PLACEHOLDER) != 0;
   uint64_t charge = ne->charge;
-  /* Find the key's entry, measuring the chain on the way (the tripwire). */
-  struct cdcache__entry *old = NULL;
+  /* Find the key's entry, measuring the chain on the way (the tripwire).
+   * No walk when the bucket's summary lacks the key's tag and the chain
+   * is shorter than the tripwire (its length is in the bucket word). */
+  _Atomic uintptr_t *b = bucket_of(s, (uint32_t)h);
+  const uintptr_t w = atomic_load_explicit(b, memory_order_relaxed);
+  struct cdcache__entry *old = NULL, *old_pred = NULL;
   uint64_t chain = 0;
-  /* The walk also yields the link that points at the old entry, to swap
-   * it below without walking again (issue 10). */
-  _Atomic(struct cdcache__entry *) *old_link = &s->buckets[h & s->mask];
-  for (struct cdcache__entry *e = atomic_load_explicit(old_link, memory_order_relaxed); e != NULL;
-       old_link = &e->next, e = atomic_load_explicit(old_link, memory_order_relaxed), chain++) {
-    if (e->hash == (uint32_t)h && e->klen == ne->klen &&
-        cdcache__key_eq(cdcache__entry_key(e), cdcache__entry_key(ne), ne->klen)) {
-      old = e;
-      break;
+  uintptr_t seen = 0; /* the tags of the entries walked */
+  _Static_assert(CDCACHE__B_LEN_MAX < CDCACHE__CHAIN_TRIPWIRE, "a saturated length forces walks");
+  const bool walk = (w & cdcache__tag_bit((uint32_t)h)) || bucket_len(w) == CDCACHE__B_LEN_MAX;
+  if (walk) {
+    /* The walk also yields the entry before the old one, to swap it
+     * below without walking again (issue 10). */
+    for (struct cdcache__entry *e = cdcache__bucket_first(w); e != NULL;
+         old_pred = e, e = atomic_load_explicit(&e->next, memory_order_relaxed), chain++) {
+      if (e->hash == (uint32_t)h && e->klen == ne->klen &&
+          cdcache__key_eq(cdcache__entry_key(e), cdcache__entry_key(ne), ne->klen)) {
+        old = e;
+        break;
+      }
+      seen |= cdcache__tag_bit(e->hash);
     }
   }
   const bool old_live = old != NULL && !(old->flags & CDCACHE__E_PLACEHOLDER);
@@ -529,12 +591,17 @@ int cdcache__shard_install(struct cdcache__shard *s, struct cdcache__entry *ne, 
   ne->in_main = to_main ? 1u : 0u;
   if (old != NULL) {
     /* Making room never unlinks old (it is skipped), but it may have
-     * unlinked the entry whose `next` old_link is, which still points at
-     * old (P2): then walk again. */
-    _Atomic(struct cdcache__entry *) *link = made_room ? link_to(s, old) : old_link;
+     * unlinked old_pred, which still points at old (P2): then walk again. */
+    struct cdcache__entry *pred = made_room ? pred_of(s, old) : old_pred;
     atomic_store_explicit(&ne->next, atomic_load_explicit(&old->next, memory_order_relaxed),
                           memory_order_relaxed);
-    atomic_store_explicit(link, ne, memory_order_release);
+    if (pred != NULL) {
+      atomic_store_explicit(&pred->next, ne, memory_order_release);
+    } else {
+      /* Same key, same tag: the summary and length stay. */
+      uintptr_t wn = atomic_load_explicit(b, memory_order_relaxed);
+      atomic_store_explicit(b, bucket_word(ne, wn, bucket_len(wn)), memory_order_release);
+    }
     uint64_t oc = old_charge;
     if (old_live) {
       list_remove(list_of(s, old), old);
@@ -550,10 +617,16 @@ int cdcache__shard_install(struct cdcache__shard *s, struct cdcache__entry *ne, 
                           memory_order_relaxed);
     retire(s, old, oc);
   } else {
-    _Atomic(struct cdcache__entry *) *head = &s->buckets[h & s->mask];
-    atomic_store_explicit(&ne->next, atomic_load_explicit(head, memory_order_relaxed),
-                          memory_order_relaxed);
-    atomic_store_explicit(head, ne, memory_order_release);
+    /* Making room may have unlinked entries of this chain since w. */
+    uintptr_t wn = atomic_load_explicit(b, memory_order_relaxed);
+    atomic_store_explicit(&ne->next, cdcache__bucket_first(wn), memory_order_relaxed);
+    /* A full walk knew every tag on the chain (and more, if making room
+     * unlinked some since): the summary drops the tags of entries gone.
+     * Its count is exact unless making room changed the chain. */
+    uintptr_t sum = walk ? seen : wn;
+    unsigned len = walk && !made_room ? (unsigned)chain + 1 : bucket_len(wn) + 1;
+    atomic_store_explicit(b, bucket_word(ne, sum | cdcache__tag_bit(ne->hash), len),
+                          memory_order_release);
     if (chain >= CDCACHE__CHAIN_TRIPWIRE)
       rep->long_chains++;
   }
@@ -580,7 +653,8 @@ void cdcache__shard_sweep(struct cdcache__shard *s, uint64_t now, const struct c
     return;
   for (int i = 0; i < SWEEP_BUCKETS; i++) {
     uint64_t b = s->sweep_cursor++ & s->mask;
-    struct cdcache__entry *e = atomic_load_explicit(&s->buckets[b], memory_order_relaxed);
+    struct cdcache__entry *e =
+        cdcache__bucket_first(atomic_load_explicit(&s->buckets[b], memory_order_relaxed));
     while (e != NULL) {
       struct cdcache__entry *next = atomic_load_explicit(&e->next, memory_order_relaxed);
       if (e != skip && !(e->flags & CDCACHE__E_PLACEHOLDER) && expired(s, e, now))
@@ -597,7 +671,8 @@ void cdcache__shard_clear(struct cdcache__shard *s, struct cdcache__shard_report
     cdcache__s3_clear(&s->s3); /* a flushed cache starts with no history */
   for (uint64_t b = 0; b <= s->mask; b++) {
     struct cdcache__entry *e;
-    while ((e = atomic_load_explicit(&s->buckets[b], memory_order_relaxed)) != NULL)
+    while ((e = cdcache__bucket_first(
+                atomic_load_explicit(&s->buckets[b], memory_order_relaxed))) != NULL)
       cdcache__shard_unlink(s, e, WHY_FLUSHED, rep);
   }
 }

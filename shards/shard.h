@@ -48,8 +48,9 @@ struct cdcache__list {
 struct cdcache__shard {
   /* Read-mostly line. */
   /* Synchronization: read-only after open (the array); its slots are
-   * RCU-published like entry->next. */
-  _Atomic(struct cdcache__entry *) *buckets;
+   * bucket words (below), RCU-published like entry->next: written under
+   * the shard lock with release order, loaded by readers with acquire. */
+  _Atomic uintptr_t *buckets;
   uint64_t mask;        /* read-only after open */
   uint64_t cap_entries; /* read-only after open: this shard's share */
   uint64_t cap_bytes;   /* read-only after open: its share of live bytes, 0 = none */
@@ -70,8 +71,9 @@ struct cdcache__shard {
   struct cdcache__s3 s3; /* Synchronization: shard lock; s3fifo policies only */
   uint64_t sweep_cursor; /* Synchronization: shard lock */
   uint64_t n_ttl;        /* Synchronization: shard lock: live entries with a TTL */
-  /* Synchronization: shard lock.  Unlinked entries waiting for a batch to
-   * be handed to a grace period. */
+  /* Synchronization: shard lock (its pool: as reclaim.h says).  Unlinked
+   * entries waiting for a batch to be handed to a grace period, and the
+   * pool of those whose grace period has passed. */
   struct cdcache__retire_list retired;
   /* Synchronization: written under the shard lock, read relaxed by stats. */
   _Atomic uint64_t n_entries, n_bytes;
@@ -110,6 +112,25 @@ static inline void cdcache__shard_retire_take(struct cdcache__shard *s, struct c
   cdcache__retire_take(s->env->rec, &s->retired, r, force);
 }
 
+/* Any thread, no lock: might the shard hold a recycled entry?  A hint. */
+static inline bool cdcache__shard_recycled_maybe(const struct cdcache__shard *s)
+{
+  return cdcache__pool_maybe(&s->retired.pool);
+}
+/* Shard lock held: a recycled entry of exactly `size` bytes for a put to
+ * overwrite (e->charge is its charge), or NULL (reclaim.c). */
+static inline struct cdcache__entry *cdcache__shard_recycled(struct cdcache__shard *s, size_t size)
+{
+  CDCACHE__ASSERT_LOCKED(s);
+  return cdcache__pool_take(s->env->rec, &s->retired, size);
+}
+/* Shard lock held: frees the shard's recycled entries. */
+static inline void cdcache__shard_recycled_free(struct cdcache__shard *s)
+{
+  CDCACHE__ASSERT_LOCKED(s);
+  cdcache__pool_free(s->env->rec, &s->retired);
+}
+
 int cdcache__shard_init(struct cdcache__shard *s, const struct cdcache__shard_env *env,
                         uint64_t cap_entries, uint64_t cap_bytes, uint64_t nbuckets);
 /* No readers, no lock: frees every entry and the table (a placeholder's
@@ -118,16 +139,60 @@ void cdcache__shard_destroy(struct cdcache__shard *s);
 uint64_t cdcache__shard_table_bytes(uint64_t nbuckets);
 
 /*
+ * A bucket word (shard.c, "Tags"): the chain's length in bits 0-2
+ * (saturating at 7: "7 or more"; entries are 8-byte aligned), the chain's
+ * first entry in bits 3-47 (its address, those low bits clear), and in
+ * bits 48-63 a summary with one bit per tag (a hash's bits 28-31) of the
+ * entries on the chain, and maybe of entries unlinked since: a clear bit
+ * means no entry of that tag is on the chain.
+ */
+#define CDCACHE__B_LEN_MAX 7u
+#define CDCACHE__B_LEN ((uintptr_t)CDCACHE__B_LEN_MAX)
+#define CDCACHE__B_PTR (((((uintptr_t)1) << 48) - 1) & ~CDCACHE__B_LEN)
+#define CDCACHE__B_SUM (~(((uintptr_t)1 << 48) - 1))
+
+static inline uintptr_t cdcache__tag_bit(uint32_t hash)
+{
+  return (uintptr_t)1 << (48 + (hash >> 28));
+}
+static inline struct cdcache__entry *cdcache__bucket_first(uintptr_t w)
+{
+  return (struct cdcache__entry *)(w & CDCACHE__B_PTR);
+}
+/* Can a bucket word hold p?  (Every 8-byte aligned x86-64 and AArch64
+ * Linux heap address can, unless the process opts into 5-level paging
+ * hints or memory tagging.) */
+static inline bool cdcache__shard_addressable(const void *p)
+{
+  return ((uintptr_t)p & ~CDCACHE__B_PTR) == 0;
+}
+
+/* Any thread, no lock: starts loading hash h's bucket word and the first
+ * entry of its chain (as the word reads now: a hint, which a writer may
+ * change before the caller takes the lock), for a writer to overlap those
+ * misses with its work before it takes the lock.  Prefetching NULL (an
+ * empty chain) is harmless. */
+static inline void cdcache__shard_prefetch(const struct cdcache__shard *s, uint64_t h)
+{
+  uintptr_t w = atomic_load_explicit(&s->buckets[h & s->mask], memory_order_relaxed);
+  __builtin_prefetch(cdcache__bucket_first(w));
+}
+
+/*
  * Finds key's entry (value or placeholder).  Call inside a read-side
  * section (the result stays valid until its end) or with the shard lock
- * held.
+ * held.  A key whose tag is not in its bucket's summary is absent without
+ * loading any entry.
  */
 static inline struct cdcache__entry *cdcache__shard_find(const struct cdcache__shard *s, uint64_t h,
                                                          const void *key, size_t klen)
 {
   /* Acquire pairs with the release store that published the entry (or
-   * the link to it) in link_at(); on x86 it costs nothing. */
-  struct cdcache__entry *e = atomic_load_explicit(&s->buckets[h & s->mask], memory_order_acquire);
+   * the link to it) in shard.c; on x86 it costs nothing. */
+  uintptr_t w = atomic_load_explicit(&s->buckets[h & s->mask], memory_order_acquire);
+  if (!(w & cdcache__tag_bit((uint32_t)h)))
+    return NULL;
+  struct cdcache__entry *e = cdcache__bucket_first(w);
   for (; e != NULL; e = atomic_load_explicit(&e->next, memory_order_acquire)) {
     if (e->hash == (uint32_t)h && e->klen == klen &&
         cdcache__key_eq(cdcache__entry_key(e), key, klen))

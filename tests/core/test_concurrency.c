@@ -13,6 +13,7 @@
 #include "testutil.h"
 
 #include "cache_internal.h"
+#include "reclaim.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -58,6 +59,20 @@ static void verify(uint32_t key, const struct value *v, size_t n)
 {
   if (n != sizeof *v || v->key != key || v->check != checksum(v))
     atomic_fetch_add(&bad_values, 1);
+}
+
+/* Lets the threads run for CDCACHE_STRESS_MS (default 1500 ms), then
+ * tells them to stop. */
+static void run_then_stop(void)
+{
+  const char *env = getenv("CDCACHE_STRESS_MS");
+  uint64_t ms = env != NULL ? strtoull(env, NULL, 10) : 1500;
+  uint64_t end = now_ms() + ms;
+  while (now_ms() < end) {
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL); /* the test's duration, not an ordering */
+  }
+  atomic_store(&stop, 1);
 }
 
 struct loader_ctx {
@@ -171,18 +186,11 @@ static void run_mixed(cdcache_policy_t policy)
   cfg.fill_timeout_ms = 100;
   test_alloc_install(&cfg, &a);
   cache = test_open(&cfg);
-  const char *env = getenv("CDCACHE_STRESS_MS");
-  uint64_t ms = env != NULL ? strtoull(env, NULL, 10) : 1500;
   pthread_t th[THREADS], mon;
   for (int i = 0; i < THREADS; i++)
     pthread_create(&th[i], NULL, worker, (void *)(uintptr_t)(i + 1));
   pthread_create(&mon, NULL, monitor, NULL);
-  uint64_t end = now_ms() + ms;
-  while (now_ms() < end) {
-    struct timespec ts = {0, 10 * 1000 * 1000};
-    nanosleep(&ts, NULL); /* the test's duration, not an ordering */
-  }
-  atomic_store(&stop, 1);
+  run_then_stop();
   for (int i = 0; i < THREADS; i++)
     pthread_join(th[i], NULL);
   pthread_join(mon, NULL);
@@ -218,6 +226,211 @@ static void test_mixed_operations_keep_every_invariant(void)
 static void test_mixed_operations_keep_every_invariant_s3fifo(void)
 {
   run_mixed(CDCACHE_ALLKEYS_S3FIFO);
+}
+
+/* ------------------------------------------------- recycled entries */
+
+/*
+ * Puts overwrite entries other puts retired, once their grace period has
+ * passed (reclaim.c, "Recycling").  Readers racing them must still see
+ * only values put for their key, whole: a recycled entry reused too early
+ * would be rewritten under a reader's copy (a torn value, or another
+ * key's).  Two key lengths, so pools meet entries of another size too;
+ * deletes retire entries without a put taking one back.  Each writer
+ * waits for the queued batches every 128 puts (cdcache__retire_barrier), so
+ * the pools fill even when the call_rcu thread is starved (sanitizers, a
+ * loaded machine): the allocator must see far fewer entries than puts.
+ */
+/* Gets <prefix><key> and checks a hit's value; the get's result. */
+static int get_checked(const char *prefix, uint32_t key)
+{
+  char k[16];
+  int kl = snprintf(k, sizeof k, "%s%u", prefix, key);
+  struct value v;
+  size_t n = 0;
+  int rc = cdcache_get(cache, k, (size_t)kl, &v, sizeof v, &n);
+  if (rc == 0)
+    verify(key, &v, n);
+  else if (rc != CDCACHE_ENOENT)
+    atomic_fetch_add(&bad_values, 1);
+  return rc;
+}
+
+enum { RKEYS = 96, RCAP = 64, RWRITERS = 2, RREADERS = 2 };
+static _Atomic long recycle_puts;
+
+static void *recycle_writer(void *arg)
+{
+  uint32_t id = (uint32_t)(uintptr_t)arg;
+  unsigned seed = id * 104729u + 7;
+  uint64_t seq = 0;
+  long puts = 0;
+  while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+    uint32_t key = (uint32_t)rand_r(&seed) % RKEYS;
+    char k[16];
+    int kl = snprintf(k, sizeof k, "r%u", key);
+    if (rand_r(&seed) % 8 == 0) {
+      (void)cdcache_delete(cache, k, (size_t)kl);
+      continue;
+    }
+    struct value v;
+    make_value(&v, key, id, ++seq);
+    if (cdcache_put(cache, k, (size_t)kl, &v, sizeof v, CDCACHE_TTL_NONE) != 0)
+      atomic_fetch_add(&bad_values, 1);
+    if (++puts % 128 == 0)
+      cdcache__retire_barrier();
+  }
+  atomic_fetch_add(&recycle_puts, puts);
+  return NULL;
+}
+
+static void *recycle_reader(void *arg)
+{
+  unsigned seed = (unsigned)(uintptr_t)arg * 31u + 3;
+  long my_lookups = 0;
+  while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+    (void)get_checked("r", (uint32_t)rand_r(&seed) % RKEYS);
+    my_lookups++;
+  }
+  atomic_fetch_add(&lookups, my_lookups);
+  return NULL;
+}
+
+static void test_readers_racing_puts_that_recycle_entries_see_only_their_values(void)
+{
+  static struct test_alloc a;
+  atomic_store(&stop, 0);
+  atomic_store(&bad_values, 0);
+  atomic_store(&lookups, 0);
+  atomic_store(&recycle_puts, 0);
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  cfg.max_entries = RCAP;
+  cfg.shards = 2;
+  test_alloc_install(&cfg, &a);
+  cache = test_open(&cfg);
+  long calls0 = atomic_load(&a.calls);
+  pthread_t w[RWRITERS], r[RREADERS];
+  for (int i = 0; i < RWRITERS; i++)
+    pthread_create(&w[i], NULL, recycle_writer, (void *)(uintptr_t)(i + 1));
+  for (int i = 0; i < RREADERS; i++)
+    pthread_create(&r[i], NULL, recycle_reader, (void *)(uintptr_t)(i + 1));
+  run_then_stop();
+  for (int i = 0; i < RWRITERS; i++)
+    pthread_join(w[i], NULL);
+  for (int i = 0; i < RREADERS; i++)
+    pthread_join(r[i], NULL);
+  long calls = atomic_load(&a.calls) - calls0, puts = atomic_load(&recycle_puts);
+  cdcache_stats_t st = {.struct_size = sizeof st};
+  cdcache_stats(cache, &st);
+  printf("\n  recycle: %ld puts, %ld allocations, %ld lookups, hits %lu\n", puts, calls,
+         atomic_load(&lookups), (unsigned long)st.hits);
+  CU_ASSERT_EQUAL(atomic_load(&bad_values), 0);
+  CU_ASSERT(st.hits > 0);
+  CU_ASSERT(puts > 1000);
+  /* Recycling happened: without it every put allocates its entry. */
+  CU_ASSERT(calls < puts / 2);
+  CU_ASSERT(st.entries <= RCAP);
+  cdcache_close(cache);
+  CU_ASSERT_EQUAL(atomic_load(&a.live_allocs), 0);
+  CU_ASSERT_EQUAL(atomic_load(&a.live_bytes), 0);
+}
+
+/* ------------------------------------------------------ bucket tags */
+
+/*
+ * A get skips a chain whose bucket summary lacks its key's tag (shard.c,
+ * "Tags"), so a summary that ever dropped the tag of an entry still on
+ * the chain would make a cached key vanish.  Sixteen keys without a TTL
+ * stay cached (volatile-lru never evicts them) in a table of 32 buckets,
+ * while writers insert, evict, delete and replace keys with a TTL that
+ * share their buckets, and replace the staying keys too.  Readers must
+ * find every staying key, every time, with a value put for it.
+ */
+enum { STAY = 16, CHURN = 200, TCAP = 64 };
+static _Atomic long stay_lost;
+
+static void *tags_writer(void *arg)
+{
+  uint32_t id = (uint32_t)(uintptr_t)arg;
+  unsigned seed = id * 7717u + 5;
+  uint64_t seq = 0;
+  while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+    int op = rand_r(&seed) % 16;
+    uint32_t key =
+        op == 0 ? (uint32_t)rand_r(&seed) % STAY : STAY + (uint32_t)rand_r(&seed) % CHURN;
+    char k[16];
+    int kl = snprintf(k, sizeof k, "t%u", key);
+    struct value v;
+    make_value(&v, key, id, ++seq);
+    int rc;
+    if (op == 1) {
+      rc = cdcache_delete(cache, k, (size_t)kl);
+      rc = rc == CDCACHE_ENOENT ? 0 : rc;
+    } else {
+      /* The staying keys have no TTL; the others an hour's. */
+      rc = cdcache_put(cache, k, (size_t)kl, &v, sizeof v, op == 0 ? CDCACHE_TTL_NONE : 3600000u);
+      rc = rc == CDCACHE_EFULL && op != 0 ? 0 : rc;
+    }
+    if (rc != 0)
+      atomic_fetch_add(&bad_values, 1);
+  }
+  return NULL;
+}
+
+static void *tags_reader(void *arg)
+{
+  unsigned seed = (unsigned)(uintptr_t)arg * 17u + 11;
+  long my_lookups = 0;
+  while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+    uint32_t key = (uint32_t)rand_r(&seed) % (STAY + CHURN);
+    my_lookups++;
+    if (get_checked("t", key) == CDCACHE_ENOENT && key < STAY)
+      atomic_fetch_add(&stay_lost, 1);
+  }
+  atomic_fetch_add(&lookups, my_lookups);
+  return NULL;
+}
+
+static void test_keys_that_stay_are_always_found_while_their_buckets_churn(void)
+{
+  atomic_store(&stop, 0);
+  atomic_store(&bad_values, 0);
+  atomic_store(&lookups, 0);
+  atomic_store(&stay_lost, 0);
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  cfg.max_entries = TCAP;
+  cfg.shards = 1;
+  cfg.policy = CDCACHE_VOLATILE_LRU;
+  cache = test_open(&cfg);
+  for (uint32_t i = 0; i < STAY; i++) {
+    char k[16];
+    int kl = snprintf(k, sizeof k, "t%u", i);
+    struct value v;
+    make_value(&v, i, 0, 0);
+    CU_ASSERT_EQUAL_FATAL(cdcache_put(cache, k, (size_t)kl, &v, sizeof v, CDCACHE_TTL_NONE), 0);
+  }
+  pthread_t w[2], r[2];
+  for (int i = 0; i < 2; i++) {
+    pthread_create(&w[i], NULL, tags_writer, (void *)(uintptr_t)(i + 1));
+    pthread_create(&r[i], NULL, tags_reader, (void *)(uintptr_t)(i + 1));
+  }
+  run_then_stop();
+  for (int i = 0; i < 2; i++) {
+    pthread_join(w[i], NULL);
+    pthread_join(r[i], NULL);
+  }
+  cdcache_stats_t st = {.struct_size = sizeof st};
+  cdcache_stats(cache, &st);
+  printf("\n  tags: %ld lookups, hits %lu, evictions %lu, staying keys lost %ld\n",
+         atomic_load(&lookups), (unsigned long)st.hits, (unsigned long)st.evictions,
+         atomic_load(&stay_lost));
+  CU_ASSERT_EQUAL(atomic_load(&bad_values), 0);
+  CU_ASSERT_EQUAL(atomic_load(&stay_lost), 0);
+  CU_ASSERT(st.evictions > 0);
+  CU_ASSERT(st.hits > 0);
+  cdcache_close(cache);
 }
 
 /* ------------------------------------------- the bound and the read path */
@@ -319,6 +532,10 @@ int main(void)
               test_mixed_operations_keep_every_invariant);
   CU_add_test(s, "mixed operations from 6 threads keep every invariant under allkeys-s3fifo",
               test_mixed_operations_keep_every_invariant_s3fifo);
+  CU_add_test(s, "readers racing puts that recycle entries see only values put for their key",
+              test_readers_racing_puts_that_recycle_entries_see_only_their_values);
+  CU_add_test(s, "keys that stay are always found while their buckets churn",
+              test_keys_that_stay_are_always_found_while_their_buckets_churn);
   CU_add_test(s, "a reader never serves an entry evicted before the bound it checks",
               test_reader_never_serves_an_entry_evicted_before_its_bound);
   return test_run();

@@ -22,7 +22,7 @@ static uint64_t longest_chain(cdcache_t *c)
   uint64_t worst = 0;
   for (uint64_t b = 0; b <= s->mask; b++) {
     uint64_t n = 0;
-    for (struct cdcache__entry *e = atomic_load(&s->buckets[b]); e != NULL;
+    for (struct cdcache__entry *e = cdcache__bucket_first(atomic_load(&s->buckets[b])); e != NULL;
          e = atomic_load(&e->next))
       n++;
     if (n > worst)
