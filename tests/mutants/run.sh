@@ -240,8 +240,8 @@ run_mutant s3_flush_keeps_history shards/shard.c \
   '    (void)0;' $S3
 # The hit count saturates at 1, as allkeys-lru's reference bit.
 run_mutant s3_hit_count_cap_1 api/access.c \
-  '    flags |= CDCACHE__E_COUNT3;' \
-  '    flags |= 0;' $S3
+  '  uint8_t flags = cdcache__policy_s3(c->cfg.policy) ? CDCACHE__E_COUNT3 : 0;' \
+  '  uint8_t flags = 0;' $S3
 # The sketch and the ghost are not charged to the tables (nor max_bytes).
 run_mutant s3_policy_bytes_uncharged api/cache.c \
   '  c->tables_bytes += c->policy_bytes;' \
