@@ -70,6 +70,26 @@ static void test_a_byte_share_smaller_than_max_value_len_is_refused(void)
   cdcache_close(c);
 }
 
+/* The smallest max_bytes cdcache_open accepts for *cfg (a binary search;
+ * open refuses a budget whose shares cannot hold the largest entry or
+ * placeholder). */
+static uint64_t smallest_max_bytes(cdcache_config_t *cfg)
+{
+  uint64_t lo = 1, hi = 64u << 20;
+  while (lo < hi) {
+    uint64_t mid = lo + (hi - lo) / 2;
+    cfg->max_bytes = mid;
+    cdcache_t *c = NULL;
+    if (cdcache_open(cfg, &c) == 0) {
+      cdcache_close(c);
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
 static void test_the_smallest_max_bytes_still_bounds(void)
 {
   static struct test_alloc a;
@@ -79,20 +99,7 @@ static void test_the_smallest_max_bytes_still_bounds(void)
   cfg.max_entries = 64 * 16;
   cfg.max_value_len = 64u << 10;
   cfg.shards = 64; /* shares small enough to round down to nothing */
-  /* Find the smallest max_bytes open accepts. */
-  uint64_t lo = 1, hi = 64u << 20;
-  while (lo < hi) {
-    uint64_t mid = lo + (hi - lo) / 2;
-    cfg.max_bytes = mid;
-    cdcache_t *c = NULL;
-    if (cdcache_open(&cfg, &c) == 0) {
-      cdcache_close(c);
-      hi = mid;
-    } else {
-      lo = mid + 1;
-    }
-  }
-  cfg.max_bytes = lo;
+  cfg.max_bytes = smallest_max_bytes(&cfg);
   cdcache_t *c = test_open(&cfg);
   char *v = calloc(1, cfg.max_value_len);
   CU_ASSERT_FATAL(v != NULL);
@@ -125,19 +132,7 @@ static void test_at_the_smallest_max_bytes_a_lease_of_the_longest_key_starts(voi
     cfg.shards = 1;
     cfg.max_key_len = klens[t];
     cfg.max_value_len = 16;
-    uint64_t lo = 1, hi = 64u << 20;
-    while (lo < hi) {
-      uint64_t mid = lo + (hi - lo) / 2;
-      cfg.max_bytes = mid;
-      cdcache_t *c = NULL;
-      if (cdcache_open(&cfg, &c) == 0) {
-        cdcache_close(c);
-        hi = mid;
-      } else {
-        lo = mid + 1;
-      }
-    }
-    cfg.max_bytes = lo;
+    cfg.max_bytes = smallest_max_bytes(&cfg);
     cdcache_t *c = test_open(&cfg);
     char *k = malloc(cfg.max_key_len);
     CU_ASSERT_FATAL(k != NULL);
