@@ -52,7 +52,12 @@ struct cdcache__pool {
  * except as the pool's fields say. */
 struct cdcache__retire_list {
   struct cdcache__entry *head;
+  struct cdcache__entry *tail; /* the first retired: the list's last */
   uint64_t count, bytes;
+  /* Does the list hold an entry the pool does not take (a placeholder, or
+   * one above CDCACHE__RECYCLE_MAX_SIZE)?  If not, a batch goes to the
+   * pool whole, its entries untouched (reclaim.c). */
+  bool mixed;
   /* Bytes that entered (retired) or left (reused) bytes_pending under the
    * owner's lock and are not yet applied to it: retire_take applies them
    * once per write, so a put that retires one entry and reuses another of
@@ -64,8 +69,9 @@ struct cdcache__retire_list {
 /* A retire list taken from its owner, to submit after the lock is dropped. */
 struct cdcache__retired {
   struct cdcache__pool *pool; /* where its small entries go back to */
-  struct cdcache__entry *list;
+  struct cdcache__entry *list, *tail;
   uint64_t bytes;
+  bool mixed; /* as the list's */
 };
 
 /* Owner's init (no other thread yet): an empty list, whose pool keeps up
@@ -95,7 +101,12 @@ static inline void cdcache__retire(struct cdcache__retire_list *l, struct cdcach
                                    uint64_t charge)
 {
   e->u.ret = l->head;
+  if (l->head == NULL)
+    l->tail = e;
   l->head = e;
+  if ((e->flags & CDCACHE__E_PLACEHOLDER) ||
+      cdcache__entry_size(e->flags, e->klen, e->vlen) > CDCACHE__RECYCLE_MAX_SIZE)
+    l->mixed = true;
   l->count++;
   l->bytes += charge;
   l->pending_delta += (int64_t)charge;
@@ -113,18 +124,22 @@ static inline void cdcache__retire_take(struct cdcache__reclaimer *rc,
     l->pending_delta = 0;
   }
   out->pool = &l->pool;
-  out->list = NULL;
+  out->list = out->tail = NULL;
   out->bytes = 0;
+  out->mixed = false;
   if (l->head == NULL || (!force && l->count < CDCACHE__RETIRE_BATCH && l->bytes < rc->batch_bytes))
     return;
   out->list = l->head;
+  out->tail = l->tail;
   out->bytes = l->bytes;
-  l->head = NULL;
+  out->mixed = l->mixed;
+  l->head = l->tail = NULL;
   l->count = 0;
   l->bytes = 0;
+  l->mixed = false;
 }
-/* No lock held: free the list after a grace period (call_rcu); its small
- * entries go back to its pool while there is room. */
+/* No lock held: free the list after a grace period (the reclaimer
+ * thread's); its small entries go back to its pool while there is room. */
 void cdcache__retire_submit(struct cdcache__reclaimer *rc, struct cdcache__retired *r);
 /* No lock held, not in a read-side section: wait for a grace period here
  * and free the list (or pool its small entries). */
@@ -143,8 +158,16 @@ static inline bool cdcache__backlog_high(const struct cdcache__reclaimer *rc)
   return atomic_load_explicit(&rc->bytes_pending, memory_order_relaxed) > rc->pending_cap / 4 * 3;
 }
 /* No lock held, not in a read-side section: wait until every batch
- * queued to call_rcu (by any cache) is freed. */
+ * queued so far (by any cache) is freed. */
 void cdcache__retire_barrier(void);
+/* Around fork() (api/cache.c), before liburcu's handling and undone after
+ * it: prepare takes the reclaimer's mutex and waits for the round in
+ * progress to end, so the queue is whole in the child; there no reclaimer
+ * thread exists, and the child's next batch or barrier starts one, which
+ * frees what the parent had queued too. */
+void cdcache__reclaim_fork_prepare(void);
+void cdcache__reclaim_fork_parent(void);
+void cdcache__reclaim_fork_child(void);
 
 /*
  * The read-side section (urcu-bp), with the ThreadSanitizer annotation of

@@ -238,7 +238,7 @@ static void test_mixed_operations_keep_every_invariant_s3fifo(void)
  * key's).  Two key lengths, so pools meet entries of another size too;
  * deletes retire entries without a put taking one back.  Each writer
  * waits for the queued batches every 128 puts (cdcache__retire_barrier), so
- * the pools fill even when the call_rcu thread is starved (sanitizers, a
+ * the pools fill even when the reclaimer thread is starved (sanitizers, a
  * loaded machine): the allocator must see far fewer entries than puts.
  */
 /* Gets <prefix><key> and checks a hit's value; the get's result. */
@@ -336,7 +336,7 @@ static void test_readers_racing_puts_that_recycle_entries_see_only_their_values(
   CU_ASSERT(puts >= RWRITERS * RMIN_PUTS);
   /* Recycling happened: without it every put allocates its entry (calls
    * >= puts).  Plain runs allocate for about 30% of puts; valgrind, whose
-   * serialised threads starve the call_rcu worker, for up to 38%. */
+   * serialised threads starve the reclaimer thread, for up to 38%. */
   CU_ASSERT(calls < puts * 3 / 4);
   CU_ASSERT(st.entries <= RCAP);
   cdcache_close(cache);

@@ -70,7 +70,7 @@ static void test_child_after_fork_gets_eforked(void)
 }
 
 /* The parent deletes hundreds of keys right before the fork, so batches
- * are queued for call_rcu when it happens. */
+ * are queued for the reclaimer when it happens. */
 static cdcache_t *parent_with_queued_reclamation(void)
 {
   cdcache_config_t cfg;
