@@ -129,8 +129,8 @@ void cdcache__retire_list_init(const struct cdcache__reclaimer *rc, struct cdcac
   l->mixed = false;
   l->pending_delta = 0;
   atomic_init(&l->pool.ready, NULL);
-  l->pool.spare = NULL;
-  l->pool.taken = 0;
+  l->spare = NULL;
+  l->taken = 0;
   atomic_init(&l->pool.bytes, 0);
   /* 2 bytes per entry of the shard (a small entry per 32), at least four
    * batches of small (64-byte) entries. */
@@ -212,12 +212,12 @@ static void free_list(struct cdcache__reclaimer *rc, struct cdcache__pool *pool,
 static void pool_unlink_spare(struct cdcache__retire_list *l, struct cdcache__entry *e)
 {
   struct cdcache__pool *p = &l->pool;
-  p->spare = e->u.ret;
-  p->taken += e->charge;
+  l->spare = e->u.ret;
+  l->taken += e->charge;
   l->pending_delta -= (int64_t)e->charge;
-  if (p->spare == NULL || p->taken >= POOL_LOWER_BYTES) {
-    atomic_fetch_sub_explicit(&p->bytes, p->taken, memory_order_relaxed);
-    p->taken = 0;
+  if (l->spare == NULL || l->taken >= POOL_LOWER_BYTES) {
+    atomic_fetch_sub_explicit(&p->bytes, l->taken, memory_order_relaxed);
+    l->taken = 0;
   }
 }
 
@@ -225,18 +225,18 @@ struct cdcache__entry *cdcache__pool_take(struct cdcache__reclaimer *rc,
                                           struct cdcache__retire_list *l, size_t size)
 {
   struct cdcache__pool *p = &l->pool;
-  if (p->spare == NULL)
-    p->spare = atomic_exchange_explicit(&p->ready, NULL, memory_order_acquire);
+  if (l->spare == NULL)
+    l->spare = atomic_exchange_explicit(&p->ready, NULL, memory_order_acquire);
   /* A head of another size is freed, so that a change of sizes does not
    * leave the pool stuck; two tries at most. */
-  for (int tries = 0; tries < 2 && p->spare != NULL; tries++) {
-    struct cdcache__entry *e = p->spare;
+  for (int tries = 0; tries < 2 && l->spare != NULL; tries++) {
+    struct cdcache__entry *e = l->spare;
     pool_unlink_spare(l, e);
     size_t esize = entry_size(e);
     if (esize == size) {
       /* The next put here overwrites the next one: start loading it. */
-      if (p->spare != NULL)
-        __builtin_prefetch(p->spare, 1);
+      if (l->spare != NULL)
+        __builtin_prefetch(l->spare, 1);
       return e;
     }
     rc->alloc->free(rc->alloc->ctx, e, esize);
@@ -248,9 +248,9 @@ void cdcache__pool_free(struct cdcache__reclaimer *rc, struct cdcache__retire_li
 {
   struct cdcache__pool *p = &l->pool;
   for (;;) {
-    if (p->spare == NULL)
-      p->spare = atomic_exchange_explicit(&p->ready, NULL, memory_order_acquire);
-    struct cdcache__entry *e = p->spare;
+    if (l->spare == NULL)
+      l->spare = atomic_exchange_explicit(&p->ready, NULL, memory_order_acquire);
+    struct cdcache__entry *e = l->spare;
     if (e == NULL)
       break;
     pool_unlink_spare(l, e);

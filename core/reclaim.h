@@ -25,27 +25,21 @@ struct cdcache__reclaimer {
 
 /*
  * Entries whose grace period has passed, kept for their owner's puts to
- * overwrite instead of freeing them (reclaim.c, "Recycling").
+ * overwrite instead of freeing them (reclaim.c, "Recycling"): the part
+ * other threads write (the owner's part is in its retire list).
  */
 struct cdcache__pool {
   /* Synchronization: atomic.  A stack that whoever frees a batch after
    * its grace period pushes onto (CAS, release) and the owner takes whole
-   * under its lock (exchange, acquire): no element is ever popped alone,
-   * so there is no ABA. */
+   * under its lock (exchange, acquire) into its retire list's `spare`: no
+   * element is ever popped alone, so there is no ABA. */
   _Atomic(struct cdcache__entry *) ready;
-  /* Synchronization: the owner's lock.  Taken from ready, not reused yet. */
-  struct cdcache__entry *spare;
-  /* Synchronization: the owner's lock.  Charges taken off spare since
-   * `bytes` was last lowered (every kilobyte or so, and when spare runs
-   * empty: until then the bound sees the pool fuller than it is, never
-   * emptier). */
-  uint64_t taken;
   /* Synchronization: atomic, relaxed.  The charges of the entries on
    * ready and spare: a pusher reserves an entry's charge before pushing
    * it, so racing pushers cannot pass max_bytes together. */
   _Atomic uint64_t bytes;
   uint64_t max_bytes; /* read-only after init */
-};
+} __attribute__((aligned(CDCACHE__CACHELINE)));
 
 /* Unlinked entries waiting to be handed to a grace period, and the pool
  * they come back to.  Synchronization: the owner's lock (a shard's),
@@ -54,15 +48,23 @@ struct cdcache__retire_list {
   struct cdcache__entry *head;
   struct cdcache__entry *tail; /* the first retired: the list's last */
   uint64_t count, bytes;
-  /* Does the list hold an entry the pool does not take (a placeholder, or
-   * one above CDCACHE__RECYCLE_MAX_SIZE)?  If not, a batch goes to the
-   * pool whole, its entries untouched (reclaim.c). */
-  bool mixed;
   /* Bytes that entered (retired) or left (reused) bytes_pending under the
    * owner's lock and are not yet applied to it: retire_take applies them
    * once per write, so a put that retires one entry and reuses another of
    * its size writes the shared gauge not at all. */
   int64_t pending_delta;
+  /* Does the list hold an entry the pool does not take (a placeholder, or
+   * one above CDCACHE__RECYCLE_MAX_SIZE)?  If not, a batch goes to the
+   * pool whole, its entries untouched (reclaim.c). */
+  bool mixed;
+  /* The pool's entries taken from `ready`, not reused yet (pool_take
+   * reads these two on every put, so they share the line above). */
+  struct cdcache__entry *spare;
+  /* Charges taken off spare since pool.bytes was last lowered (every
+   * kilobyte or so, and when spare runs empty: until then the bound sees
+   * the pool fuller than it is, never emptier). */
+  uint64_t taken;
+  /* On a line of its own: the fields other threads write. */
   struct cdcache__pool pool;
 };
 
