@@ -220,6 +220,10 @@ CDCACHE_EXTERN int cdcache_config_init(cdcache_config_t *cfg);
  * above CDCACHE_MAX_ENTRIES_LIMIT, max_bytes too small for the tables and
  * one largest entry per shard), CDCACHE_ENOMEM, CDCACHE_EFORKED (a child
  * of a fork that skipped cdcache_fork_prepare/_parent/_child).
+ * Thread-safe.  The process's first write to any cache starts cdcache's
+ * reclaimer thread (one per process, every signal blocked, detached: it
+ * frees unlinked entries after their grace period and lives until the
+ * process exits).
  */
 CDCACHE_EXTERN int cdcache_open(const cdcache_config_t *cfg, cdcache_t **out);
 
