@@ -115,6 +115,9 @@ static struct {
   bool idle;           /* Synchronization: mu.  The thread waits for a batch */
   bool in_round;       /* Synchronization: mu.  It has taken batches it has not freed */
 } R = {.mu = PTHREAD_MUTEX_INITIALIZER};
+/* Synchronization: R.mu.  In a child forked without the fork calls, the
+ * batches its parent had queued, never freed (cdcache__reclaim_fork_child). */
+static struct batch *orphans;
 
 static size_t entry_size(const struct cdcache__entry *e)
 {
@@ -373,12 +376,12 @@ void cdcache__retire_barrier(void)
   pthread_mutex_unlock(&R.mu);
 }
 
-void cdcache__reclaim_fork_prepare(void)
+void cdcache__reclaim_fork_prepare(bool whole)
 {
   pthread_mutex_lock(&R.mu);
   /* A round in progress would be lost in the child with the thread: wait
    * for its end (the thread takes no new round while mu is held). */
-  while (R.in_round)
+  while (whole && R.in_round)
     pthread_cond_wait(&R.done, &R.mu);
 }
 
@@ -387,12 +390,27 @@ void cdcache__reclaim_fork_parent(void)
   pthread_mutex_unlock(&R.mu);
 }
 
-void cdcache__reclaim_fork_child(void)
+void cdcache__reclaim_fork_child(bool whole)
 {
-  /* The parent's thread is not here; the batches it had queued are, and
-   * the child's first batch or barrier starts a thread that frees them
-   * (their caches may be pre-fork handles, which the child may close:
-   * closing waits for them). */
+  if (!whole) {
+    /* Forked without the fork calls: no grace period here, and pre-fork
+     * handles are freed by close without waiting for anything, so the
+     * batches the parent had queued (or in a round: lost with its thread)
+     * are never run in this process, nor in a child it forks with the
+     * calls, where they could name caches freed here.  Kept reachable. */
+    while (R.queue != NULL) {
+      struct batch *b = R.queue;
+      R.queue = b->next;
+      b->next = orphans;
+      orphans = b;
+    }
+    R.submitted = R.completed = 0;
+    R.in_round = false;
+  }
+  /* The parent's thread is not here; with the fork calls the batches it
+   * had queued are, and the child's first batch or barrier starts a
+   * thread that frees them (their caches may be pre-fork handles, which
+   * the child may close: closing waits for them). */
   R.running = R.idle = false;
   R.barriers = 0;
   /* No waiter of the parent's exists here: start the conditions anew. */
