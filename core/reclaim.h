@@ -75,8 +75,8 @@ struct cdcache__retired {
 };
 
 /* Owner's init (no other thread yet): an empty list, whose pool keeps up
- * to 16 bytes per entry of cap_entries (at least 128 entries of 64 bytes),
- * within a batch's bytes. */
+ * to 2 bytes per entry of cap_entries (at least four batches of 64-byte
+ * entries, 16 KiB), within a batch's bytes. */
 void cdcache__retire_list_init(const struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
                                uint64_t cap_entries);
 /* Any thread, no lock: might the pool hold an entry?  A hint. */
