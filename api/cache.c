@@ -59,13 +59,18 @@ static _Thread_local bool live_by_handler; /* live_held came from on_fork_prepar
 /* Thread-local: who paused the reclaimer thread (core/reclaim.c) for this
  * fork: 0 nobody, 1 cdcache_fork_prepare(), 2 on_fork_prepare().  It is
  * paused first, before any liburcu lock is taken (its round may be inside
- * a grace period, which takes them), and resumed last, by the same code. */
+ * a grace period, which takes them), and resumed last, by the same code.
+ * Only the fork calls wait for the round in progress (their child frees
+ * the parent's queue); the handler does not: it runs after the host's
+ * own fork handlers registered later, and one of them may hold the lock
+ * of the allocator that round is freeing through (test "a plain fork
+ * beside a round freeing through a locked host heap never hangs"). */
 static _Thread_local int reclaim_by;
 static void reclaim_pause(int by)
 {
   if (reclaim_by != 0)
     return;
-  cdcache__reclaim_fork_prepare();
+  cdcache__reclaim_fork_prepare(by == 1);
   reclaim_by = by;
 }
 static void reclaim_resume(int by, bool child)
@@ -74,7 +79,7 @@ static void reclaim_resume(int by, bool child)
     return;
   reclaim_by = 0;
   if (child)
-    cdcache__reclaim_fork_child();
+    cdcache__reclaim_fork_child(by == 1);
   else
     cdcache__reclaim_fork_parent();
 }

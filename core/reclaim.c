@@ -13,7 +13,8 @@
  * writer, after dropping the shard lock, queues the whole list as one
  * batch to the reclaimer thread.  If the batch header cannot be allocated
  * (or the thread cannot be started) the writer waits for a grace period
- * itself and frees the list.
+ * itself and frees the list; a barrier that finds batches queued and no
+ * thread (a forked child's, the parent's batches) runs the rounds itself.
  *
  * The reclaimer thread.  One per process, started by the first batch
  * (and again in a forked child, by its first batch or barrier).  It takes
@@ -115,6 +116,9 @@ static struct {
   bool idle;           /* Synchronization: mu.  The thread waits for a batch */
   bool in_round;       /* Synchronization: mu.  It has taken batches it has not freed */
 } R = {.mu = PTHREAD_MUTEX_INITIALIZER};
+/* Synchronization: R.mu.  In a child forked without the fork calls, the
+ * batches its parent had queued, never freed (cdcache__reclaim_fork_child). */
+static struct batch *orphans;
 
 static size_t entry_size(const struct cdcache__entry *e)
 {
@@ -287,33 +291,45 @@ static void batch_free(struct batch *b)
   rc->alloc->free(rc->alloc->ctx, b, sizeof *b);
 }
 
+/* R.mu held, no round in progress: takes every queued batch, waits for a
+ * grace period and frees them with mu dropped, counts them completed and
+ * wakes the barriers (and a fork waiting for the round's end).  One round
+ * at a time (in_round), on the reclaimer thread or, when none can be
+ * started, on a barrier's caller. */
+static void round_run(void)
+{
+  struct batch *list = R.queue;
+  R.queue = NULL;
+  R.in_round = true;
+  pthread_mutex_unlock(&R.mu);
+  urcu_bp_synchronize_rcu();
+  uint64_t n = 0;
+  while (list != NULL) {
+    struct batch *next = list->next;
+    batch_free(list);
+    list = next;
+    n++;
+  }
+  pthread_mutex_lock(&R.mu);
+  R.completed += n;
+  R.in_round = false;
+  pthread_cond_broadcast(&R.done);
+  /* A round run by a barrier's caller may have kept the thread waiting. */
+  if (R.running && R.queue != NULL)
+    pthread_cond_signal(&R.wake);
+}
+
 static void *reclaimer_main(void *arg)
 {
   (void)arg;
   pthread_mutex_lock(&R.mu);
   for (;;) {
-    while (R.queue == NULL) {
+    while (R.queue == NULL || R.in_round) {
       R.idle = true;
       pthread_cond_wait(&R.wake, &R.mu);
       R.idle = false;
     }
-    struct batch *list = R.queue;
-    R.queue = NULL;
-    R.in_round = true;
-    pthread_mutex_unlock(&R.mu);
-    urcu_bp_synchronize_rcu();
-    uint64_t n = 0;
-    while (list != NULL) {
-      struct batch *next = list->next;
-      batch_free(list);
-      list = next;
-      n++;
-    }
-    pthread_mutex_lock(&R.mu);
-    R.completed += n;
-    R.in_round = false;
-    /* Barriers, and a fork waiting for the round to end. */
-    pthread_cond_broadcast(&R.done);
+    round_run();
     if (R.barriers != 0)
       continue; /* no nap while a barrier waits */
     /* The nap between rounds; a barrier cuts it short. */
@@ -357,10 +373,19 @@ void cdcache__retire_barrier(void)
   pthread_mutex_lock(&R.mu);
   uint64_t target = R.submitted;
   /* A forked child's first barrier may find batches its parent queued
-   * and no thread yet. */
+   * and no thread yet.  If none can be started, this caller runs the
+   * rounds: the batches may name a pre-fork handle being closed, which
+   * must not outlive them (test "a child that cannot start threads closes
+   * pre-fork handles safely"). */
   if (R.completed < target && !R.running && !reclaimer_start()) {
+    while (R.completed < target) {
+      if (R.queue != NULL && !R.in_round)
+        round_run();
+      else
+        pthread_cond_wait(&R.done, &R.mu);
+    }
     pthread_mutex_unlock(&R.mu);
-    return; /* no thread: the batches stay queued, as memory held */
+    return;
   }
   if (R.completed < target) {
     R.barriers++;
@@ -373,12 +398,12 @@ void cdcache__retire_barrier(void)
   pthread_mutex_unlock(&R.mu);
 }
 
-void cdcache__reclaim_fork_prepare(void)
+void cdcache__reclaim_fork_prepare(bool whole)
 {
   pthread_mutex_lock(&R.mu);
   /* A round in progress would be lost in the child with the thread: wait
    * for its end (the thread takes no new round while mu is held). */
-  while (R.in_round)
+  while (whole && R.in_round)
     pthread_cond_wait(&R.done, &R.mu);
 }
 
@@ -387,12 +412,27 @@ void cdcache__reclaim_fork_parent(void)
   pthread_mutex_unlock(&R.mu);
 }
 
-void cdcache__reclaim_fork_child(void)
+void cdcache__reclaim_fork_child(bool whole)
 {
-  /* The parent's thread is not here; the batches it had queued are, and
-   * the child's first batch or barrier starts a thread that frees them
-   * (their caches may be pre-fork handles, which the child may close:
-   * closing waits for them). */
+  if (!whole) {
+    /* Forked without the fork calls: no grace period here, and pre-fork
+     * handles are freed by close without waiting for anything, so the
+     * batches the parent had queued (or in a round: lost with its thread)
+     * are never run in this process, nor in a child it forks with the
+     * calls, where they could name caches freed here.  Kept reachable. */
+    while (R.queue != NULL) {
+      struct batch *b = R.queue;
+      R.queue = b->next;
+      b->next = orphans;
+      orphans = b;
+    }
+    R.submitted = R.completed = 0;
+    R.in_round = false;
+  }
+  /* The parent's thread is not here; with the fork calls the batches it
+   * had queued are, and the child's first batch or barrier starts a
+   * thread that frees them (their caches may be pre-fork handles, which
+   * the child may close: closing waits for them). */
   R.running = R.idle = false;
   R.barriers = 0;
   /* No waiter of the parent's exists here: start the conditions anew. */

@@ -77,8 +77,8 @@ struct cdcache__retired {
 };
 
 /* Owner's init (no other thread yet): an empty list, whose pool keeps up
- * to 16 bytes per entry of cap_entries (at least 128 entries of 64 bytes),
- * within a batch's bytes. */
+ * to 2 bytes per entry of cap_entries (at least four batches of 64-byte
+ * entries, 16 KiB), within a batch's bytes. */
 void cdcache__retire_list_init(const struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
                                uint64_t cap_entries);
 /* Any thread, no lock: might the pool hold an entry?  A hint. */
@@ -163,13 +163,17 @@ static inline bool cdcache__backlog_high(const struct cdcache__reclaimer *rc)
  * queued so far (by any cache) is freed. */
 void cdcache__retire_barrier(void);
 /* Around fork() (api/cache.c), before liburcu's handling and undone after
- * it: prepare takes the reclaimer's mutex and waits for the round in
- * progress to end, so the queue is whole in the child; there no reclaimer
- * thread exists, and the child's next batch or barrier starts one, which
- * frees what the parent had queued too. */
-void cdcache__reclaim_fork_prepare(void);
+ * it: prepare takes the reclaimer's mutex.  whole (the fork calls): it
+ * also waits for the round in progress to end, so the queue is whole in
+ * the child; there no reclaimer thread exists, and the child's next batch
+ * or barrier starts one, which frees what the parent had queued too.
+ * Not whole (a fork without the calls, from the handler cdcache_open
+ * installs): no wait, since the round may be inside the host's allocator,
+ * whose own fork handler may already hold its lock, and the child, which
+ * has no grace periods, never frees what the parent had queued. */
+void cdcache__reclaim_fork_prepare(bool whole);
 void cdcache__reclaim_fork_parent(void);
-void cdcache__reclaim_fork_child(void);
+void cdcache__reclaim_fork_child(bool whole);
 
 /*
  * The read-side section (urcu-bp), with the ThreadSanitizer annotation of

@@ -230,9 +230,9 @@ run_mutant fill_after_invalidation api/fill.c \
 # 5b. The reclaimer (issue 10): a round frees without waiting for a grace
 # period; a batch of small entries goes to the pool with its tail lost.
 run_mutant reclaim_no_grace_period core/reclaim.c \
-  '    pthread_mutex_unlock(&R.mu);
-    urcu_bp_synchronize_rcu();' \
-  '    pthread_mutex_unlock(&R.mu);' core_concurrency
+  '  pthread_mutex_unlock(&R.mu);
+  urcu_bp_synchronize_rcu();' \
+  '  pthread_mutex_unlock(&R.mu);' core_concurrency
 run_mutant reclaim_pool_loses_tail core/reclaim.c \
   '    pool_push(pool, r->list, r->tail);' \
   '    pool_push(pool, r->list, r->list);' core_bytes
