@@ -1186,6 +1186,58 @@ out:
   fx_end(&f);
 }
 
+static bool pred_getmore_blocked(void *ctx)
+{
+  fx_t *f = ctx;
+  return tu_server_stat(f->w, "blockedNow") >= 1;
+}
+
+/* The race poison_error once lost on a loaded machine, made certain: the
+ * getMore whose error gives the token up (poison_errors 1) has already
+ * taken its place in the stream when a cached document changes; its error
+ * arrives after the write (the server holds it until "off").  The stream
+ * then reopens from now, after the write, so the write's event is never
+ * delivered: the reopen's flushes must take the key with them, and
+ * afterwards a change is evicted by its own event again. */
+static void test_poison_reply_after_write(void)
+{
+  fx_t f;
+  cdcache_cdc_config_t cfg;
+  if (!fx_begin(&f, true))
+    return;
+  cfg_users(&f, &cfg); /* S = 5 s: still fresh while the getMore is held */
+  cfg.poison_errors = 1;
+  /* the held getMore must end in its error, not in a socket timeout
+   * (resumable), however long the steps below take */
+  cfg.socket_timeout_ms = 60000;
+  if (!fx_start(&f, &cfg))
+    goto out;
+  int poison0 = obs_count("*", "poison");
+  int64_t err0 = tu_server_stat(f.w, "errorsSent");
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"failCommands\", \"commands\": \"getMore\", "
+                          "\"code\": 10334, \"blockTimeMS\": 60000, \"times\": 1}"));
+  CU_ASSERT_FATAL(tu_wait(pred_getmore_blocked, &f, 10000));
+  put(&f, "user:5"); /* "old" */
+  CU_ASSERT(insert_v(&f, "users", 5, 1));
+  /* the order is a fact: the getMore still held, no error sent yet */
+  CU_ASSERT_EQUAL(tu_server_stat(f.w, "blockedNow"), 1);
+  CU_ASSERT_EQUAL(tu_server_stat(f.w, "errorsSent"), err0);
+  CU_ASSERT(has(&f, "user:5"));
+  uint64_t off_ms = cdcache__now_ms(f.cache);
+  CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"off\"}"));
+  since_t after_off = {&f, off_ms};
+  CU_ASSERT(tu_wait(pred_streaming_since, &after_off, 15000));
+  CU_ASSERT_EQUAL(tu_server_stat(f.w, "errorsSent"), err0 + 1); /* the fault happened */
+  CU_ASSERT_EQUAL(obs_count("*", "poison"), poison0 + 1);       /* and gave the token up */
+  (void)printf("(the write's own event %s) ", obs_count("user:5", NULL) ? "arrived" : "was lost");
+  CU_ASSERT(!has(&f, "user:5")); /* never the old value */
+  put(&f, "user:6");
+  CU_ASSERT(insert_v(&f, "users", 6, 1));
+  CU_ASSERT(wait_evicted(&f, "user:6", 0));
+out:
+  fx_end(&f);
+}
+
 /* Issue 11, item 3: every getMore answered CursorNotFound (43), which
  * libmongoc resumes inside one next() with no delay, again and again.
  * The hidden resumes are counted; past CDCACHE_CDC_RESUME_LOOP_MAX in one
@@ -1601,6 +1653,7 @@ int main(int argc, char **argv)
   CU_add_test(s, "catch_up_after_partition", test_catch_up_after_partition);
   CU_add_test(s, "failover_keeps_token", test_failover_keeps_token);
   CU_add_test(s, "poison_error", test_poison_error);
+  CU_add_test(s, "poison_reply_after_write", test_poison_reply_after_write);
   CU_add_test(s, "resume_loop_backs_off", test_resume_loop_backs_off);
   CU_add_test(s, "majority_stall_is_visible", test_majority_stall_is_visible);
   CU_add_test(s, "watch_blocked_consumer", test_watch_blocked_consumer);
