@@ -1135,10 +1135,19 @@ static bool pred_fresh_refused(void *ctx)
   return cdcache_fresh(f->cache, NULL) == CDCACHE_ESTALE;
 }
 
+/* Reopened from now after a poison error (a second "established" flush)
+ * and serving: that flush vouched for its start. */
+static bool pred_serving_after_reopen(void *ctx)
+{
+  fx_t *f = ctx;
+  return obs_count("*", "established") >= 2 && cdcache_fresh(f->cache, NULL) == 0;
+}
+
 /* Issue 9, break 3: every getMore answered 10334 (no label).  The bound
  * stops moving (the cache fails closed), the backoff grows and is logged
  * once per step, and after 5 errors at one token the cache is flushed
- * (reason "poison") and reopened from now. */
+ * (reason "poison") and reopened from now; that reopen's flush lets the
+ * (empty) cache serve for up to S. */
 static void test_poison_error(void)
 {
   fx_t f;
@@ -1167,6 +1176,9 @@ static void test_poison_error(void)
   CU_ASSERT(errors >= 5);  /* the fault happened */
   CU_ASSERT(errors <= 30); /* the backoff grew: 50 -> 400 ms with jitter */
   CU_ASSERT(logs <= 6);    /* once per step, not once per attempt */
+  /* while the error lasts, the cache serves (what it refills) for up to S
+   * after each reopen's flush */
+  CU_ASSERT(tu_wait(pred_serving_after_reopen, &f, 15000));
   CU_ASSERT(!has(&f, "keep"));
   CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"off\"}"));
   /* A getMore sent before "off" may still be failing: its error, in
