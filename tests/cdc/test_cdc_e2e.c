@@ -258,30 +258,32 @@ static uint64_t total_flushes(const cdcache_cdc_stats_t *st)
   return n;
 }
 
-/* Streaming, fresh (a put is accepted), and the stream has answered an
- * aggregate or getMore sent after the cache clock read since (0: any). */
-static bool streaming_since(fx_t *f, uint64_t since)
-{
-  cdcache_cdc_stats_t st = stats_of(f);
-  return st.state == CDCACHE_CDC_STREAMING && st.flushes[CDCACHE_CDC_FLUSH_ESTABLISHED] >= 1 &&
-         st.last_answer_ms > since &&
-         cdcache_put(f->cache, "probe", 5, "p", 1, CDCACHE_TTL_DEFAULT) == 0;
-}
-
+/* Streaming and fresh (a put is accepted). */
 static bool pred_streaming(void *ctx)
 {
-  return streaming_since(ctx, 0);
+  fx_t *f = ctx;
+  cdcache_cdc_stats_t st = stats_of(f);
+  return st.state == CDCACHE_CDC_STREAMING && st.flushes[CDCACHE_CDC_FLUSH_ESTABLISHED] >= 1 &&
+         st.last_answer_ms != 0 &&
+         cdcache_put(f->cache, "probe", 5, "p", 1, CDCACHE_TTL_DEFAULT) == 0;
 }
 
 typedef struct since {
   fx_t *f;
-  uint64_t ms; /* cache clock */
+  uint64_t ms;       /* cache clock */
+  uint64_t stale_ms; /* the subscription's max_stale_ms */
 } since_t;
 
+/* Streaming, and the bound vouched by evidence from after s->ms: a
+ * getMore sent later was answered, or a flush began later.  Either way
+ * the subscription's one thread has handled the replies to every earlier
+ * request, and the stream keeps the cache fresh from here on. */
 static bool pred_streaming_since(void *ctx)
 {
   since_t *s = ctx;
-  return streaming_since(s->f, s->ms);
+  uint64_t until = 0;
+  return cdcache_fresh(s->f->cache, &until) == 0 && until > s->ms + s->stale_ms &&
+         pred_streaming(s->f);
 }
 
 static bool fx_start(fx_t *f, const cdcache_cdc_config_t *cfg)
@@ -1185,9 +1187,9 @@ static void test_poison_error(void)
    * flight or in pieces, can be the poison_errors-th at this token, and
    * then the subscription flushes and reopens from now after the write
    * below, whose event it never sees (the key is flushed, not stale).
-   * Service has returned once a request sent after "off" is answered:
-   * the subscription's one thread handled every earlier reply first. */
-  since_t after_off = {&f, cdcache__now_ms(f.cache)};
+   * Service has returned once evidence from after "off" vouches for the
+   * bound (a stream reopened after a late poison error keeps vouching). */
+  since_t after_off = {&f, cdcache__now_ms(f.cache), cfg.max_stale_ms};
   CU_ASSERT(tu_wait(pred_streaming_since, &after_off, 15000));
   int poison_after_off = obs_count("*", "poison");
   put(&f, "user:3");
@@ -1237,7 +1239,7 @@ static void test_poison_reply_after_write(void)
   CU_ASSERT(has(&f, "user:5"));
   uint64_t off_ms = cdcache__now_ms(f.cache);
   CU_ASSERT(tu_admin(f.w, "{\"cdcacheFault\": \"off\"}"));
-  since_t after_off = {&f, off_ms};
+  since_t after_off = {&f, off_ms, cfg.max_stale_ms};
   CU_ASSERT(tu_wait(pred_streaming_since, &after_off, 15000));
   CU_ASSERT_EQUAL(tu_server_stat(f.w, "errorsSent"), err0 + 1); /* the fault happened */
   CU_ASSERT_EQUAL(obs_count("*", "poison"), poison0 + 1);       /* and gave the token up */
