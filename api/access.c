@@ -184,7 +184,7 @@ int cdcache__get(cdcache_t *c, const void *key, size_t klen, void *buf, size_t c
 void cdcache__throttle(cdcache_t *c, struct cdcache__shard *s)
 {
   /* First free this shard's retire list here, after one grace period of
-   * our own: cheap (membarrier), and it does not wait for the call_rcu
+   * our own: cheap (membarrier), and it does not wait for the reclaimer
    * thread, which naps between rounds. */
   struct cdcache__retired r;
   cdcache__shard_lock(s);

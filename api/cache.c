@@ -56,8 +56,37 @@ static int fork_install_rc;
  * this thread it already holds live_mu (after liburcu's locks, the lock
  * order) and these do nothing with it. */
 static _Thread_local bool live_by_handler; /* live_held came from on_fork_prepare */
+/* Thread-local: who paused the reclaimer thread (core/reclaim.c) for this
+ * fork: 0 nobody, 1 cdcache_fork_prepare(), 2 on_fork_prepare().  It is
+ * paused first, before any liburcu lock is taken (its round may be inside
+ * a grace period, which takes them), and resumed last, by the same code.
+ * Only the fork calls wait for the round in progress (their child frees
+ * the parent's queue); the handler does not: it runs after the host's
+ * own fork handlers registered later, and one of them may hold the lock
+ * of the allocator that round is freeing through (test "a plain fork
+ * beside a round freeing through a locked host heap never hangs"). */
+static _Thread_local int reclaim_by;
+static void reclaim_pause(int by)
+{
+  if (reclaim_by != 0)
+    return;
+  cdcache__reclaim_fork_prepare(by == 1);
+  reclaim_by = by;
+}
+static void reclaim_resume(int by, bool child)
+{
+  if (reclaim_by != by)
+    return;
+  reclaim_by = 0;
+  if (child)
+    cdcache__reclaim_fork_child(by == 1);
+  else
+    cdcache__reclaim_fork_parent();
+}
+
 static void on_fork_prepare(void)
 {
+  reclaim_pause(2);
   if (live_held)
     return;
   cdcache__tstats_fork_prepare();
@@ -67,21 +96,23 @@ static void on_fork_prepare(void)
 
 static void on_fork_parent(void)
 {
-  if (!live_by_handler)
-    return;
-  live_by_handler = false;
-  live_held = false;
-  cdcache__tstats_fork_parent();
+  if (live_by_handler) {
+    live_by_handler = false;
+    live_held = false;
+    cdcache__tstats_fork_parent();
+  }
+  reclaim_resume(2, false);
 }
 
 static void on_fork_child(void)
 {
   atomic_fetch_add_explicit(&cdcache__fork_gen, 1, memory_order_relaxed);
-  if (!live_by_handler)
-    return;
-  live_by_handler = false;
-  live_held = false;
-  cdcache__tstats_fork_child();
+  if (live_by_handler) {
+    live_by_handler = false;
+    live_held = false;
+    cdcache__tstats_fork_child();
+  }
+  reclaim_resume(2, true);
 }
 
 static void install_atfork(void)
@@ -98,16 +129,22 @@ static void install_atfork(void)
  * rcu_barrier or synchronize_rcu waits forever for threads that were not
  * copied.  The order: call_rcu's before the reader registry's going in,
  * the reverse coming out (a call_rcu worker may be inside a grace period,
- * which takes the registry lock).  cdcache's own global mutex (the
+ * which takes the registry lock).  cdcache's reclaimer thread is paused
+ * first (core/reclaim.c: its mutex held, no round in progress), before
+ * liburcu's locks, because a round waits for a grace period, which takes
+ * them; it is resumed last.  cdcache's own global mutex (live_mu, the
  * live-cache registry of the per-thread counters, core/tstats.c) is taken
- * last, after liburcu's locks, and released first: the lock order is
- * call_rcu's, then liburcu-bp's registry, then live_mu (no cdcache code
- * takes a liburcu lock while holding live_mu).  A cache's own mutexes are
+ * last, after liburcu's locks, and released first: the lock order is the
+ * reclaimer's, call_rcu's, liburcu-bp's registry, then live_mu (no
+ * cdcache code takes a liburcu lock while holding live_mu, nor the
+ * reclaimer's mutex while holding either).  cdcache itself queues no
+ * call_rcu work; the host may.  A cache's own mutexes are
  * not taken: the child never locks those of a cache opened before the
  * fork (it may only close it, which frees without locking).
  */
 void cdcache_fork_prepare(void)
 {
+  reclaim_pause(1);
   urcu_bp_call_rcu_before_fork();
   urcu_bp_before_fork();
   if (!live_held) {
@@ -128,6 +165,7 @@ void cdcache_fork_parent(void)
   }
   urcu_bp_after_fork_parent();
   urcu_bp_call_rcu_after_fork_parent();
+  reclaim_resume(1, false);
 }
 
 void cdcache_fork_child(void)
@@ -141,6 +179,7 @@ void cdcache_fork_child(void)
   }
   urcu_bp_after_fork_child();
   urcu_bp_call_rcu_after_fork_child();
+  reclaim_resume(1, true);
   atomic_store_explicit(&rcu_ready_gen,
                         atomic_load_explicit(&cdcache__fork_gen, memory_order_relaxed),
                         memory_order_relaxed);
@@ -350,9 +389,8 @@ int cdcache__close(cdcache_t *c)
     /* Frees every retired entry, and waits for the batches in flight. */
     cdcache__retire_drain_all(c);
   } else if (rcu_usable()) {
-    /* A child forked through cdcache_fork_*(): the parent's queued
-     * batches were handed to the child's call_rcu thread and may name
-     * this handle; let them run first, then free what the shards had
+    /* A child forked through cdcache_fork_*(): the batches the parent
+     * had queued stay unfreed (core/reclaim.c); free what the shards had
      * retired (only where no parent thread held the lock at the fork). */
     cdcache__retire_drain_forked(c);
   }

@@ -7,10 +7,11 @@
  *   1. a shard's lock        (struct cdcache_shard.lock; never two at once)
  *   2. a fill's mutex        (struct cdcache_fill.mu)
  *   3. the counters' registry mutex (tstats.c), the attach mutex
- * and, apart from these, around fork() only: liburcu's call_rcu lock,
+ * and, apart from these, the reclaimer's mutex (core/reclaim.c), taken
+ * with no other lock held; around fork() only: liburcu's call_rcu lock,
  * then its reader registry and grace-period locks, then live_mu
- * (tstats.c, the live-cache registry; a registry mutex is taken after it)
- * -- see cdcache_fork_prepare() in cache.c.
+ * (tstats.c, the live-cache registry; a registry mutex is taken after it),
+ * then the reclaimer's -- see cdcache_fork_prepare() in cache.c.
  * No lock is ever held while a callback (loader, log) runs; the
  * allocator is called with a shard lock held only to free.
  */

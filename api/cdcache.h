@@ -110,7 +110,7 @@ typedef enum cdcache_policy {
  * elsewhere fails its put with CDCACHE_ENOMEM.  free receives the size
  * that was asked of malloc. usable_size may be NULL; when set, memory accounting charges what it
  * reports (the default allocator uses malloc_usable_size).  The hooks may
- * be called from any thread, including liburcu's call_rcu thread, and
+ * be called from any thread, including cdcache's reclaimer thread, and
  * must not call into cdcache.
  */
 typedef struct cdcache_allocator {
@@ -220,6 +220,10 @@ CDCACHE_EXTERN int cdcache_config_init(cdcache_config_t *cfg);
  * above CDCACHE_MAX_ENTRIES_LIMIT, max_bytes too small for the tables and
  * one largest entry per shard), CDCACHE_ENOMEM, CDCACHE_EFORKED (a child
  * of a fork that skipped cdcache_fork_prepare/_parent/_child).
+ * Thread-safe.  The process's first write to any cache starts cdcache's
+ * reclaimer thread (one per process, every signal blocked, detached: it
+ * frees unlinked entries after their grace period and lives until the
+ * process exits).
  */
 CDCACHE_EXTERN int cdcache_open(const cdcache_config_t *cfg, cdcache_t **out);
 
@@ -232,8 +236,8 @@ CDCACHE_EXTERN int cdcache_open(const cdcache_config_t *cfg, cdcache_t **out);
  * in the child just after it (from the thread that forked, with no other
  * cdcache call in progress on that thread); or call cdcache_fork_install()
  * once to register the three with pthread_atfork() (opt-in: liburcu
- * discourages pthread_atfork when call_rcu callbacks allocate or free,
- * as cdcache's do, because glibc's allocator locks may then hang a fork
+ * discourages pthread_atfork when a reclamation thread allocates or
+ * frees, as cdcache's does, because glibc's allocator locks may then hang a fork
  * in rare interleavings; the explicit calls avoid that).  A child forked
  * this way may open, use and close new caches.  Handles opened before the
  * fork answer CDCACHE_EFORKED in the child either way (nothing keeps a

@@ -41,8 +41,8 @@ static inline void cdcache__after_write(cdcache_t *c, struct cdcache__shard *s,
     cdcache__throttle(c, s);
 }
 /* In a child forked through cdcache_fork_*(), closing a handle from
- * before the fork: wait for the batches call_rcu inherited (they may name
- * c), then free the retire lists of the shards whose lock is free. */
+ * before the fork: free the retire lists of the shards whose lock is free
+ * (the batches the parent had queued stay unfreed: core/reclaim.c). */
 void cdcache__retire_drain_forked(cdcache_t *c);
 /* Counts into this thread's block t, or into the cache's shared fallback
  * block (atomic adds) when the thread has none (t NULL). */

@@ -10,10 +10,27 @@
  * is off its eviction list; the chain link `next` must stay intact for
  * readers still walking through it).  When a list reaches RETIRE_BATCH
  * entries (or retire_batch_bytes, a small share of the byte bound) the
- * writer, after dropping the shard lock, hands the whole list
- * to call_rcu as one callback: one grace-period registration per batch
- * instead of per entry.  If the batch header cannot be allocated the
- * writer waits for a grace period itself and frees the list.
+ * writer, after dropping the shard lock, queues the whole list as one
+ * batch to the reclaimer thread.  If the batch header cannot be allocated
+ * (or the thread cannot be started) the writer waits for a grace period
+ * itself and frees the list; a barrier that finds batches queued and no
+ * thread (a forked child's, the parent's batches) runs the rounds itself.
+ *
+ * The reclaimer thread.  One per process, started by the first batch
+ * (and again in a forked child, by its first batch or barrier).  It takes
+ * every queued batch at once, waits for one grace period
+ * (urcu_bp_synchronize_rcu), frees or pools them, and naps PACE_NS before
+ * its next round, so that grace periods stay few (at most about a
+ * thousand a second) while the memory waiting for one stays small: the
+ * puts of about a millisecond.  With nothing queued it sleeps on a
+ * condition variable until a batch arrives; a barrier cuts its nap.
+ * (liburcu's call_rcu thread naps 10 ms after each round, so under write
+ * load the unlinked entries of 10 ms or more were held, a third of the
+ * live bytes in the write-heavy benchmark; liburcu 0.13 has no polling
+ * grace-period API to do without a thread.)  A batch is counted
+ * completed only after it is freed; a round takes every batch queued
+ * before it, so "completed >= the count submitted when the barrier began"
+ * means every batch queued before the barrier is freed.
  *
  * Accounting and throttling.  An entry's bytes move from the shard's live
  * bytes to the cache-wide bytes_pending when it is unlinked, and leave
@@ -47,34 +64,61 @@
  * list, so no element is popped alone and there is no ABA.  A pooled
  * entry's bytes stay in bytes_pending until it is reused, so stats and
  * max_bytes still cover it; a pusher reserves its charge against the
- * pool's bound first (16 bytes per entry of the shard's capacity: a
- * quarter of its entries when they are small; at least two batches of
- * small entries; within a batch's bytes), and frees what does not fit.  Only an
- * entry of exactly the size it was allocated with is reused, so the
- * allocator's free still receives the size that was asked of malloc.
+ * pool's bound first (2 bytes per entry of the shard's capacity, at least
+ * four batches of small entries, within a batch's bytes: a round's worth
+ * of puts, since rounds are a millisecond apart), and frees what does not
+ * fit.  A batch whose entries are all small (the retire list knows) is
+ * reserved and pushed whole, head to tail, without the reclaimer loading
+ * a single entry: their cache lines stay where the writer left them, for
+ * the put that reuses them.  Only an entry of exactly the size it was
+ * allocated with is reused, so the allocator's free still receives the
+ * size that was asked of malloc.
  *
  * Ordering for ThreadSanitizer, which cannot see the grace period: a
  * reader releases cdcache__grace_token just before rcu_read_unlock(), and
  * the reclaimer acquires it after the grace period, before freeing.  That
- * is the happens-before edge the grace period provides.
+ * is the happens-before edge the grace period provides.  The queue, the
+ * counts and the thread's state are under the reclaimer's mutex.
  */
 #include "reclaim.h"
 
+#include <errno.h>
+#include <signal.h>
+#include <time.h>
+
 char cdcache__grace_token;
-/* ThreadSanitizer: a batch is released by its submitter before call_rcu
- * and acquired by the callback; every callback releases barrier_token
- * when done, and rcu_barrier's caller acquires it. */
-static char barrier_token;
 
 #define RETIRE_BATCH CDCACHE__RETIRE_BATCH
 
+/* The reclaimer's nap between rounds. */
+#define PACE_NS 1000000L
+
 struct batch {
-  struct rcu_head rcu;
+  struct batch *next; /* Synchronization: R.mu while queued */
   struct cdcache__reclaimer *rc;
   struct cdcache__pool *pool;
-  struct cdcache__entry *list;
-  uint64_t bytes;
+  struct cdcache__entry *list, *tail;
+  uint64_t bytes; /* the entries' charges and the header's */
+  bool mixed;
 };
+
+/* The process's reclaimer. */
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t wake; /* the thread waits here, idle or napping */
+  pthread_cond_t done; /* barriers wait here */
+  bool cond_ready;     /* Synchronization: mu.  wake and done use CLOCK_MONOTONIC */
+  struct batch *queue; /* Synchronization: mu.  Waiting for a round */
+  uint64_t submitted;  /* Synchronization: mu.  Batches ever queued */
+  uint64_t completed;  /* Synchronization: mu.  Batches freed */
+  unsigned barriers;   /* Synchronization: mu.  Barriers waiting */
+  bool running;        /* Synchronization: mu.  The thread exists in this process */
+  bool idle;           /* Synchronization: mu.  The thread waits for a batch */
+  bool in_round;       /* Synchronization: mu.  It has taken batches it has not freed */
+} R = {.mu = PTHREAD_MUTEX_INITIALIZER};
+/* Synchronization: R.mu.  In a child forked without the fork calls, the
+ * batches its parent had queued, never freed (cdcache__reclaim_fork_child). */
+static struct batch *orphans;
 
 static size_t entry_size(const struct cdcache__entry *e)
 {
@@ -84,19 +128,19 @@ static size_t entry_size(const struct cdcache__entry *e)
 void cdcache__retire_list_init(const struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
                                uint64_t cap_entries)
 {
-  l->head = NULL;
+  l->head = l->tail = NULL;
   l->count = l->bytes = 0;
+  l->mixed = false;
   l->pending_delta = 0;
   atomic_init(&l->pool.ready, NULL);
-  l->pool.spare = NULL;
-  l->pool.taken = 0;
+  l->spare = NULL;
+  l->taken = 0;
   atomic_init(&l->pool.bytes, 0);
-  /* 64 bytes (a small entry) per four entries of the shard, at least two
-   * batches of them. */
-  uint64_t n = cap_entries / 4;
-  if (n < 2 * RETIRE_BATCH)
-    n = 2 * RETIRE_BATCH;
-  uint64_t by_size = n * 64;
+  /* 2 bytes per entry of the shard (a small entry per 32), at least four
+   * batches of small (64-byte) entries. */
+  uint64_t by_size = cap_entries * 2;
+  if (by_size < 4 * RETIRE_BATCH * 64)
+    by_size = 4 * RETIRE_BATCH * 64;
   l->pool.max_bytes = by_size < rc->batch_bytes ? by_size : rc->batch_bytes;
 }
 
@@ -112,15 +156,34 @@ static bool pool_reserve(struct cdcache__pool *p, uint64_t charge)
   return false;
 }
 
+/* Pushes head..tail (linked through u.ret) onto pool's ready stack. */
+static void pool_push(struct cdcache__pool *pool, struct cdcache__entry *head,
+                      struct cdcache__entry *tail)
+{
+  struct cdcache__entry *top = atomic_load_explicit(&pool->ready, memory_order_relaxed);
+  do
+    tail->u.ret = top;
+  while (!atomic_compare_exchange_weak_explicit(&pool->ready, &top, head, memory_order_release,
+                                                memory_order_relaxed));
+}
+
 /*
  * After a grace period: pools the small entries pool has room for (pool
  * may be NULL: free everything), frees the rest, and takes what was freed
  * off bytes_pending (`bytes` covers the whole list).
  */
 static void free_list(struct cdcache__reclaimer *rc, struct cdcache__pool *pool,
-                      struct cdcache__entry *e, uint64_t bytes)
+                      const struct cdcache__retired *r, uint64_t bytes)
 {
   CDCACHE__TSAN_ACQUIRE(&cdcache__grace_token);
+  struct cdcache__entry *e = r->list;
+  /* Every entry small and not a placeholder: the whole list, its charges
+   * reserved at once, without loading an entry but the last. */
+  if (pool != NULL && !r->mixed && pool_reserve(pool, r->bytes)) {
+    pool_push(pool, r->list, r->tail);
+    atomic_fetch_sub_explicit(&rc->bytes_pending, bytes - r->bytes, memory_order_relaxed);
+    return;
+  }
   struct cdcache__entry *head = NULL, *tail = NULL;
   while (e != NULL) {
     struct cdcache__entry *next = e->u.ret;
@@ -138,13 +201,8 @@ static void free_list(struct cdcache__reclaimer *rc, struct cdcache__pool *pool,
     }
     e = next;
   }
-  if (head != NULL) {
-    struct cdcache__entry *top = atomic_load_explicit(&pool->ready, memory_order_relaxed);
-    do
-      tail->u.ret = top;
-    while (!atomic_compare_exchange_weak_explicit(&pool->ready, &top, head, memory_order_release,
-                                                  memory_order_relaxed));
-  }
+  if (head != NULL)
+    pool_push(pool, head, tail);
   atomic_fetch_sub_explicit(&rc->bytes_pending, bytes, memory_order_relaxed);
 }
 
@@ -158,12 +216,12 @@ static void free_list(struct cdcache__reclaimer *rc, struct cdcache__pool *pool,
 static void pool_unlink_spare(struct cdcache__retire_list *l, struct cdcache__entry *e)
 {
   struct cdcache__pool *p = &l->pool;
-  p->spare = e->u.ret;
-  p->taken += e->charge;
+  l->spare = e->u.ret;
+  l->taken += e->charge;
   l->pending_delta -= (int64_t)e->charge;
-  if (p->spare == NULL || p->taken >= POOL_LOWER_BYTES) {
-    atomic_fetch_sub_explicit(&p->bytes, p->taken, memory_order_relaxed);
-    p->taken = 0;
+  if (l->spare == NULL || l->taken >= POOL_LOWER_BYTES) {
+    atomic_fetch_sub_explicit(&p->bytes, l->taken, memory_order_relaxed);
+    l->taken = 0;
   }
 }
 
@@ -171,18 +229,18 @@ struct cdcache__entry *cdcache__pool_take(struct cdcache__reclaimer *rc,
                                           struct cdcache__retire_list *l, size_t size)
 {
   struct cdcache__pool *p = &l->pool;
-  if (p->spare == NULL)
-    p->spare = atomic_exchange_explicit(&p->ready, NULL, memory_order_acquire);
+  if (l->spare == NULL)
+    l->spare = atomic_exchange_explicit(&p->ready, NULL, memory_order_acquire);
   /* A head of another size is freed, so that a change of sizes does not
    * leave the pool stuck; two tries at most. */
-  for (int tries = 0; tries < 2 && p->spare != NULL; tries++) {
-    struct cdcache__entry *e = p->spare;
+  for (int tries = 0; tries < 2 && l->spare != NULL; tries++) {
+    struct cdcache__entry *e = l->spare;
     pool_unlink_spare(l, e);
     size_t esize = entry_size(e);
     if (esize == size) {
       /* The next put here overwrites the next one: start loading it. */
-      if (p->spare != NULL)
-        __builtin_prefetch(p->spare, 1);
+      if (l->spare != NULL)
+        __builtin_prefetch(l->spare, 1);
       return e;
     }
     rc->alloc->free(rc->alloc->ctx, e, esize);
@@ -194,9 +252,9 @@ void cdcache__pool_free(struct cdcache__reclaimer *rc, struct cdcache__retire_li
 {
   struct cdcache__pool *p = &l->pool;
   for (;;) {
-    if (p->spare == NULL)
-      p->spare = atomic_exchange_explicit(&p->ready, NULL, memory_order_acquire);
-    struct cdcache__entry *e = p->spare;
+    if (l->spare == NULL)
+      l->spare = atomic_exchange_explicit(&p->ready, NULL, memory_order_acquire);
+    struct cdcache__entry *e = l->spare;
     if (e == NULL)
       break;
     pool_unlink_spare(l, e);
@@ -206,20 +264,181 @@ void cdcache__pool_free(struct cdcache__reclaimer *rc, struct cdcache__retire_li
   l->pending_delta = 0;
 }
 
-static void batch_cb(struct rcu_head *head)
+/* R.mu held: a batch's cond variables use CLOCK_MONOTONIC, set up once. */
+static void cond_setup(void)
 {
-  struct batch *b = caa_container_of(head, struct batch, rcu);
+  if (R.cond_ready)
+    return;
+  pthread_condattr_t a;
+  pthread_condattr_init(&a);
+  pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+  pthread_cond_init(&R.wake, &a);
+  pthread_cond_init(&R.done, &a);
+  pthread_condattr_destroy(&a);
+  R.cond_ready = true;
+}
+
+static void batch_free(struct batch *b)
+{
   CDCACHE__TSAN_ACQUIRE(b);
   struct cdcache__reclaimer *rc = b->rc;
-  free_list(rc, b->pool, b->list, b->bytes);
+  struct cdcache__retired r = {.pool = b->pool,
+                               .list = b->list,
+                               .tail = b->tail,
+                               .bytes = b->bytes - sizeof *b,
+                               .mixed = b->mixed};
+  free_list(rc, b->pool, &r, b->bytes);
   rc->alloc->free(rc->alloc->ctx, b, sizeof *b);
-  CDCACHE__TSAN_RELEASE(&barrier_token);
+}
+
+/* R.mu held, no round in progress: takes every queued batch, waits for a
+ * grace period and frees them with mu dropped, counts them completed and
+ * wakes the barriers (and a fork waiting for the round's end).  One round
+ * at a time (in_round), on the reclaimer thread or, when none can be
+ * started, on a barrier's caller. */
+static void round_run(void)
+{
+  struct batch *list = R.queue;
+  R.queue = NULL;
+  R.in_round = true;
+  pthread_mutex_unlock(&R.mu);
+  urcu_bp_synchronize_rcu();
+  uint64_t n = 0;
+  while (list != NULL) {
+    struct batch *next = list->next;
+    batch_free(list);
+    list = next;
+    n++;
+  }
+  pthread_mutex_lock(&R.mu);
+  R.completed += n;
+  R.in_round = false;
+  pthread_cond_broadcast(&R.done);
+  /* A round run by a barrier's caller may have kept the thread waiting. */
+  if (R.running && R.queue != NULL)
+    pthread_cond_signal(&R.wake);
+}
+
+static void *reclaimer_main(void *arg)
+{
+  (void)arg;
+  pthread_mutex_lock(&R.mu);
+  for (;;) {
+    while (R.queue == NULL || R.in_round) {
+      R.idle = true;
+      pthread_cond_wait(&R.wake, &R.mu);
+      R.idle = false;
+    }
+    round_run();
+    if (R.barriers != 0)
+      continue; /* no nap while a barrier waits */
+    /* The nap between rounds; a barrier cuts it short. */
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += PACE_NS;
+    if (until.tv_nsec >= 1000000000L) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000L;
+    }
+    while (R.barriers == 0 && pthread_cond_timedwait(&R.wake, &R.mu, &until) != ETIMEDOUT)
+      ;
+  }
+  return NULL;
+}
+
+/* R.mu held: starts the thread, with every signal blocked (the host's
+ * handlers never run on it), detached (it lives as long as the process). */
+static bool reclaimer_start(void)
+{
+  cond_setup();
+  pthread_attr_t attr;
+  if (pthread_attr_init(&attr) != 0)
+    return false;
+  (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_t t;
+  int rc = pthread_create(&t, &attr, reclaimer_main, NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  if (rc != 0)
+    return false;
+  R.running = true;
+  return true;
 }
 
 void cdcache__retire_barrier(void)
 {
-  urcu_bp_barrier();
-  CDCACHE__TSAN_ACQUIRE(&barrier_token);
+  pthread_mutex_lock(&R.mu);
+  uint64_t target = R.submitted;
+  /* A forked child's first barrier may find batches its parent queued
+   * and no thread yet.  If none can be started, this caller runs the
+   * rounds: the batches may name a pre-fork handle being closed, which
+   * must not outlive them (test "a child that cannot start threads closes
+   * pre-fork handles safely"). */
+  if (R.completed < target && !R.running && !reclaimer_start()) {
+    while (R.completed < target) {
+      if (R.queue != NULL && !R.in_round)
+        round_run();
+      else
+        pthread_cond_wait(&R.done, &R.mu);
+    }
+    pthread_mutex_unlock(&R.mu);
+    return;
+  }
+  if (R.completed < target) {
+    R.barriers++;
+    while (R.completed < target) {
+      pthread_cond_signal(&R.wake);
+      pthread_cond_wait(&R.done, &R.mu);
+    }
+    R.barriers--;
+  }
+  pthread_mutex_unlock(&R.mu);
+}
+
+void cdcache__reclaim_fork_prepare(bool whole)
+{
+  pthread_mutex_lock(&R.mu);
+  /* A round in progress would be lost in the child with the thread: wait
+   * for its end (the thread takes no new round while mu is held). */
+  while (whole && R.in_round)
+    pthread_cond_wait(&R.done, &R.mu);
+}
+
+void cdcache__reclaim_fork_parent(void)
+{
+  pthread_mutex_unlock(&R.mu);
+}
+
+void cdcache__reclaim_fork_child(bool whole)
+{
+  if (!whole) {
+    /* Forked without the fork calls: no grace period here, and pre-fork
+     * handles are freed by close without waiting for anything, so the
+     * batches the parent had queued (or in a round: lost with its thread)
+     * are never run in this process, nor in a child it forks with the
+     * calls, where they could name caches freed here.  Kept reachable. */
+    while (R.queue != NULL) {
+      struct batch *b = R.queue;
+      R.queue = b->next;
+      b->next = orphans;
+      orphans = b;
+    }
+    R.submitted = R.completed = 0;
+    R.in_round = false;
+  }
+  /* The parent's thread is not here; with the fork calls the batches it
+   * had queued are, and the child's first batch or barrier starts a
+   * thread that frees them (their caches may be pre-fork handles, which
+   * the child may close: closing waits for them). */
+  R.running = R.idle = false;
+  R.barriers = 0;
+  /* No waiter of the parent's exists here: start the conditions anew. */
+  R.cond_ready = false;
+  cond_setup();
+  pthread_mutex_unlock(&R.mu);
 }
 
 void cdcache__retire_free_now(struct cdcache__reclaimer *rc, struct cdcache__retired *r)
@@ -227,7 +446,7 @@ void cdcache__retire_free_now(struct cdcache__reclaimer *rc, struct cdcache__ret
   if (r->list == NULL)
     return;
   urcu_bp_synchronize_rcu();
-  free_list(rc, r->pool, r->list, r->bytes);
+  free_list(rc, r->pool, r, r->bytes);
   r->list = NULL;
   r->bytes = 0;
 }
@@ -244,11 +463,25 @@ void cdcache__retire_submit(struct cdcache__reclaimer *rc, struct cdcache__retir
   b->rc = rc;
   b->pool = r->pool;
   b->list = r->list;
-  /* The batch header itself is memory held until the callback runs. */
+  b->tail = r->tail;
+  b->mixed = r->mixed;
+  /* The batch header itself is memory held until it is freed. */
   b->bytes = r->bytes + sizeof *b;
-  atomic_fetch_add_explicit(&rc->bytes_pending, sizeof *b, memory_order_relaxed);
   CDCACHE__TSAN_RELEASE(b);
-  urcu_bp_call_rcu(&b->rcu, batch_cb);
+  pthread_mutex_lock(&R.mu);
+  if (!R.running && !reclaimer_start()) {
+    pthread_mutex_unlock(&R.mu);
+    rc->alloc->free(rc->alloc->ctx, b, sizeof *b);
+    cdcache__retire_free_now(rc, r);
+    return;
+  }
+  atomic_fetch_add_explicit(&rc->bytes_pending, sizeof *b, memory_order_relaxed);
+  b->next = R.queue;
+  R.queue = b;
+  R.submitted++;
+  if (R.idle)
+    pthread_cond_signal(&R.wake);
+  pthread_mutex_unlock(&R.mu);
   r->list = NULL;
   r->bytes = 0;
 }

@@ -25,52 +25,60 @@ struct cdcache__reclaimer {
 
 /*
  * Entries whose grace period has passed, kept for their owner's puts to
- * overwrite instead of freeing them (reclaim.c, "Recycling").
+ * overwrite instead of freeing them (reclaim.c, "Recycling"): the part
+ * other threads write (the owner's part is in its retire list).
  */
 struct cdcache__pool {
   /* Synchronization: atomic.  A stack that whoever frees a batch after
    * its grace period pushes onto (CAS, release) and the owner takes whole
-   * under its lock (exchange, acquire): no element is ever popped alone,
-   * so there is no ABA. */
+   * under its lock (exchange, acquire) into its retire list's `spare`: no
+   * element is ever popped alone, so there is no ABA. */
   _Atomic(struct cdcache__entry *) ready;
-  /* Synchronization: the owner's lock.  Taken from ready, not reused yet. */
-  struct cdcache__entry *spare;
-  /* Synchronization: the owner's lock.  Charges taken off spare since
-   * `bytes` was last lowered (every kilobyte or so, and when spare runs
-   * empty: until then the bound sees the pool fuller than it is, never
-   * emptier). */
-  uint64_t taken;
   /* Synchronization: atomic, relaxed.  The charges of the entries on
    * ready and spare: a pusher reserves an entry's charge before pushing
    * it, so racing pushers cannot pass max_bytes together. */
   _Atomic uint64_t bytes;
   uint64_t max_bytes; /* read-only after init */
-};
+} __attribute__((aligned(CDCACHE__CACHELINE)));
 
 /* Unlinked entries waiting to be handed to a grace period, and the pool
  * they come back to.  Synchronization: the owner's lock (a shard's),
  * except as the pool's fields say. */
 struct cdcache__retire_list {
   struct cdcache__entry *head;
+  struct cdcache__entry *tail; /* the first retired: the list's last */
   uint64_t count, bytes;
   /* Bytes that entered (retired) or left (reused) bytes_pending under the
    * owner's lock and are not yet applied to it: retire_take applies them
    * once per write, so a put that retires one entry and reuses another of
    * its size writes the shared gauge not at all. */
   int64_t pending_delta;
+  /* Does the list hold an entry the pool does not take (a placeholder, or
+   * one above CDCACHE__RECYCLE_MAX_SIZE)?  If not, a batch goes to the
+   * pool whole, its entries untouched (reclaim.c). */
+  bool mixed;
+  /* The pool's entries taken from `ready`, not reused yet (pool_take
+   * reads these two on every put, so they share the line above). */
+  struct cdcache__entry *spare;
+  /* Charges taken off spare since pool.bytes was last lowered (every
+   * kilobyte or so, and when spare runs empty: until then the bound sees
+   * the pool fuller than it is, never emptier). */
+  uint64_t taken;
+  /* On a line of its own: the fields other threads write. */
   struct cdcache__pool pool;
 };
 
 /* A retire list taken from its owner, to submit after the lock is dropped. */
 struct cdcache__retired {
   struct cdcache__pool *pool; /* where its small entries go back to */
-  struct cdcache__entry *list;
+  struct cdcache__entry *list, *tail;
   uint64_t bytes;
+  bool mixed; /* as the list's */
 };
 
 /* Owner's init (no other thread yet): an empty list, whose pool keeps up
- * to 16 bytes per entry of cap_entries (at least 128 entries of 64 bytes),
- * within a batch's bytes. */
+ * to 2 bytes per entry of cap_entries (at least four batches of 64-byte
+ * entries, 16 KiB), within a batch's bytes. */
 void cdcache__retire_list_init(const struct cdcache__reclaimer *rc, struct cdcache__retire_list *l,
                                uint64_t cap_entries);
 /* Any thread, no lock: might the pool hold an entry?  A hint. */
@@ -95,7 +103,12 @@ static inline void cdcache__retire(struct cdcache__retire_list *l, struct cdcach
                                    uint64_t charge)
 {
   e->u.ret = l->head;
+  if (l->head == NULL)
+    l->tail = e;
   l->head = e;
+  if ((e->flags & CDCACHE__E_PLACEHOLDER) ||
+      cdcache__entry_size(e->flags, e->klen, e->vlen) > CDCACHE__RECYCLE_MAX_SIZE)
+    l->mixed = true;
   l->count++;
   l->bytes += charge;
   l->pending_delta += (int64_t)charge;
@@ -113,18 +126,22 @@ static inline void cdcache__retire_take(struct cdcache__reclaimer *rc,
     l->pending_delta = 0;
   }
   out->pool = &l->pool;
-  out->list = NULL;
+  out->list = out->tail = NULL;
   out->bytes = 0;
+  out->mixed = false;
   if (l->head == NULL || (!force && l->count < CDCACHE__RETIRE_BATCH && l->bytes < rc->batch_bytes))
     return;
   out->list = l->head;
+  out->tail = l->tail;
   out->bytes = l->bytes;
-  l->head = NULL;
+  out->mixed = l->mixed;
+  l->head = l->tail = NULL;
   l->count = 0;
   l->bytes = 0;
+  l->mixed = false;
 }
-/* No lock held: free the list after a grace period (call_rcu); its small
- * entries go back to its pool while there is room. */
+/* No lock held: free the list after a grace period (the reclaimer
+ * thread's); its small entries go back to its pool while there is room. */
 void cdcache__retire_submit(struct cdcache__reclaimer *rc, struct cdcache__retired *r);
 /* No lock held, not in a read-side section: wait for a grace period here
  * and free the list (or pool its small entries). */
@@ -143,8 +160,20 @@ static inline bool cdcache__backlog_high(const struct cdcache__reclaimer *rc)
   return atomic_load_explicit(&rc->bytes_pending, memory_order_relaxed) > rc->pending_cap / 4 * 3;
 }
 /* No lock held, not in a read-side section: wait until every batch
- * queued to call_rcu (by any cache) is freed. */
+ * queued so far (by any cache) is freed. */
 void cdcache__retire_barrier(void);
+/* Around fork() (api/cache.c), before liburcu's handling and undone after
+ * it: prepare takes the reclaimer's mutex.  whole (the fork calls): it
+ * also waits for the round in progress to end, so the queue is whole in
+ * the child; there no reclaimer thread exists, and the child's next batch
+ * or barrier starts one, which frees what the parent had queued too.
+ * Not whole (a fork without the calls, from the handler cdcache_open
+ * installs): no wait, since the round may be inside the host's allocator,
+ * whose own fork handler may already hold its lock, and the child, which
+ * has no grace periods, never frees what the parent had queued. */
+void cdcache__reclaim_fork_prepare(bool whole);
+void cdcache__reclaim_fork_parent(void);
+void cdcache__reclaim_fork_child(bool whole);
 
 /*
  * The read-side section (urcu-bp), with the ThreadSanitizer annotation of

@@ -4,7 +4,7 @@
  * the default allocator; 8-byte keys and values prepared before the loops,
  * a full cache of CAP entries (the bench's default capacity).  Each loop
  * is measured alone (callgrind --toggle-collect=LOOP, which counts the
- * calling thread only: the call_rcu thread's frees are not in it).
+ * calling thread only: the reclaimer thread's frees are not in it).
  *
  *   replace_loop  puts over keys already cached (overwrites)
  *   insert_loop   puts of absent keys into the full cache (insert + evict)

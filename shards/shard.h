@@ -40,10 +40,14 @@ struct cdcache__list {
 };
 
 /*
- * Three cache lines at least: what every reader loads (read-only after
- * open), the lock, and what writers change under it.  Keeping the lock
- * off the readers' line means a write does not invalidate the line every
- * get loads.
+ * Cache lines: what every reader loads (read-only after open); the lock
+ * with the counters every write changes; the retire list with the pool's
+ * owner fields; the pool's fields the reclaimer writes; then the eviction
+ * lists and s3fifo's state.  Keeping the lock off the readers' line means
+ * a write does not invalidate the line every get loads; keeping what a
+ * put writes on few lines means few lines move when threads on other
+ * CPUs write the same shard (and the reclaimer's pushes move none of
+ * them).
  */
 struct cdcache__shard {
   /* Read-mostly line. */
@@ -57,12 +61,22 @@ struct cdcache__shard {
   const struct cdcache__shard_env *env; /* read-only after open */
 
   pthread_mutex_t lock __attribute__((aligned(CDCACHE__CACHELINE)));
+  /* Written by writers, under the lock, on the lock's line (release
+   * builds: the mutex's 40 bytes and these 24), so a write in the shard
+   * brings them with the lock. */
+  uint64_t n_ttl; /* Synchronization: shard lock: live entries with a TTL */
+  /* Synchronization: written under the shard lock, read relaxed by stats. */
+  _Atomic uint64_t n_entries, n_bytes;
 #ifdef CDCACHE_ASSERTS
   pthread_t owner; /* Synchronization: lock (debug: who holds it) */
   bool held;       /* Synchronization: lock */
 #endif
 
-  /* Written by writers, under the lock. */
+  /* Synchronization: shard lock (its pool: as reclaim.h says).  Unlinked
+   * entries waiting for a batch to be handed to a grace period, and the
+   * pool of those whose grace period has passed: the fields every write
+   * touches on one line, those the reclaimer writes on the next. */
+  struct cdcache__retire_list retired __attribute__((aligned(CDCACHE__CACHELINE)));
   /* Synchronization: shard lock.  The lru policies: [0] entries without
    * a TTL (and every entry under allkeys-lru), [1] entries with a TTL
    * under volatile-lru.  The s3fifo policies: [1] the small FIFO, [2] the
@@ -70,14 +84,18 @@ struct cdcache__shard {
   struct cdcache__list lists[3] __attribute__((aligned(CDCACHE__CACHELINE)));
   struct cdcache__s3 s3; /* Synchronization: shard lock; s3fifo policies only */
   uint64_t sweep_cursor; /* Synchronization: shard lock */
-  uint64_t n_ttl;        /* Synchronization: shard lock: live entries with a TTL */
-  /* Synchronization: shard lock (its pool: as reclaim.h says).  Unlinked
-   * entries waiting for a batch to be handed to a grace period, and the
-   * pool of those whose grace period has passed. */
-  struct cdcache__retire_list retired;
-  /* Synchronization: written under the shard lock, read relaxed by stats. */
-  _Atomic uint64_t n_entries, n_bytes;
 } __attribute__((aligned(CDCACHE__CACHELINE)));
+
+#ifndef CDCACHE_ASSERTS
+/* The layout above, where a mutex is glibc x86-64's 40 bytes. */
+_Static_assert(sizeof(pthread_mutex_t) != 40 ||
+                   offsetof(struct cdcache__shard, n_bytes) + sizeof(uint64_t) <=
+                       offsetof(struct cdcache__shard, lock) + CDCACHE__CACHELINE,
+               "the write counters share the lock's line");
+#endif
+_Static_assert(offsetof(struct cdcache__retire_list, taken) + sizeof(uint64_t) <=
+                   CDCACHE__CACHELINE,
+               "a write's retire fields fit one line");
 
 /* The shard lock; in assertion builds it records its holder. */
 static inline void cdcache__shard_lock(struct cdcache__shard *s)

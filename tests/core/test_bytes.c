@@ -62,7 +62,7 @@ static void test_puts_reuse_retired_entries_after_a_grace_period(void)
   uint64_t v = 0, got = 0;
   size_t vlen = 0;
   /* 200 replacements of one key: three batches of 64 retired entries go
-   * to call_rcu; the barrier waits until their callbacks have run. */
+   * to the reclaimer; the barrier waits until they are freed or pooled. */
   for (v = 1; v <= 200; v++)
     CU_ASSERT_EQUAL_FATAL(cdcache_put(c, "key", 3, &v, sizeof v, 0), 0);
   cdcache__retire_barrier();

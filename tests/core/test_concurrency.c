@@ -17,10 +17,12 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 enum { THREADS = 6, KEYS = 512, CAP = 200 };
 
@@ -238,7 +240,7 @@ static void test_mixed_operations_keep_every_invariant_s3fifo(void)
  * key's).  Two key lengths, so pools meet entries of another size too;
  * deletes retire entries without a put taking one back.  Each writer
  * waits for the queued batches every 128 puts (cdcache__retire_barrier), so
- * the pools fill even when the call_rcu thread is starved (sanitizers, a
+ * the pools fill even when the reclaimer thread is starved (sanitizers, a
  * loaded machine): the allocator must see far fewer entries than puts.
  */
 /* Gets <prefix><key> and checks a hit's value; the get's result. */
@@ -336,7 +338,7 @@ static void test_readers_racing_puts_that_recycle_entries_see_only_their_values(
   CU_ASSERT(puts >= RWRITERS * RMIN_PUTS);
   /* Recycling happened: without it every put allocates its entry (calls
    * >= puts).  Plain runs allocate for about 30% of puts; valgrind, whose
-   * serialised threads starve the call_rcu worker, for up to 38%. */
+   * serialised threads starve the reclaimer thread, for up to 38%. */
   CU_ASSERT(calls < puts * 3 / 4);
   CU_ASSERT(st.entries <= RCAP);
   cdcache_close(cache);
@@ -531,6 +533,67 @@ static void test_reader_never_serves_an_entry_evicted_before_its_bound(void)
   cdcache_close(race_cache);
 }
 
+/*
+ * cdcache's reclaimer thread blocks every signal, so a process-directed
+ * signal the host blocks in its own threads (to take it with sigwait, or
+ * at a time of its choosing) never runs its handler on cdcache's thread.
+ * Here the test's only thread blocks SIGUSR1 after the reclaimer has
+ * started: the signal must stay pending, and its handler run on this
+ * thread once unblocked.
+ */
+static _Atomic int usr1_runs, usr1_on_main;
+static pthread_t usr1_main;
+
+static void on_usr1(int sig)
+{
+  (void)sig;
+  atomic_fetch_add(&usr1_runs, 1);
+  if (pthread_equal(pthread_self(), usr1_main))
+    atomic_fetch_add(&usr1_on_main, 1);
+}
+
+static void test_the_reclaimer_thread_takes_none_of_the_hosts_signals(void)
+{
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  cfg.max_entries = 1024;
+  cfg.shards = 1;
+  cdcache_t *c = test_open(&cfg);
+  /* Two batches: the reclaimer thread exists (if it did not yet). */
+  for (int i = 0; i < 128; i++) {
+    CU_ASSERT_EQUAL(test_put_int(c, i, 0), 0);
+    char k[16];
+    int kl = snprintf(k, sizeof k, "key%d", i);
+    CU_ASSERT_EQUAL(cdcache_delete(c, k, (size_t)kl), 0);
+  }
+  cdcache__retire_barrier();
+  usr1_main = pthread_self();
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_usr1;
+  sigemptyset(&sa.sa_mask);
+  CU_ASSERT_FATAL(sigaction(SIGUSR1, &sa, &old) == 0);
+  sigset_t usr1, prev;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  CU_ASSERT_FATAL(pthread_sigmask(SIG_BLOCK, &usr1, &prev) == 0);
+  CU_ASSERT_FATAL(kill(getpid(), SIGUSR1) == 0);
+  /* A thread with SIGUSR1 open would have taken it by now (and keeps
+   * napping between rounds: more puts wake it). */
+  for (int i = 0; i < 256; i++)
+    CU_ASSERT_EQUAL(test_put_int(c, i, 0), 0);
+  struct timespec nap = {0, 100 * 1000 * 1000};
+  nanosleep(&nap, NULL);
+  CU_ASSERT_EQUAL(atomic_load(&usr1_runs), 0);
+  sigset_t pending;
+  CU_ASSERT(sigpending(&pending) == 0 && sigismember(&pending, SIGUSR1) == 1);
+  CU_ASSERT_FATAL(pthread_sigmask(SIG_SETMASK, &prev, NULL) == 0);
+  CU_ASSERT_EQUAL(atomic_load(&usr1_runs), 1);
+  CU_ASSERT_EQUAL(atomic_load(&usr1_on_main), 1);
+  sigaction(SIGUSR1, &old, NULL);
+  cdcache_close(c);
+}
+
 int main(void)
 {
   if (CU_initialize_registry() != CUE_SUCCESS)
@@ -546,5 +609,7 @@ int main(void)
               test_keys_that_stay_are_always_found_while_their_buckets_churn);
   CU_add_test(s, "a reader never serves an entry evicted before the bound it checks",
               test_reader_never_serves_an_entry_evicted_before_its_bound);
+  CU_add_test(s, "the reclaimer thread takes none of the host's signals",
+              test_the_reclaimer_thread_takes_none_of_the_hosts_signals);
   return test_run();
 }

@@ -6,14 +6,101 @@
  */
 #include "testutil.h"
 
+#include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/* Thread creation the test can refuse (EAGAIN, as under a pids cgroup or
+ * RLIMIT_NPROC at its limit); every other call goes to the real one.
+ * The suite links cdcache statically, so the library's pthread_create
+ * is this one. */
+static atomic_int threads_refused;
+int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+  static int (*real)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+  if (atomic_load(&threads_refused))
+    return EAGAIN;
+  if (real == NULL)
+    real = (int (*)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *))dlsym(
+        RTLD_NEXT, "pthread_create");
+  return real(t, attr, fn, arg);
+}
+
+/*
+ * A host allocator for the cdcache_allocator_t hooks, with a lock of its
+ * own (heap_mu), as allocators have.  A trap holds cdcache's reclaimer
+ * thread inside its first free while armed (a round in progress, batches
+ * queueing behind it) until heap_release is set.  In quarantine (a
+ * child) a freed block is poisoned and kept, so that a later use of it
+ * crashes in a plain build too, not only under ASan.
+ */
+static pthread_mutex_t heap_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t heap_owner;    /* the test's thread: its frees are never trapped */
+static atomic_int heap_trap;    /* 0 off, 1 armed, 2 sprung (the reclaimer waits) */
+static atomic_int heap_release; /* the trapped free may go on */
+static atomic_int heap_quarantine;
+/* Quarantined blocks, where a leak checker sees them (a child exits
+ * without freeing them); volatile, so the stores stay. */
+#define HEAP_KEPT_MAX 8192
+static void *volatile heap_kept[HEAP_KEPT_MAX];
+static atomic_int heap_nkept;
+
+static void *heap_malloc(void *ctx, size_t size)
+{
+  (void)ctx;
+  pthread_mutex_lock(&heap_mu);
+  void *p = malloc(size);
+  pthread_mutex_unlock(&heap_mu);
+  return p;
+}
+
+static void heap_free(void *ctx, void *p, size_t size)
+{
+  (void)ctx;
+  if (p == NULL)
+    return;
+  int armed = 1;
+  if (!pthread_equal(pthread_self(), heap_owner) &&
+      atomic_compare_exchange_strong(&heap_trap, &armed, 2))
+    for (int ms = 0; ms < 10000 && !atomic_load(&heap_release); ms++)
+      usleep(1000);
+  memset(p, 0x5a, size);
+  if (atomic_load(&heap_quarantine)) {
+    /* Kept; past the list's end, freed for real. */
+    int i = atomic_fetch_add(&heap_nkept, 1);
+    if (i < HEAP_KEPT_MAX) {
+      heap_kept[i] = p;
+      return;
+    }
+  }
+  pthread_mutex_lock(&heap_mu);
+  free(p);
+  pthread_mutex_unlock(&heap_mu);
+}
+
+static void heap_install(cdcache_config_t *cfg)
+{
+  cfg->allocator.malloc = heap_malloc;
+  cfg->allocator.free = heap_free;
+  cfg->allocator.usable_size = NULL;
+  cfg->allocator.ctx = NULL;
+}
+
+/* Waits up to 10 s for the reclaimer to spring the trap. */
+static bool heap_trap_sprung(void)
+{
+  for (int ms = 0; ms < 10000 && atomic_load(&heap_trap) != 2; ms++)
+    usleep(1000);
+  return atomic_load(&heap_trap) == 2;
+}
 
 /* Waits for the child at most 120 s (a child hung inside fork handlers,
  * before it could set its own alarm, is killed): it must exit 0.  Returns whether it did. */
@@ -70,7 +157,7 @@ static void test_child_after_fork_gets_eforked(void)
 }
 
 /* The parent deletes hundreds of keys right before the fork, so batches
- * are queued for call_rcu when it happens. */
+ * are queued for the reclaimer when it happens. */
 static cdcache_t *parent_with_queued_reclamation(void)
 {
   cdcache_config_t cfg;
@@ -352,6 +439,153 @@ static void test_a_child_forked_without_the_calls_closes_pre_fork_caches_beside_
   run_master_forks(false);
 }
 
+/*
+ * A host allocator that makes itself fork-safe the usual way: a
+ * pthread_atfork handler, registered lazily (after cdcache's first open,
+ * so it runs before cdcache's own prepare handler), holds its lock across
+ * fork().  A plain fork() -- no fork calls, which cdcache_open's handler
+ * must survive -- happens while the reclaimer thread is in a round, about
+ * to free through that allocator.  The fork must not wait for the round:
+ * the round waits for the allocator's lock, which the forking thread
+ * holds until fork() returns.  Runs in a child forked with the fork calls
+ * (which may open caches and register handlers without touching the
+ * suite's process); a hang there ends with its alarm.
+ */
+static void heap_prepare(void)
+{
+  pthread_mutex_lock(&heap_mu);
+  atomic_store(&heap_release, 1); /* the trapped free goes on: to heap_mu */
+}
+
+static void heap_after_fork(void)
+{
+  pthread_mutex_unlock(&heap_mu);
+}
+
+static int fork_beside_a_round_freeing_through_the_host_heap(void)
+{
+  heap_owner = pthread_self();
+  if (pthread_atfork(heap_prepare, heap_after_fork, heap_after_fork) != 0)
+    return 1;
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  cfg.max_entries = 1024;
+  cfg.shards = 1; /* a batch every 64 deletes */
+  heap_install(&cfg);
+  cdcache_t *c = NULL;
+  if (cdcache_open(&cfg, &c) != 0)
+    return 2;
+  char k[16], v[300]; /* entries above the pools' 256 bytes: each is freed */
+  memset(v, 'v', sizeof v);
+  int bad = 0;
+  for (int i = 0; i < 256; i++) {
+    int kl = snprintf(k, sizeof k, "k%d", i);
+    bad |= cdcache_put(c, k, (size_t)kl, v, sizeof v, 0) != 0;
+  }
+  atomic_store(&heap_release, 0);
+  atomic_store(&heap_trap, 1);
+  for (int i = 0; i < 256; i++) { /* four batches */
+    int kl = snprintf(k, sizeof k, "k%d", i);
+    bad |= cdcache_delete(c, k, (size_t)kl) != 0;
+  }
+  if (bad || !heap_trap_sprung())
+    return 4;
+  pid_t pid = fork(); /* the reclaimer is inside heap_free, in its round */
+  if (pid == 0) {
+    /* What such a child usually does.  (The batches of the round in
+     * progress are the parent's thread's: this child cannot free them,
+     * and valgrind, which checks a child's leaks when it exits, would
+     * count them.) */
+    execl("/bin/true", "true", (char *)NULL);
+    _exit(127);
+  }
+  int status = 0;
+  if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    bad |= 8;
+  atomic_store(&heap_trap, 0);
+  bad |= (cdcache_close(c) != 0) << 4;
+  return bad;
+}
+
+static void test_a_plain_fork_beside_a_round_freeing_through_a_locked_host_heap_never_hangs(void)
+{
+  cdcache_fork_prepare();
+  pid_t pid = fork();
+  if (pid == 0) {
+    alarm(30); /* before the fork call: a hang anywhere ends with SIGALRM */
+    cdcache_fork_child();
+    _exit(fork_beside_a_round_freeing_through_the_host_heap());
+  }
+  cdcache_fork_parent();
+  CU_ASSERT_FATAL(pid > 0);
+  expect_child_ok(pid);
+}
+
+/*
+ * A child forked with the fork calls cannot start a thread (a pids
+ * cgroup at its limit, say) when it closes a pre-fork handle whose
+ * batches the parent had queued: close must still free those batches
+ * (they name the handle) before freeing the handle, not leave them for a
+ * reclaimer thread that a later batch starts, once threads can be made
+ * again, and that would then read the freed cache.  The parent's
+ * reclaimer is held in a round (the heap trap) while the batches queue
+ * behind it, and let go just before the fork.
+ */
+static void test_a_child_that_cannot_start_threads_closes_pre_fork_handles_safely(void)
+{
+  cdcache_config_t cfg;
+  cdcache_config_init(&cfg);
+  cfg.max_entries = 4096;
+  cfg.shards = 1; /* a batch every 64 deletes */
+  heap_install(&cfg);
+  cdcache_t *c = test_open(&cfg);
+  char k[16];
+  for (int i = 0; i < 2000; i++) {
+    int kl = snprintf(k, sizeof k, "k%d", i);
+    CU_ASSERT_EQUAL(cdcache_put(c, k, (size_t)kl, "value", 5, 0), 0);
+  }
+  heap_owner = pthread_self();
+  atomic_store(&heap_release, 0);
+  atomic_store(&heap_trap, 1);
+  for (int i = 0; i < 2000; i++) {
+    int kl = snprintf(k, sizeof k, "k%d", i);
+    CU_ASSERT_EQUAL(cdcache_delete(c, k, (size_t)kl), 0);
+    if (i == 200) /* the first batches are in the reclaimer's round: the rest queue */
+      CU_ASSERT_FATAL(heap_trap_sprung());
+  }
+  atomic_store(&heap_release, 1);
+  cdcache_fork_prepare();
+  pid_t pid = fork();
+  if (pid == 0) {
+    alarm(60); /* before the fork call: a hang anywhere ends with SIGALRM */
+    cdcache_fork_child();
+    atomic_store(&heap_quarantine, 1); /* the closed cache stays poisoned */
+    atomic_store(&threads_refused, 1);
+    int bad = cdcache_close(c) != 0;
+    atomic_store(&threads_refused, 0);
+    /* A new cache's batches start the child's reclaimer thread. */
+    cdcache_config_t cfg2;
+    cdcache_config_init(&cfg2);
+    cfg2.max_entries = 1024;
+    cdcache_t *c2 = NULL;
+    if (cdcache_open(&cfg2, &c2) != 0)
+      _exit(2);
+    for (int i = 0; i < 500; i++) {
+      int kl = snprintf(k, sizeof k, "c%d", i);
+      bad |= (cdcache_put(c2, k, (size_t)kl, "v", 1, 0) != 0) << 2;
+      bad |= (cdcache_delete(c2, k, (size_t)kl) != 0) << 3;
+    }
+    bad |= (cdcache_close(c2) != 0) << 4; /* waits for its batches */
+    _exit(bad);
+  }
+  cdcache_fork_parent();
+  CU_ASSERT_FATAL(pid > 0);
+  expect_child_ok(pid);
+  atomic_store(&heap_trap, 0);
+  CU_ASSERT_EQUAL(cdcache_put(c, KEY("after"), "v", 1, 0), 0);
+  cdcache_close(c);
+}
+
 /* Last: the handlers stay installed for the rest of the process. */
 static void test_installed_fork_handlers_let_a_plain_fork_child_use_caches(void)
 {
@@ -387,6 +621,10 @@ int main(void)
               test_a_fill_set_value_in_a_child_of_a_loader_answers_eforked);
   CU_add_test(s, "a child forked without the calls closes pre-fork caches beside busy threads",
               test_a_child_forked_without_the_calls_closes_pre_fork_caches_beside_busy_threads);
+  CU_add_test(s, "a plain fork beside a round freeing through a locked host heap never hangs",
+              test_a_plain_fork_beside_a_round_freeing_through_a_locked_host_heap_never_hangs);
+  CU_add_test(s, "a child that cannot start threads closes pre-fork handles safely",
+              test_a_child_that_cannot_start_threads_closes_pre_fork_handles_safely);
   CU_add_test(s, "installed fork handlers let a plain fork's child use caches",
               test_installed_fork_handlers_let_a_plain_fork_child_use_caches);
   return test_run();

@@ -137,25 +137,6 @@ static size_t h_usable(void *ctx, void *ptr, size_t size)
   return a->round16 ? (size + 15) & ~(size_t)15 : size;
 }
 
-/*
- * Speed.  liburcu's call_rcu thread naps poll(NULL, 0, 10) after each
- * wake-up to batch callbacks, so every rcu_barrier (each close, and every
- * throttle under a tiny byte budget) costs ~10 ms: 100 executions a
- * second.  The nap is only a batching delay, so this process skips it;
- * every other poll() goes to libc.
- */
-#include <dlfcn.h>
-#include <poll.h>
-int poll(struct pollfd *fds, nfds_t nfds, int timeout)
-{
-  if (fds == NULL && nfds == 0)
-    return 0;
-  static int (*real)(struct pollfd *, nfds_t, int);
-  if (real == NULL)
-    real = (int (*)(struct pollfd *, nfds_t, int))dlsym(RTLD_NEXT, "poll");
-  return real(fds, nfds, timeout);
-}
-
 /* --------------------------------------------------------------- input */
 
 struct input {

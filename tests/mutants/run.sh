@@ -93,6 +93,8 @@ suite() {
   cdc_unit) "$BLD/test_cdc_unit" ;;
   core_fill) "$BLD/tests/test_fill" ;;
   core_policy_s3fifo) "$BLD/tests/test_policy_s3fifo" ;;
+  core_concurrency) "$BLD/tests/test_concurrency" ;;
+  core_bytes) "$BLD/tests/test_bytes" ;;
   e2e_*) "$BLD/test_cdc_e2e" --server "$SERVER" --watch "$BLD/cdcache-watch" \
     --only "${1#e2e_}" ;;
   *)
@@ -224,6 +226,16 @@ run_mutant fill_after_invalidation api/fill.c \
   'if (f->link.dead || f->epoch' \
   'if (f->epoch' \
   $S_FILL
+
+# 5b. The reclaimer (issue 10): a round frees without waiting for a grace
+# period; a batch of small entries goes to the pool with its tail lost.
+run_mutant reclaim_no_grace_period core/reclaim.c \
+  '  pthread_mutex_unlock(&R.mu);
+  urcu_bp_synchronize_rcu();' \
+  '  pthread_mutex_unlock(&R.mu);' core_concurrency
+run_mutant reclaim_pool_loses_tail core/reclaim.c \
+  '    pool_push(pool, r->list, r->tail);' \
+  '    pool_push(pool, r->list, r->list);' core_bytes
 
 # 6. The s3fifo policy (issue 13), each against the suite that must catch
 # it (one suite, one small target: about 10 s each).

@@ -94,7 +94,7 @@ static _Atomic int stop_all; /* main sets it at the end of the run */
 /*
  * The allocator hook: every byte cdcache allocates, counted by what the
  * allocator really charged (malloc_usable_size), in relaxed atomics (any
- * thread, including liburcu's call_rcu thread, calls it).
+ * thread, including cdcache's reclaimer thread, calls it).
  */
 static _Atomic int64_t mem_live; /* bytes currently allocated */
 static _Atomic int64_t mem_peak; /* largest mem_live seen */
