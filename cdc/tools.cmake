@@ -46,7 +46,7 @@ if(BUILD_TESTING)
     resume_after_dropped_connection reconnect_after_libmongoc_gives_up
     history_lost_flushes_and_restarts token_rejected_flushes invalidate_flushes_and_reopens
     fail_closed_then_recover prompt_stop race_load_overlapping_update key_callback_over_stream
-    watch_tool catch_up_after_partition failover_keeps_token poison_error
+    watch_tool catch_up_after_partition failover_keeps_token poison_error poison_reply_after_write
     watch_blocked_consumer watch_blocked_consumer_stderr stop_kills_the_server_cursor majority_stall_is_visible
     resume_loop_backs_off)
   foreach(t ${CDCACHE_CDC_E2E_TESTS})

@@ -1068,6 +1068,7 @@ static void cmd_stats(bson_t *reply)
   BSON_APPEND_INT64(reply, "majorityStalls", (int64_t)g_ms.stat_majority_stalls);
   BSON_APPEND_INT64(reply, "repliesCut", (int64_t)g_ms.stat_replies_cut);
   BSON_APPEND_INT64(reply, "errorsSent", (int64_t)g_ms.stat_errors_sent);
+  BSON_APPEND_INT64(reply, "blockedNow", g_ms.blocked_now);
   BSON_APPEND_INT64(reply, "stallMs", (int64_t)g_ms.stat_stall_ms);
   BSON_APPEND_INT64(reply, "partitionMs", (int64_t)g_ms.stat_partition_ms);
   BSON_APPEND_INT64(reply, "partitionHeld", (int64_t)g_ms.stat_partition_held);
@@ -1192,6 +1193,7 @@ static void rules_clear_all(void)
   g_ms.catchup_delay_ms = 0;
   g_ms.election_until_us = 0;
   g_ms.majority_stalled = false;
+  g_ms.rules_epoch++;
   pthread_cond_broadcast(&g_ms.cond);
   pthread_mutex_unlock(&g_ms.mu);
 }
@@ -1520,8 +1522,16 @@ static ms_action_t handle_command(ms_conn_t *conn, const ms_request_t *req, bson
     ms_fail_rule_t r;
     if (take_rule(name, &r)) {
       if (r.block_ms > 0) {
+        /* The whole blockTimeMS (the condition is broadcast by every
+         * write too), or until "off" or shutdown. */
         pthread_mutex_lock(&g_ms.mu);
-        ms_cond_wait_until(ms_now_mono_us() + r.block_ms * 1000);
+        int64_t until = ms_now_mono_us() + r.block_ms * 1000;
+        uint64_t epoch = g_ms.rules_epoch;
+        g_ms.blocked_now++;
+        while (!g_ms.shutting_down && g_ms.rules_epoch == epoch && ms_now_mono_us() < until) {
+          ms_cond_wait_until(until);
+        }
+        g_ms.blocked_now--;
         pthread_mutex_unlock(&g_ms.mu);
       }
       if (r.close_connection) {

@@ -206,6 +206,10 @@ typedef struct {
   void *cursors; /* ms_cursor_t list, owned by changestream.c. */
 
   ms_fail_rule_t rules[MS_MAX_FAIL_RULES];
+  /* Counts every "off" (rules cleared): a command waiting out a rule's
+   * blockTimeMS stops waiting when it moves. */
+  uint64_t rules_epoch;
+  int64_t blocked_now;    /* commands now waiting out a rule's blockTimeMS */
   int64_t stall_until_us; /* Monotonic microseconds; 0: no stall. */
   /* partition: change-stream connections get no answer until then. */
   int64_t partition_until_us;

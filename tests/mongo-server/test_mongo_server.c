@@ -1062,6 +1062,40 @@ static void test_getmore_wait_does_not_block(void)
   mongoc_change_stream_destroy(cs);
 }
 
+/* failCommands with blockTimeMS holds the command the whole time: a write
+ * (which wakes every waiting getMore) does not end it; "off" does, and the
+ * command then fails as the rule says.  blockedNow counts it meanwhile. */
+static void test_fault_block_until_off(void)
+{
+  bson_t *opts = watch_opts(NULL);
+  mongoc_change_stream_t *cs = watch_coll("faults", "blk", NULL, opts);
+  bson_destroy(opts);
+  const bson_t *ev;
+  mongoc_change_stream_next(cs, &ev); /* Uses up the empty first batch. */
+  int64_t errors0 = server_stat("errorsSent");
+  CU_ASSERT(fault("{\"cdcacheFault\": \"failCommands\", \"commands\": \"getMore\", "
+                  "\"code\": 10334, \"blockTimeMS\": 60000, \"times\": 1}"));
+  waiter_t w = {cs, 0};
+  pthread_t th;
+  pthread_create(&th, NULL, waiter_main, &w);
+  int64_t until = now_ms() + 5000;
+  while (server_stat("blockedNow") < 1 && now_ms() < until) {
+    usleep(2000);
+  }
+  CU_ASSERT_EQUAL(server_stat("blockedNow"), 1);
+  CU_ASSERT(insert_doc("faults", "blk", "{\"_id\": 1}"));
+  usleep(300 * 1000); /* time for a wrongly woken getMore to answer */
+  CU_ASSERT_EQUAL(server_stat("blockedNow"), 1);
+  CU_ASSERT_EQUAL(server_stat("errorsSent"), errors0);
+  CU_ASSERT(fault("{\"cdcacheFault\": \"off\"}"));
+  pthread_join(th, NULL);
+  CU_ASSERT(w.waited_ms >= 300 && w.waited_ms < 30000);
+  CU_ASSERT_EQUAL(stream_error_code(cs), 10334);
+  CU_ASSERT_EQUAL(server_stat("errorsSent"), errors0 + 1);
+  CU_ASSERT_EQUAL(server_stat("blockedNow"), 0);
+  mongoc_change_stream_destroy(cs);
+}
+
 static bool send_raw(int port, const void *data, size_t len)
 {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -1425,6 +1459,7 @@ int main(int argc, char **argv)
   CU_add_test(s, "fault: fail getMore", test_fault_fail_getmore);
   CU_add_test(s, "fault: invalidate streams", test_fault_invalidate);
   CU_add_test(s, "fault: stall", test_fault_stall);
+  CU_add_test(s, "fault: blockTimeMS holds until off", test_fault_block_until_off);
   CU_add_test(s, "bulk and stats", test_bulk_and_stats);
   CU_add_test(s, "batchSize, cut replies, operationTime", test_batches_and_times);
   CU_add_test(s, "replies stop before 16 MiB", test_reply_byte_limit);
