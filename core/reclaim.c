@@ -93,12 +93,25 @@ char cdcache__grace_token;
 /* The reclaimer's nap between rounds. */
 #define PACE_NS 1000000L
 
+/*
+ * Retired entries on their way out: a queued batch (its header allocated),
+ * or on the stack of a writer that waits for its own grace period.  While
+ * they are freed, whatever is not yet freed or pooled stays reachable from
+ * here (list, kept, freeing), and a round's batches from R (round_rest,
+ * round_cur): a child forked in the middle of a round without the fork
+ * calls (which wait for the round's end) holds the parent's entries as
+ * memory it can reach, not as leaks.  Synchronization: its owner's (the
+ * submitter's, then R.mu while queued, then the round's).
+ */
 struct batch {
-  struct batch *next; /* Synchronization: R.mu while queued */
+  struct batch *next;
   struct cdcache__reclaimer *rc;
   struct cdcache__pool *pool;
-  struct cdcache__entry *list, *tail;
-  uint64_t bytes; /* the entries' charges and the header's */
+  struct cdcache__entry *list, *tail;      /* list: the entries not yet freed or kept */
+  struct cdcache__entry *kept, *kept_tail; /* taken for the pool, not pushed yet */
+  struct cdcache__entry *freeing;          /* being handed to the allocator */
+  uint64_t charges;                        /* the entries' charges */
+  uint64_t bytes; /* what leaves bytes_pending: charges, and the header's size if queued */
   bool mixed;
 };
 
@@ -115,6 +128,9 @@ static struct {
   bool running;        /* Synchronization: mu.  The thread exists in this process */
   bool idle;           /* Synchronization: mu.  The thread waits for a batch */
   bool in_round;       /* Synchronization: mu.  It has taken batches it has not freed */
+  /* Written by the round alone (relaxed; read only by a forked child's
+   * memory): the round's batches not started yet, and the one it frees. */
+  _Atomic(struct batch *) round_rest, round_cur;
 } R = {.mu = PTHREAD_MUTEX_INITIALIZER};
 /* Synchronization: R.mu.  In a child forked without the fork calls, the
  * batches its parent had queued, never freed (cdcache__reclaim_fork_child). */
@@ -168,41 +184,46 @@ static void pool_push(struct cdcache__pool *pool, struct cdcache__entry *head,
 }
 
 /*
- * After a grace period: pools the small entries pool has room for (pool
- * may be NULL: free everything), frees the rest, and takes what was freed
- * off bytes_pending (`bytes` covers the whole list).
+ * After a grace period: pools the small entries of b the pool has room
+ * for (pool NULL: frees everything), frees the rest, and takes what was
+ * freed off bytes_pending.  Every entry stays reachable from b until it is
+ * freed or pushed (see struct batch).
  */
-static void free_list(struct cdcache__reclaimer *rc, struct cdcache__pool *pool,
-                      const struct cdcache__retired *r, uint64_t bytes)
+static void free_list(struct batch *b)
 {
   CDCACHE__TSAN_ACQUIRE(&cdcache__grace_token);
-  struct cdcache__entry *e = r->list;
+  struct cdcache__reclaimer *rc = b->rc;
+  struct cdcache__pool *pool = b->pool;
+  uint64_t bytes = b->bytes;
   /* Every entry small and not a placeholder: the whole list, its charges
    * reserved at once, without loading an entry but the last. */
-  if (pool != NULL && !r->mixed && pool_reserve(pool, r->bytes)) {
-    pool_push(pool, r->list, r->tail);
-    atomic_fetch_sub_explicit(&rc->bytes_pending, bytes - r->bytes, memory_order_relaxed);
+  if (pool != NULL && !b->mixed && pool_reserve(pool, b->charges)) {
+    pool_push(pool, b->list, b->tail);
+    b->list = NULL;
+    atomic_fetch_sub_explicit(&rc->bytes_pending, bytes - b->charges, memory_order_relaxed);
     return;
   }
-  struct cdcache__entry *head = NULL, *tail = NULL;
-  while (e != NULL) {
-    struct cdcache__entry *next = e->u.ret;
+  struct cdcache__entry *e;
+  while ((e = b->list) != NULL) {
+    b->list = e->u.ret;
     size_t size = entry_size(e);
     /* Not a placeholder: its charge includes its fill's bytes. */
     if (pool != NULL && size <= CDCACHE__RECYCLE_MAX_SIZE && !(e->flags & CDCACHE__E_PLACEHOLDER) &&
         pool_reserve(pool, e->charge)) {
-      e->u.ret = head;
-      head = e;
-      if (tail == NULL)
-        tail = e;
+      e->u.ret = b->kept;
+      b->kept = e;
+      if (b->kept_tail == NULL)
+        b->kept_tail = e;
       bytes -= e->charge; /* pending until reused */
     } else {
+      b->freeing = e;
       rc->alloc->free(rc->alloc->ctx, e, size);
+      b->freeing = NULL;
     }
-    e = next;
   }
-  if (head != NULL)
-    pool_push(pool, head, tail);
+  if (b->kept != NULL)
+    pool_push(pool, b->kept, b->kept_tail);
+  b->kept = b->kept_tail = NULL;
   atomic_fetch_sub_explicit(&rc->bytes_pending, bytes, memory_order_relaxed);
 }
 
@@ -282,12 +303,7 @@ static void batch_free(struct batch *b)
 {
   CDCACHE__TSAN_ACQUIRE(b);
   struct cdcache__reclaimer *rc = b->rc;
-  struct cdcache__retired r = {.pool = b->pool,
-                               .list = b->list,
-                               .tail = b->tail,
-                               .bytes = b->bytes - sizeof *b,
-                               .mixed = b->mixed};
-  free_list(rc, b->pool, &r, b->bytes);
+  free_list(b);
   rc->alloc->free(rc->alloc->ctx, b, sizeof *b);
 }
 
@@ -298,16 +314,18 @@ static void batch_free(struct batch *b)
  * started, on a barrier's caller. */
 static void round_run(void)
 {
-  struct batch *list = R.queue;
+  atomic_store_explicit(&R.round_rest, R.queue, memory_order_relaxed);
   R.queue = NULL;
   R.in_round = true;
   pthread_mutex_unlock(&R.mu);
   urcu_bp_synchronize_rcu();
   uint64_t n = 0;
-  while (list != NULL) {
-    struct batch *next = list->next;
-    batch_free(list);
-    list = next;
+  struct batch *b;
+  while ((b = atomic_load_explicit(&R.round_rest, memory_order_relaxed)) != NULL) {
+    atomic_store_explicit(&R.round_cur, b, memory_order_relaxed);
+    atomic_store_explicit(&R.round_rest, b->next, memory_order_relaxed);
+    batch_free(b);
+    atomic_store_explicit(&R.round_cur, NULL, memory_order_relaxed);
     n++;
   }
   pthread_mutex_lock(&R.mu);
@@ -417,9 +435,10 @@ void cdcache__reclaim_fork_child(bool whole)
   if (!whole) {
     /* Forked without the fork calls: no grace period here, and pre-fork
      * handles are freed by close without waiting for anything, so the
-     * batches the parent had queued (or in a round: lost with its thread)
-     * are never run in this process, nor in a child it forks with the
-     * calls, where they could name caches freed here.  Kept reachable. */
+     * batches the parent had queued are never run in this process, nor
+     * in a child it forks with the calls, where they could name caches
+     * freed here.  Kept reachable, as a round in progress at the fork is
+     * (from round_rest and round_cur). */
     while (R.queue != NULL) {
       struct batch *b = R.queue;
       R.queue = b->next;
@@ -446,7 +465,14 @@ void cdcache__retire_free_now(struct cdcache__reclaimer *rc, struct cdcache__ret
   if (r->list == NULL)
     return;
   urcu_bp_synchronize_rcu();
-  free_list(rc, r->pool, r, r->bytes);
+  struct batch b = {.rc = rc,
+                    .pool = r->pool,
+                    .list = r->list,
+                    .tail = r->tail,
+                    .charges = r->bytes,
+                    .bytes = r->bytes,
+                    .mixed = r->mixed};
+  free_list(&b);
   r->list = NULL;
   r->bytes = 0;
 }
@@ -460,13 +486,14 @@ void cdcache__retire_submit(struct cdcache__reclaimer *rc, struct cdcache__retir
     cdcache__retire_free_now(rc, r);
     return;
   }
-  b->rc = rc;
-  b->pool = r->pool;
-  b->list = r->list;
-  b->tail = r->tail;
-  b->mixed = r->mixed;
-  /* The batch header itself is memory held until it is freed. */
-  b->bytes = r->bytes + sizeof *b;
+  *b = (struct batch){.rc = rc,
+                      .pool = r->pool,
+                      .list = r->list,
+                      .tail = r->tail,
+                      .charges = r->bytes,
+                      /* The header itself is memory held until it is freed. */
+                      .bytes = r->bytes + sizeof *b,
+                      .mixed = r->mixed};
   CDCACHE__TSAN_RELEASE(b);
   pthread_mutex_lock(&R.mu);
   if (!R.running && !reclaimer_start()) {

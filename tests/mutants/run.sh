@@ -234,8 +234,8 @@ run_mutant reclaim_no_grace_period core/reclaim.c \
   urcu_bp_synchronize_rcu();' \
   '  pthread_mutex_unlock(&R.mu);' core_concurrency
 run_mutant reclaim_pool_loses_tail core/reclaim.c \
-  '    pool_push(pool, r->list, r->tail);' \
-  '    pool_push(pool, r->list, r->list);' core_bytes
+  '    pool_push(pool, b->list, b->tail);' \
+  '    pool_push(pool, b->list, b->list);' core_bytes
 
 # 6. The s3fifo policy (issue 13), each against the suite that must catch
 # it (one suite, one small target: about 10 s each).
