@@ -96,11 +96,13 @@ char cdcache__grace_token;
 /*
  * Retired entries on their way out: a queued batch (its header allocated),
  * or on the stack of a writer that waits for its own grace period.  While
- * they are freed, whatever is not yet freed or pooled stays reachable from
- * here (list, kept, freeing), and a round's batches from R (round_rest,
- * round_cur): a child forked in the middle of a round without the fork
- * calls (which wait for the round's end) holds the parent's entries as
- * memory it can reach, not as leaks.  Synchronization: its owner's (the
+ * a round frees a queued batch, whatever of it is not yet freed or pooled
+ * stays reachable from its header (list, cur, kept), and the round's
+ * batches from R (round_rest, round_cur): a child forked in the middle of
+ * a round without the fork calls (which wait for the round's end) holds
+ * the parent's entries as memory it can reach, not as leaks.  (A writer's
+ * own batch, like anything a thread holds in the middle of a call, is not
+ * covered.)  Synchronization: its owner's (the
  * submitter's, then R.mu while queued, then the round's).
  */
 struct batch {
@@ -109,7 +111,7 @@ struct batch {
   struct cdcache__pool *pool;
   struct cdcache__entry *list, *tail;      /* list: the entries not yet freed or kept */
   struct cdcache__entry *kept, *kept_tail; /* taken for the pool, not pushed yet */
-  struct cdcache__entry *freeing;          /* being handed to the allocator */
+  struct cdcache__entry *cur;              /* taken off list, not yet kept or freed */
   uint64_t charges;                        /* the entries' charges */
   uint64_t bytes; /* what leaves bytes_pending: charges, and the header's size if queued */
   bool mixed;
@@ -135,6 +137,10 @@ static struct {
 /* Synchronization: R.mu.  In a child forked without the fork calls, the
  * batches its parent had queued, never freed (cdcache__reclaim_fork_child). */
 static struct batch *orphans;
+/* Synchronization: as orphans.  The batch a round was freeing when such a
+ * fork happened (perhaps already freed: never read, only kept; volatile,
+ * or the compiler drops the store to a variable nothing reads). */
+static struct batch *volatile orphan_cur;
 
 static size_t entry_size(const struct cdcache__entry *e)
 {
@@ -205,6 +211,7 @@ static void free_list(struct batch *b)
   }
   struct cdcache__entry *e;
   while ((e = b->list) != NULL) {
+    b->cur = e; /* before list moves past it */
     b->list = e->u.ret;
     size_t size = entry_size(e);
     /* Not a placeholder: its charge includes its fill's bytes. */
@@ -216,10 +223,9 @@ static void free_list(struct batch *b)
         b->kept_tail = e;
       bytes -= e->charge; /* pending until reused */
     } else {
-      b->freeing = e;
       rc->alloc->free(rc->alloc->ctx, e, size);
-      b->freeing = NULL;
     }
+    b->cur = NULL;
   }
   if (b->kept != NULL)
     pool_push(pool, b->kept, b->kept_tail);
@@ -437,14 +443,26 @@ void cdcache__reclaim_fork_child(bool whole)
      * handles are freed by close without waiting for anything, so the
      * batches the parent had queued are never run in this process, nor
      * in a child it forks with the calls, where they could name caches
-     * freed here.  Kept reachable, as a round in progress at the fork is
-     * (from round_rest and round_cur). */
+     * freed here.  Kept reachable, with a round in progress at the fork:
+     * its batches not started go to the orphans too, and the one it was
+     * freeing (whose header may already be free: never read) is kept
+     * aside, so that a round of a grandchild forked with the calls does
+     * not overwrite them. */
     while (R.queue != NULL) {
       struct batch *b = R.queue;
       R.queue = b->next;
       b->next = orphans;
       orphans = b;
     }
+    struct batch *b;
+    while ((b = atomic_load_explicit(&R.round_rest, memory_order_relaxed)) != NULL) {
+      atomic_store_explicit(&R.round_rest, b->next, memory_order_relaxed);
+      b->next = orphans;
+      orphans = b;
+    }
+    if (atomic_load_explicit(&R.round_cur, memory_order_relaxed) != NULL)
+      orphan_cur = atomic_load_explicit(&R.round_cur, memory_order_relaxed);
+    atomic_store_explicit(&R.round_cur, NULL, memory_order_relaxed);
     R.submitted = R.completed = 0;
     R.in_round = false;
   }
