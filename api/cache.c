@@ -57,7 +57,7 @@ static int fork_install_rc;
  * order) and these do nothing with it. */
 static _Thread_local bool live_by_handler; /* live_held came from on_fork_prepare */
 /* Thread-local: who paused the reclaimer thread (core/reclaim.c) for this
- * fork: 0 nobody, 1 cdcache_fork_prepare(), 2 on_fork_prepare().  It is
+ * fork: nobody, cdcache_fork_prepare() or on_fork_prepare().  It is
  * paused first, before any liburcu lock is taken (its round may be inside
  * a grace period, which takes them), and resumed last, by the same code.
  * Only the fork calls wait for the round in progress (their child frees
@@ -65,28 +65,29 @@ static _Thread_local bool live_by_handler; /* live_held came from on_fork_prepar
  * own fork handlers registered later, and one of them may hold the lock
  * of the allocator that round is freeing through (test "a plain fork
  * beside a round freeing through a locked host heap never hangs"). */
-static _Thread_local int reclaim_by;
-static void reclaim_pause(int by)
+enum reclaim_pauser { BY_NOBODY, BY_FORK_CALLS, BY_HANDLER };
+static _Thread_local enum reclaim_pauser reclaim_by;
+static void reclaim_pause(enum reclaim_pauser by)
 {
-  if (reclaim_by != 0)
+  if (reclaim_by != BY_NOBODY)
     return;
-  cdcache__reclaim_fork_prepare(by == 1);
+  cdcache__reclaim_fork_prepare(by == BY_FORK_CALLS);
   reclaim_by = by;
 }
-static void reclaim_resume(int by, bool child)
+static void reclaim_resume(enum reclaim_pauser by, bool child)
 {
   if (reclaim_by != by)
     return;
-  reclaim_by = 0;
+  reclaim_by = BY_NOBODY;
   if (child)
-    cdcache__reclaim_fork_child(by == 1);
+    cdcache__reclaim_fork_child(by == BY_FORK_CALLS);
   else
     cdcache__reclaim_fork_parent();
 }
 
 static void on_fork_prepare(void)
 {
-  reclaim_pause(2);
+  reclaim_pause(BY_HANDLER);
   if (live_held)
     return;
   cdcache__tstats_fork_prepare();
@@ -101,7 +102,7 @@ static void on_fork_parent(void)
     live_held = false;
     cdcache__tstats_fork_parent();
   }
-  reclaim_resume(2, false);
+  reclaim_resume(BY_HANDLER, false);
 }
 
 static void on_fork_child(void)
@@ -112,7 +113,7 @@ static void on_fork_child(void)
     live_held = false;
     cdcache__tstats_fork_child();
   }
-  reclaim_resume(2, true);
+  reclaim_resume(BY_HANDLER, true);
 }
 
 static void install_atfork(void)
@@ -144,7 +145,7 @@ static void install_atfork(void)
  */
 void cdcache_fork_prepare(void)
 {
-  reclaim_pause(1);
+  reclaim_pause(BY_FORK_CALLS);
   urcu_bp_call_rcu_before_fork();
   urcu_bp_before_fork();
   if (!live_held) {
@@ -165,7 +166,7 @@ void cdcache_fork_parent(void)
   }
   urcu_bp_after_fork_parent();
   urcu_bp_call_rcu_after_fork_parent();
-  reclaim_resume(1, false);
+  reclaim_resume(BY_FORK_CALLS, false);
 }
 
 void cdcache_fork_child(void)
@@ -179,7 +180,7 @@ void cdcache_fork_child(void)
   }
   urcu_bp_after_fork_child();
   urcu_bp_call_rcu_after_fork_child();
-  reclaim_resume(1, true);
+  reclaim_resume(BY_FORK_CALLS, true);
   atomic_store_explicit(&rcu_ready_gen,
                         atomic_load_explicit(&cdcache__fork_gen, memory_order_relaxed),
                         memory_order_relaxed);
@@ -390,8 +391,9 @@ int cdcache__close(cdcache_t *c)
     cdcache__retire_drain_all(c);
   } else if (rcu_usable()) {
     /* A child forked through cdcache_fork_*(): the batches the parent
-     * had queued stay unfreed (core/reclaim.c); free what the shards had
-     * retired (only where no parent thread held the lock at the fork). */
+     * had queued (they may name this handle) are freed first, by the
+     * child's reclaimer, then what the shards had retired (only where no
+     * parent thread held the lock at the fork). */
     cdcache__retire_drain_forked(c);
   }
   /* In a forked child no other thread exists: free what is linked; what

@@ -41,8 +41,9 @@ static inline void cdcache__after_write(cdcache_t *c, struct cdcache__shard *s,
     cdcache__throttle(c, s);
 }
 /* In a child forked through cdcache_fork_*(), closing a handle from
- * before the fork: free the retire lists of the shards whose lock is free
- * (the batches the parent had queued stay unfreed: core/reclaim.c). */
+ * before the fork: wait for the batches the parent had queued (they may
+ * name c; the child's reclaimer frees them), then free the retire lists
+ * of the shards whose lock is free. */
 void cdcache__retire_drain_forked(cdcache_t *c);
 /* Counts into this thread's block t, or into the cache's shared fallback
  * block (atomic adds) when the thread has none (t NULL). */

@@ -113,7 +113,6 @@ struct batch {
   struct cdcache__entry *kept, *kept_tail; /* taken for the pool, not pushed yet */
   struct cdcache__entry *cur;              /* taken off list, not yet kept or freed */
   uint64_t charges;                        /* the entries' charges */
-  uint64_t bytes; /* what leaves bytes_pending: charges, and the header's size if queued */
   bool mixed;
 };
 
@@ -200,13 +199,12 @@ static void free_list(struct batch *b)
   CDCACHE__TSAN_ACQUIRE(&cdcache__grace_token);
   struct cdcache__reclaimer *rc = b->rc;
   struct cdcache__pool *pool = b->pool;
-  uint64_t bytes = b->bytes;
+  uint64_t bytes = b->charges; /* less what is pooled: pending until reused */
   /* Every entry small and not a placeholder: the whole list, its charges
    * reserved at once, without loading an entry but the last. */
   if (pool != NULL && !b->mixed && pool_reserve(pool, b->charges)) {
     pool_push(pool, b->list, b->tail);
     b->list = NULL;
-    atomic_fetch_sub_explicit(&rc->bytes_pending, bytes - b->charges, memory_order_relaxed);
     return;
   }
   struct cdcache__entry *e;
@@ -311,6 +309,7 @@ static void batch_free(struct batch *b)
   struct cdcache__reclaimer *rc = b->rc;
   free_list(b);
   rc->alloc->free(rc->alloc->ctx, b, sizeof *b);
+  atomic_fetch_sub_explicit(&rc->bytes_pending, sizeof *b, memory_order_relaxed);
 }
 
 /* R.mu held, no round in progress: takes every queued batch, waits for a
@@ -436,6 +435,18 @@ void cdcache__reclaim_fork_parent(void)
   pthread_mutex_unlock(&R.mu);
 }
 
+/* R.mu held, in a child forked without the fork calls: moves the batches
+ * of list onto the orphans. */
+static void orphan(struct batch *list)
+{
+  while (list != NULL) {
+    struct batch *next = list->next;
+    list->next = orphans;
+    orphans = list;
+    list = next;
+  }
+}
+
 void cdcache__reclaim_fork_child(bool whole)
 {
   if (!whole) {
@@ -448,18 +459,10 @@ void cdcache__reclaim_fork_child(bool whole)
      * freeing (whose header may already be free: never read) is kept
      * aside, so that a round of a grandchild forked with the calls does
      * not overwrite them. */
-    while (R.queue != NULL) {
-      struct batch *b = R.queue;
-      R.queue = b->next;
-      b->next = orphans;
-      orphans = b;
-    }
-    struct batch *b;
-    while ((b = atomic_load_explicit(&R.round_rest, memory_order_relaxed)) != NULL) {
-      atomic_store_explicit(&R.round_rest, b->next, memory_order_relaxed);
-      b->next = orphans;
-      orphans = b;
-    }
+    orphan(R.queue);
+    R.queue = NULL;
+    orphan(atomic_load_explicit(&R.round_rest, memory_order_relaxed));
+    atomic_store_explicit(&R.round_rest, NULL, memory_order_relaxed);
     if (atomic_load_explicit(&R.round_cur, memory_order_relaxed) != NULL)
       orphan_cur = atomic_load_explicit(&R.round_cur, memory_order_relaxed);
     atomic_store_explicit(&R.round_cur, NULL, memory_order_relaxed);
@@ -488,7 +491,6 @@ void cdcache__retire_free_now(struct cdcache__reclaimer *rc, struct cdcache__ret
                     .list = r->list,
                     .tail = r->tail,
                     .charges = r->bytes,
-                    .bytes = r->bytes,
                     .mixed = r->mixed};
   free_list(&b);
   r->list = NULL;
@@ -509,8 +511,6 @@ void cdcache__retire_submit(struct cdcache__reclaimer *rc, struct cdcache__retir
                       .list = r->list,
                       .tail = r->tail,
                       .charges = r->bytes,
-                      /* The header itself is memory held until it is freed. */
-                      .bytes = r->bytes + sizeof *b,
                       .mixed = r->mixed};
   CDCACHE__TSAN_RELEASE(b);
   pthread_mutex_lock(&R.mu);

@@ -102,16 +102,24 @@ static int stats_of(cdc_impl_t *ci, cdcache_stats_t *st)
   return cdcache_stats(ci->c, st);
 }
 
-/* Lets cdcache's reclaimer thread finish its rounds (it frees what was
- * queued within a couple of milliseconds of the last write).  Entries on
- * the shards' partial retire lists and in their pools stay allocated (a
- * quiet cache keeps them); cd_pending reports them, so that the harness
- * subtracts them for the drained figure. */
+/* Waits until cdcache's reclaimer thread has freed what was queued: the
+ * pending bytes stop changing (read every millisecond; unchanged over
+ * five reads, which spans several of its 1 ms rounds; at most 1 s).
+ * Entries on the shards' partial retire lists and in their pools stay
+ * allocated (a quiet cache keeps them); cd_pending reports them, so that
+ * the harness subtracts them for the drained figure. */
 static void cd_settle(void *h)
 {
-  (void)h;
-  struct timespec ts = {0, 20 * 1000 * 1000};
-  nanosleep(&ts, NULL);
+  cdcache_stats_t st;
+  uint64_t last = UINT64_MAX;
+  int same = 0;
+  for (int i = 0; i < 1000 && same < 5; i++) {
+    uint64_t now = stats_of(h, &st) == 0 ? st.bytes_pending_free : 0;
+    same = now == last ? same + 1 : 0;
+    last = now;
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
 }
 
 /* Bytes unlinked but not yet freed (charged as the allocator hook counts
