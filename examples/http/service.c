@@ -47,7 +47,11 @@
  * calls service_stop.
  *
  * Threads: libmicrohttpd's internal thread pool (cfg.threads threads,
- * each with its own epoll set) runs every callback here.  A request's
+ * each polling with poll(), not epoll: with epoll, MHD_quiesce_daemon
+ * removes the listening socket from each worker's set from the caller's
+ * thread while a worker at its connection limit may remove it too, and
+ * libmicrohttpd 0.9.75 then aborts the process, "Failed to remove listen
+ * FD from epoll set", seen once on SIGTERM) runs every callback here.  A request's
  * state (req_t) belongs to the connection's thread; the shared state is
  * the cache (thread-safe), the store's client pool (thread-safe), the
  * metrics, the draining flag and the in-flight count (atomics).
@@ -667,7 +671,7 @@ int service_start(service_t *s, const service_config_t *cfg, char *err, size_t e
   s->max_key_len = cfg->max_key_len;
   /* MHD_USE_ITC: MHD_quiesce_daemon needs it with internal threads. */
   s->daemon = MHD_start_daemon(
-      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC, cfg->port,
+      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_ITC, cfg->port,
       NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_SOCK_ADDR,
       (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
