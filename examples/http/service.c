@@ -49,9 +49,11 @@
  * Threads: libmicrohttpd's internal thread pool (cfg.threads threads,
  * each polling with poll(), not epoll: with epoll, MHD_quiesce_daemon
  * removes the listening socket from each worker's set from the caller's
- * thread while a worker at its connection limit may remove it too, and
- * libmicrohttpd 0.9.75 then aborts the process, "Failed to remove listen
- * FD from epoll set", seen once on SIGTERM) runs every callback here.  A request's
+ * thread while a worker that already sees the daemon quiesced (or at its
+ * connection limit) removes it too, and libmicrohttpd 0.9.75 aborts the
+ * process, "Failed to remove listen FD from epoll set", on the loser's
+ * ENOENT -- an open libmicrohttpd defect, hit once on SIGTERM here)
+ * runs every callback here.  A request's
  * state (req_t) belongs to the connection's thread; the shared state is
  * the cache (thread-safe), the store's client pool (thread-safe), the
  * metrics, the draining flag and the in-flight count (atomics).
